@@ -1,0 +1,1 @@
+"""Boundaries: codecs, Kafka, OpenSearch, the embedded store, LLM and ticket platform clients."""

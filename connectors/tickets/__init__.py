@@ -1,0 +1,1 @@
+"""Ticket platform clients behind one protocol (see ``base``)."""

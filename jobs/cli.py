@@ -1,0 +1,44 @@
+"""The ``logclaw`` command: one sub-command per way of running the product.
+
+Sub-commands register themselves in ``COMMANDS`` (name -> (help, add_arguments, run)); each ``run``
+returns a process exit code. Imports of heavy modules (pyflink) happen inside ``run``, so
+``logclaw --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# name -> module implementing `add_arguments(parser)` and `run(args) -> int`, and a one-line help.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("jobs.demo", "run the detection job on the embedded default and print the incidents"),
+    "broker": ("jobs.broker_cmd", "start the local Kafka-protocol broker (tansu) until Ctrl-C"),
+    "jars": ("jobs.jars_cmd", "provision the Flink Kafka connector jars (checksummed)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="logclaw", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(cmd)
+        cmd.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    return int(args._run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
