@@ -1,0 +1,385 @@
+"""Tenant-level correlation, keyed by tenant: blast radius, grouping of concurrent anomalies into one
+incident, the shared cooldown/dedup state per (tenant, fingerprint), the incident life cycle
+(opened -> updated -> resolved) and root-cause ranking.
+
+Decisions (principles, not tuned to cases):
+- an immediate-path anomaly (OOM, crash, resource) always opens or joins an incident, scored at
+  least 0.9 x its signal weight, because such a signal demands action on its own;
+- a windowed anomaly opens an incident only when its composite score (with the tenant's blast
+  radius) reaches the threshold; anomalies below it still count for blast radius;
+- anomalies of a tenant within ``correlation_ms`` of an open incident's last activity join it (one
+  outage, one ticket); the fingerprint stays that of the opening anomaly, so dedup is stable;
+- an incident resolves once no anomaly has joined it for ``quiet_ms`` of event time; until then
+  the same fingerprint is the same incident (this is the cooldown);
+- ``updated`` is emitted only when something an on-call engineer acts on changes: a service
+  joins, the severity band rises, or the top root-cause candidate changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from udfs.anomaly import Sample, ServiceAnomaly, ServiceRecovered, SignalInfo, TemplateInfo, TraceFact
+from udfs.incidents import to_contract
+from udfs.rootcause import Ranking, ServiceFacts, rank
+from udfs.scoring import Breakdown, ScoreConfig, blast_radius_score
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CorrelateConfig:
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    correlation_ms: int = 300_000
+    quiet_ms: int = 300_000
+    blast_window_ms: int = 300_000
+    immediate_floor: float = 0.9
+    max_open_incidents: int = 50
+    max_edges: int = 2_000
+    max_precedence: int = 2_000
+    fact_ttl_ms: int = 3_600_000
+    max_samples: int = 10
+    max_traces: int = 10
+    learned_edge_min: int = 2
+
+
+@dataclass
+class ServiceEntry:
+    service: str
+    namespace: str
+    onset_ms: int
+    last_ms: int
+    breakdown: Breakdown
+    score: float
+    top_signal: str
+
+
+@dataclass
+class IncidentState:
+    incident_id: str
+    fingerprint: str
+    tenant: str
+    service: str
+    path: str
+    kind: str
+    opened_at_ms: int
+    detected_at_ms: int
+    last_activity_ms: int
+    services: dict[str, ServiceEntry] = field(default_factory=dict)
+    breakdown: Breakdown = field(default_factory=Breakdown)
+    score: float = 0.0
+    severity: str = "low"
+    signals: list[SignalInfo] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+    templates: list[TemplateInfo] = field(default_factory=list)
+    trace_ids: list[str] = field(default_factory=list)
+    stats: dict[str, float] = field(default_factory=dict)
+    root: str = ""
+    anomalies: int = 0
+
+
+@dataclass
+class TenantState:
+    tenant: str
+    incidents: dict[str, IncidentState] = field(default_factory=dict)
+    recent: dict[str, int] = field(default_factory=dict)
+    """service -> event time of its last anomaly (blast radius window)."""
+    edges: dict[str, list[int]] = field(default_factory=dict)
+    """"kind|caller|callee" -> [count, last_ms]; kind "call" (spans) or "edge" (learned)."""
+    precedence: dict[str, list[int]] = field(default_factory=dict)
+    """"a|b" -> [count, last_ms]: a's first failure preceded b's in a shared trace."""
+    failing_traces: dict[str, list[str]] = field(default_factory=dict)
+    """service -> recent trace ids where it failed after/before another service (evidence)."""
+    suppressed: int = 0
+
+
+class Step(NamedTuple):
+    state: TenantState
+    emit: tuple[dict[str, Any], ...]
+    """Incident events per the contract, rendered when they happened."""
+    timer_at_ms: int | None
+
+
+def new_state(tenant: str) -> TenantState:
+    return TenantState(tenant=tenant)
+
+
+def fingerprint(tenant: str, service: str, kind: str) -> str:
+    """Dedup key; the tenant is hashed in, so two tenants never share one."""
+    digest = hashlib.sha1(f"{tenant}\x1f{service}\x1f{kind}".encode()).hexdigest()[:12]
+    return f"{service}.{kind}.{digest}"
+
+
+def incident_id(tenant: str, fp: str, opened_at_ms: int) -> str:
+    return "inc-" + hashlib.sha1(f"{tenant}\x1f{fp}\x1f{opened_at_ms}".encode()).hexdigest()[:20]
+
+
+def on_anomaly(state: TenantState, a: ServiceAnomaly, cfg: CorrelateConfig) -> Step:
+    state.recent[a.service] = max(state.recent.get(a.service, a.at_ms), a.at_ms)
+    _expire_recent(state, a.at_ms, cfg)
+    blast = blast_radius_score(len(state.recent))
+    b = a.breakdown._replace(context=max(a.breakdown.context, blast))
+    score = cfg.score.composite(b)
+    if a.path == "immediate":
+        floor = cfg.immediate_floor * a.breakdown.pattern
+        score = max(score, round(floor, 4))
+    target = _joinable(state, a, cfg)
+    events: list[dict[str, Any]] = []
+    if target is None:
+        if a.path != "immediate" and score < cfg.score.threshold:
+            return Step(state, (), _next_timer(state, cfg))
+        if len(state.incidents) >= cfg.max_open_incidents:
+            state.suppressed += 1
+            return Step(state, (), _next_timer(state, cfg))
+        target = _open(state, a, b, score, cfg)
+        events.append(to_contract("opened", target, _ranking(state, target, cfg), a.at_ms, cfg.score))
+    else:
+        before = (set(target.services), target.severity, target.root)
+        _join(target, a, b, score, cfg)
+        ranking = _ranking(state, target, cfg)
+        target.root = ranking.chain[0] if ranking.chain else target.root
+        _rescore(state, target, cfg)
+        after = (set(target.services), target.severity, target.root)
+        grew = after[0] != before[0]
+        severer = _band(after[1]) > _band(before[1])
+        if grew or severer or after[2] != before[2]:
+            events.append(to_contract("updated", target, ranking, a.at_ms, cfg.score))
+    return Step(state, tuple(events), _next_timer(state, cfg))
+
+
+def on_recovered(state: TenantState, r: ServiceRecovered, cfg: CorrelateConfig) -> Step:
+    """Bookkeeping only: resolution is driven by the quiet period after the last anomaly."""
+    return Step(state, (), _next_timer(state, cfg))
+
+
+def on_fact(state: TenantState, f: TraceFact, cfg: CorrelateConfig) -> Step:
+    if f.kind in ("edge", "call"):
+        _bump(state.edges, f"{f.kind}|{f.a}|{f.b}", f.at_ms, cfg.max_edges)
+    elif f.kind == "precedes":
+        _bump(state.precedence, f"{f.a}|{f.b}", f.at_ms, cfg.max_precedence)
+        for svc in (f.a, f.b):
+            ids = state.failing_traces.setdefault(svc, [])
+            if f.trace_id not in ids:
+                ids.append(f.trace_id)
+                del ids[: max(0, len(ids) - cfg.max_traces)]
+    return Step(state, (), _next_timer(state, cfg))
+
+
+def on_timer(state: TenantState, timer_ms: int, cfg: CorrelateConfig) -> Step:
+    """Resolve incidents quiet for ``quiet_ms``; expire old graph facts (event time)."""
+    events: list[dict[str, Any]] = []
+    for fp in sorted(state.incidents):
+        inc = state.incidents[fp]
+        if inc.last_activity_ms + cfg.quiet_ms <= timer_ms:
+            ranking = _ranking(state, inc, cfg)
+            del state.incidents[fp]
+            events.append(to_contract("resolved", inc, ranking, timer_ms, cfg.score))
+    horizon = timer_ms - cfg.fact_ttl_ms
+    for table in (state.edges, state.precedence):
+        for key in [k for k, v in table.items() if v[1] < horizon]:
+            del table[key]
+    _expire_recent(state, timer_ms, cfg)
+    return Step(state, tuple(events), _next_timer(state, cfg))
+
+
+def _band(severity: str) -> int:
+    return {"low": 0, "medium": 1, "high": 2, "critical": 3}[severity]
+
+
+def _bump(table: dict[str, list[int]], key: str, at_ms: int, cap: int) -> None:
+    row = table.get(key)
+    if row is None:
+        if len(table) >= cap:
+            oldest = min(table, key=lambda k: (table[k][1], k))
+            del table[oldest]
+        table[key] = [1, at_ms]
+    else:
+        row[0] += 1
+        row[1] = max(row[1], at_ms)
+
+
+def _expire_recent(state: TenantState, now_ms: int, cfg: CorrelateConfig) -> None:
+    for svc in [s for s, t in state.recent.items() if t < now_ms - cfg.blast_window_ms]:
+        del state.recent[svc]
+
+
+def _joinable(state: TenantState, a: ServiceAnomaly, cfg: CorrelateConfig) -> IncidentState | None:
+    best: IncidentState | None = None
+    for inc in state.incidents.values():
+        if a.service in inc.services or a.at_ms - inc.last_activity_ms <= cfg.correlation_ms:
+            if best is None or inc.opened_at_ms < best.opened_at_ms:
+                best = inc
+    return best
+
+
+def _top_signal(a: ServiceAnomaly) -> str:
+    best = max(a.signals, key=lambda s: s.weight, default=None)
+    return f"{best.name} {best.weight:.2f}" if best is not None else ""
+
+
+def _open(state: TenantState, a: ServiceAnomaly, b: Breakdown, score: float, cfg: CorrelateConfig) -> IncidentState:
+    fp = fingerprint(state.tenant, a.service, a.kind)
+    inc = IncidentState(
+        incident_id=incident_id(state.tenant, fp, a.onset_ms),
+        fingerprint=fp,
+        tenant=state.tenant,
+        service=a.service,
+        path=a.path,
+        kind=a.kind,
+        opened_at_ms=a.onset_ms,
+        detected_at_ms=a.at_ms,
+        last_activity_ms=a.at_ms,
+        root=a.service,
+    )
+    state.incidents[fp] = inc
+    _join(inc, a, b, score, cfg)
+    _rescore(state, inc, cfg)
+    return inc
+
+
+def _join(inc: IncidentState, a: ServiceAnomaly, b: Breakdown, score: float, cfg: CorrelateConfig) -> None:
+    inc.anomalies += 1
+    inc.last_activity_ms = max(inc.last_activity_ms, a.at_ms)
+    entry = inc.services.get(a.service)
+    if entry is None:
+        inc.services[a.service] = ServiceEntry(a.service, a.namespace, a.onset_ms, a.at_ms, b, score, _top_signal(a))
+    else:
+        entry.onset_ms = min(entry.onset_ms, a.onset_ms)
+        entry.last_ms = max(entry.last_ms, a.at_ms)
+        entry.breakdown = entry.breakdown.merge(b)
+        if score > entry.score:
+            entry.score, entry.top_signal = score, _top_signal(a)
+    # One signal per (name, service): the strongest seen, with its latest detail.
+    for s in a.signals:
+        tagged = s._replace(detail=f"{a.service}: {s.detail}" if s.detail else a.service)
+        i = next((k for k, old in enumerate(inc.signals)
+                  if old.name == s.name and old.detail.split(":", 1)[0] == a.service), None)
+        if i is None:
+            if len(inc.signals) < 16:
+                inc.signals.append(tagged)
+        elif s.weight >= inc.signals[i].weight:
+            inc.signals[i] = tagged
+    for sample in a.samples:
+        if len(inc.samples) < cfg.max_samples and sample not in inc.samples:
+            inc.samples.append(sample)
+    known = {t.template_id for t in inc.templates}
+    for t in a.templates:
+        if t.template_id not in known and len(inc.templates) < 10:
+            inc.templates.append(t)
+            known.add(t.template_id)
+    for sample in a.samples:
+        if sample.trace_id and sample.trace_id not in inc.trace_ids and len(inc.trace_ids) < cfg.max_traces:
+            inc.trace_ids.append(sample.trace_id)
+    if a.stats and a.service == inc.service:
+        inc.stats = dict(a.stats)
+
+
+def _rescore(state: TenantState, inc: IncidentState, cfg: CorrelateConfig) -> None:
+    merged = Breakdown()
+    floor = 0.0
+    for e in inc.services.values():
+        merged = merged.merge(e.breakdown)
+        floor = max(floor, e.score)
+    merged = merged._replace(context=max(merged.context, blast_radius_score(len(inc.services))))
+    inc.breakdown = merged
+    inc.score = max(cfg.score.composite(merged), floor)
+    inc.severity = cfg.score.severity(inc.score)
+    for svc in inc.services:
+        for tid in state.failing_traces.get(svc, ()):
+            if tid not in inc.trace_ids and len(inc.trace_ids) < cfg.max_traces:
+                inc.trace_ids.append(tid)
+
+
+def call_graph(state: TenantState, cfg: CorrelateConfig) -> dict[str, set[str]]:
+    """Caller -> callees. Spans win when the tenant has any; else learned edges that are seen at
+    least ``learned_edge_min`` times and at least twice as often as their reverse."""
+    graph: dict[str, set[str]] = {}
+    span_edges = [k.split("|")[1:] for k in state.edges if k.startswith("call|")]
+    if span_edges:
+        for a, b in span_edges:
+            graph.setdefault(a, set()).add(b)
+        return graph
+    for key, (count, _) in state.edges.items():
+        _, a, b = key.split("|")
+        back = state.edges.get(f"edge|{b}|{a}", [0, 0])[0]
+        if count >= cfg.learned_edge_min and count >= 2 * back:
+            graph.setdefault(a, set()).add(b)
+    return graph
+
+
+def _ranking(state: TenantState, inc: IncidentState, cfg: CorrelateConfig) -> Ranking:
+    facts = [ServiceFacts(e.service, e.onset_ms, e.score, e.top_signal) for e in inc.services.values()]
+    prec: dict[tuple[str, str], int] = {}
+    for key, (count, _) in state.precedence.items():
+        a, b = key.split("|")
+        prec[(a, b)] = count
+    return rank(facts, call_graph(state, cfg), prec)
+
+
+def _next_timer(state: TenantState, cfg: CorrelateConfig) -> int | None:
+    if not state.incidents:
+        return None
+    return min(inc.last_activity_ms for inc in state.incidents.values()) + cfg.quiet_ms
+
+
+# ---- codec -------------------------------------------------------------------------------------
+
+
+def _incident_to_json(inc: IncidentState) -> dict[str, Any]:
+    return {
+        "incident_id": inc.incident_id, "fingerprint": inc.fingerprint, "tenant": inc.tenant,
+        "service": inc.service, "path": inc.path, "kind": inc.kind, "opened_at_ms": inc.opened_at_ms,
+        "detected_at_ms": inc.detected_at_ms, "last_activity_ms": inc.last_activity_ms,
+        "services": {k: [e.service, e.namespace, e.onset_ms, e.last_ms, list(e.breakdown), e.score, e.top_signal]
+                     for k, e in inc.services.items()},
+        "breakdown": list(inc.breakdown), "score": inc.score, "severity": inc.severity,
+        "signals": [list(s) for s in inc.signals], "samples": [list(s) for s in inc.samples],
+        "templates": [list(t) for t in inc.templates], "trace_ids": inc.trace_ids, "stats": inc.stats,
+        "root": inc.root, "anomalies": inc.anomalies,
+    }
+
+
+def _incident_from_json(o: Mapping[str, Any]) -> IncidentState:
+    return IncidentState(
+        incident_id=o["incident_id"], fingerprint=o["fingerprint"], tenant=o["tenant"], service=o["service"],
+        path=o["path"], kind=o["kind"], opened_at_ms=int(o["opened_at_ms"]),
+        detected_at_ms=int(o["detected_at_ms"]), last_activity_ms=int(o["last_activity_ms"]),
+        services={k: ServiceEntry(v[0], v[1], int(v[2]), int(v[3]), Breakdown(*v[4]), float(v[5]), v[6])
+                  for k, v in o["services"].items()},
+        breakdown=Breakdown(*o["breakdown"]), score=float(o["score"]), severity=o["severity"],
+        signals=[SignalInfo(*s) for s in o["signals"]],
+        samples=[Sample(*s) for s in o["samples"]],
+        templates=[TemplateInfo(*t) for t in o["templates"]],
+        trace_ids=list(o["trace_ids"]), stats={k: float(v) for k, v in o["stats"].items()},
+        root=o["root"], anomalies=int(o["anomalies"]),
+    )
+
+
+def encode_state(state: TenantState) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tenant": state.tenant,
+        "incidents": {k: _incident_to_json(v) for k, v in state.incidents.items()},
+        "recent": state.recent,
+        "edges": state.edges,
+        "precedence": state.precedence,
+        "failing_traces": state.failing_traces,
+        "suppressed": state.suppressed,
+    }
+
+
+def decode_state(obj: Mapping[str, Any]) -> TenantState:
+    if obj.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"tenant state: unsupported schema_version {obj.get('schema_version')!r}")
+    return TenantState(
+        tenant=str(obj["tenant"]),
+        incidents={k: _incident_from_json(v) for k, v in obj["incidents"].items()},
+        recent={str(k): int(v) for k, v in obj["recent"].items()},
+        edges={str(k): [int(v[0]), int(v[1])] for k, v in obj["edges"].items()},
+        precedence={str(k): [int(v[0]), int(v[1])] for k, v in obj["precedence"].items()},
+        failing_traces={str(k): [str(x) for x in v] for k, v in obj["failing_traces"].items()},
+        suppressed=int(obj["suppressed"]),
+    )

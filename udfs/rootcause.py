@@ -1,0 +1,115 @@
+"""Root-cause ranking over the services of one incident (DETECTION.md "Correlation and root cause").
+
+Four pieces of evidence, each in [0, 1], weighted:
+- onset (0.35): whose anomaly started first; later starters lose 1/60 per second of delay;
+- depth (0.25): sits deepest in the call graph among the anomalous services (called by anomalous
+  services, calls none) — from spans when the tenant has any, else learned from trace order;
+- precedence (0.25): its failures come before other anomalous services' failures in shared traces
+  (Laplace-smoothed share of wins);
+- severity (0.15): the strength of its own signals (its composite score).
+Callers of the top candidate are "affected", never candidates for the chain's head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+WEIGHTS = {"onset": 0.35, "depth": 0.25, "precedence": 0.25, "severity": 0.15}
+
+
+class ServiceFacts(NamedTuple):
+    service: str
+    onset_ms: int
+    score: float
+    top_signal: str
+
+
+class Candidate(NamedTuple):
+    service: str
+    score: float
+    reasons: tuple[str, ...]
+
+
+class Ranking(NamedTuple):
+    candidates: tuple[Candidate, ...]
+    chain: tuple[str, ...]
+    confidence: float
+    affected: tuple[str, ...]
+
+
+def _reach(graph: Mapping[str, set[str]], start: str, limit: int = 8) -> dict[str, int]:
+    """Services reachable from ``start`` with their hop distance (bounded BFS)."""
+    seen: dict[str, int] = {}
+    frontier = [start]
+    for hop in range(1, limit + 1):
+        nxt: list[str] = []
+        for node in frontier:
+            for child in sorted(graph.get(node, ())):
+                if child != start and child not in seen:
+                    seen[child] = hop
+                    nxt.append(child)
+        frontier = nxt
+        if not frontier:
+            break
+    return seen
+
+
+def rank(
+    facts: Sequence[ServiceFacts],
+    calls: Mapping[str, set[str]],
+    precedence: Mapping[tuple[str, str], int],
+) -> Ranking:
+    """Rank ``facts`` (the incident's services). ``calls`` maps caller -> callees;
+    ``precedence[(a, b)]`` counts traces where a's first failure preceded b's."""
+    if not facts:
+        return Ranking((), (), 0.0, ())
+    names = {f.service for f in facts}
+    t0 = min(f.onset_ms for f in facts)
+    reverse: dict[str, set[str]] = {}
+    for a, bs in calls.items():
+        for b in bs:
+            reverse.setdefault(b, set()).add(a)
+    scored: list[Candidate] = []
+    for f in sorted(facts, key=lambda x: (x.onset_ms, x.service)):
+        reasons: list[str] = []
+        delay_s = (f.onset_ms - t0) / 1000.0
+        onset = max(0.0, 1.0 - delay_s / 60.0)
+        reasons.append("its anomaly started first" if delay_s <= 0 else f"started {delay_s:.0f} s after the first")
+        callees = sorted(set(_reach(calls, f.service)) & names)
+        callers = sorted(set(_reach(reverse, f.service)) & names)
+        if callers and not callees:
+            depth = 1.0
+            reasons.append(f"deepest anomalous service in the call graph (called by {', '.join(callers)})")
+        elif callees:
+            depth = 0.5 / (1 + len(callees))
+            reasons.append(f"calls anomalous {', '.join(callees)}")
+        else:
+            depth = 0.5
+        wins = sum(precedence.get((f.service, o), 0) for o in names if o != f.service)
+        losses = sum(precedence.get((o, f.service), 0) for o in names if o != f.service)
+        prec = (wins + 1) / (wins + losses + 2)
+        if wins > losses:
+            reasons.append(f"its failures precede the others' in {wins} shared traces")
+        elif losses > wins:
+            reasons.append(f"its failures follow others' in {losses} shared traces")
+        reasons.append(f"signal strength {f.score:.2f}" + (f" ({f.top_signal})" if f.top_signal else ""))
+        total = (WEIGHTS["onset"] * onset + WEIGHTS["depth"] * depth + WEIGHTS["precedence"] * prec
+                 + WEIGHTS["severity"] * min(1.0, f.score))
+        scored.append(Candidate(f.service, round(total, 4), tuple(reasons)))
+    scored.sort(key=lambda c: (-c.score, c.service))
+    root = scored[0].service
+    root_callers = _reach(reverse, root)
+    # Callers of the root cause are affected, not competing causes: rank them after the others.
+    heads = [c for c in scored if c.service not in root_callers]
+    tails = [c._replace(reasons=(*c.reasons, f"calls {root} (affected)")) for c in scored if c.service in root_callers]
+    candidates = tuple(heads + tails)
+    onset_of = {f.service: f.onset_ms for f in facts}
+    rest = sorted(names - {root}, key=lambda s: (root_callers.get(s, 99), onset_of[s], s))
+    chain = (root, *rest)
+    if len(candidates) == 1:
+        confidence = 0.5 + 0.4 * min(1.0, facts[0].score)
+    else:
+        confidence = 0.5 + (candidates[0].score - candidates[1].score)
+    confidence = round(min(1.0, max(0.0, confidence)), 2)
+    return Ranking(candidates, chain, confidence, tuple(rest))

@@ -1,0 +1,468 @@
+"""Service window state per (tenant, service): 10 s event-time buckets, a 300 s window and a one-hour
+baseline, judged by a binomial tail test (DETECTION.md stage 2, "statistical").
+
+The step is pure: ``on_batch`` adds one message's counts and runs the immediate path;
+``on_timer`` closes every bucket whose end (plus allowed lateness) the watermark has passed,
+zero-filling gaps, and decides whether the service is anomalous. Event time only; no clock.
+
+Principles behind the constants (not tuned to cases):
+- a spike is a departure from *this service's* normal: the baseline is the last hour of buckets
+  that were not themselves anomalous, with a weak prior (1 % errors over 50 records) for new services;
+- significance, not raw z: P(X >= e | n, p0) under a binomial model must be < 1e-6, with at least
+  ``min_failures`` failures and at least twice the baseline rate, so one error in a quiet bucket
+  never counts (the multiple-testing budget is ~2 900 tests per service per 8 h);
+- hysteresis: an episode ends only when the recent window is no longer significant even at 1e-2;
+- a sustained high failure rate (>= 25 % over the 300 s window, >= 30 failures) is anomalous
+  even when it never changed, because "always broken" has no spike to find.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from scipy.stats import binom
+
+from udfs.anomaly import (
+    BucketAgg,
+    Notable,
+    Sample,
+    ServiceAnomaly,
+    ServiceBatch,
+    ServiceRecovered,
+    SignalInfo,
+    TemplateInfo,
+)
+from udfs.scoring import Breakdown, significance_score, velocity_score
+from udfs.signals import DEFAULT_WEIGHTS as GROUP_WEIGHTS
+from udfs.templates import TemplateMiner
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    bucket_ms: int = 10_000
+    window_buckets: int = 30  # 300 s
+    recent_buckets: int = 3  # the 30 s judged at each close
+    baseline_buckets: int = 360  # one hour
+    allowed_lateness_ms: int = 2_000
+    alpha_enter: float = 1e-6
+    alpha_exit: float = 1e-2
+    min_failures: int = 5
+    min_rate_ratio: float = 2.0
+    prior_rate: float = 0.01
+    prior_records: float = 50.0
+    sustained_rate: float = 0.25
+    sustained_failures: int = 30
+    immediate_repeat_ms: int = 300_000
+    max_samples: int = 5
+    template_warmup_ms: int = 600_000
+    """Novelty only counts once the service's miner has seen this much event time."""
+    group_weights: Mapping[str, float] = field(default_factory=lambda: {g.value: w for g, w in GROUP_WEIGHTS.items()})
+
+    def __post_init__(self) -> None:
+        if self.bucket_ms <= 0 or self.window_buckets < self.recent_buckets or self.recent_buckets < 1:
+            raise ValueError("window: need bucket_ms > 0 and window_buckets >= recent_buckets >= 1")
+        if not (0 < self.alpha_enter <= self.alpha_exit < 1):
+            raise ValueError("window: need 0 < alpha_enter <= alpha_exit < 1")
+
+
+@dataclass
+class OpenBucket:
+    """Accumulator for a bucket the watermark has not passed yet."""
+
+    total: int = 0
+    failures: int = 0
+    client_errors: int = 0
+    groups: dict[str, int] = field(default_factory=dict)
+    max_http: float = 0.0
+    max_severity: float = 0.0
+    max_structural: float = 0.0
+    first_failure_ms: int = -1
+    novel_failures: int = 0
+    samples: list[Sample] = field(default_factory=list)
+    novel_ids: list[str] = field(default_factory=list)
+
+    def add(self, agg: BucketAgg) -> None:
+        self.total += agg.total
+        self.failures += agg.failures
+        self.client_errors += agg.client_errors
+        for name, n in agg.groups:
+            self.groups[name] = self.groups.get(name, 0) + n
+        self.max_http = max(self.max_http, agg.max_http)
+        self.max_severity = max(self.max_severity, agg.max_severity)
+        self.max_structural = max(self.max_structural, agg.max_structural)
+        if agg.first_failure_ms >= 0 and (self.first_failure_ms < 0 or agg.first_failure_ms < self.first_failure_ms):
+            self.first_failure_ms = agg.first_failure_ms
+
+
+@dataclass
+class ServiceState:
+    """Keyed state of one (tenant, service). Owned by the step: callers must not share it."""
+
+    tenant: str
+    service: str
+    namespace: str = ""
+    open: dict[int, OpenBucket] = field(default_factory=dict)
+    history: list[list[int]] = field(default_factory=list)
+    """Closed buckets, oldest first: [start_ms, total, failures, anomalous(0/1)]; zero-filled."""
+    recent: list[OpenBucket] = field(default_factory=list)
+    """Details (groups, maxima, samples) of the last ``recent_buckets`` closed buckets."""
+    closed_until_ms: int = -1
+    """Buckets starting before this are closed; records for them are late."""
+    anomalous: bool = False
+    onset_ms: int = -1
+    immediate_seen: dict[str, int] = field(default_factory=dict)
+    first_seen_ms: int = -1
+    late_records: int = 0
+    suppressed_immediate: int = 0
+    templates: TemplateMiner | None = None
+
+
+class Step(NamedTuple):
+    state: ServiceState
+    emit: tuple[ServiceAnomaly | ServiceRecovered, ...]
+    timer_at_ms: int | None
+    """Event time of the next bucket close to register, or None."""
+    dirty: frozenset[str]
+    """Which parts of the state changed: "open", "core", "templates" (lets adapters write less)."""
+
+
+def new_state(tenant: str, service: str, namespace: str = "") -> ServiceState:
+    return ServiceState(tenant=tenant, service=service, namespace=namespace)
+
+
+def _bucket_of(time_ms: int, bucket_ms: int) -> int:
+    return time_ms - time_ms % bucket_ms
+
+
+def _anomaly_id(tenant: str, service: str, kind: str, at_ms: int) -> str:
+    return hashlib.sha1(f"{tenant}\x1f{service}\x1f{kind}\x1f{at_ms}".encode()).hexdigest()[:16]
+
+
+def on_batch(state: ServiceState, batch: ServiceBatch, cfg: WindowConfig, watermark_ms: int) -> Step:
+    """Add one message's counts for this service; run the immediate path on its notable records."""
+    dirty = {"open"}
+    if state.first_seen_ms < 0 or batch.max_time_ms < state.first_seen_ms:
+        state.first_seen_ms = min(b.start_ms for b in batch.buckets) if batch.buckets else batch.max_time_ms
+        dirty.add("core")
+    state.namespace = state.namespace or batch.namespace
+    for agg in batch.buckets:
+        if agg.start_ms < state.closed_until_ms:
+            state.late_records += agg.total
+            dirty.add("core")
+            continue
+        state.open.setdefault(agg.start_ms, OpenBucket()).add(agg)
+    emit: list[ServiceAnomaly] = []
+    if batch.notables:
+        dirty.add("templates")
+        emit.extend(_look_at_notables(state, batch.notables, cfg))
+        if emit or state.suppressed_immediate:
+            dirty.add("core")
+    timer = _next_timer(state, cfg)
+    return Step(state, tuple(emit), timer, frozenset(dirty))
+
+
+def _look_at_notables(state: ServiceState, notables: tuple[Notable, ...], cfg: WindowConfig) -> list[ServiceAnomaly]:
+    if state.templates is None:
+        state.templates = TemplateMiner(state.tenant, state.service)
+    miner = state.templates
+    warmed = state.first_seen_ms >= 0
+    emit: list[ServiceAnomaly] = []
+    for n in notables:
+        match = miner.add(n.body, n.time_ms)
+        bucket = state.open.get(_bucket_of(n.time_ms, cfg.bucket_ms))
+        if bucket is not None:
+            if n.failure and match.novel and warmed and n.time_ms - state.first_seen_ms >= cfg.template_warmup_ms:
+                bucket.novel_failures += 1
+                if len(bucket.novel_ids) < cfg.max_samples:
+                    bucket.novel_ids.append(match.template_id)
+            if (n.failure or n.immediate) and len(bucket.samples) < cfg.max_samples:
+                bucket.samples.append(
+                    Sample(n.time_ms, state.service, n.level, n.body[:300], n.trace_id, n.http_status, match.template_id)
+                )
+        if n.immediate is None:
+            continue
+        last = state.immediate_seen.get(n.immediate)
+        if last is not None and 0 <= n.time_ms - last < cfg.immediate_repeat_ms:
+            state.suppressed_immediate += 1
+            continue
+        state.immediate_seen[n.immediate] = n.time_ms
+        emit.append(_immediate_anomaly(state, n, match.template_id, match.template, match.novel))
+    return emit
+
+
+def _immediate_anomaly(state: ServiceState, n: Notable, template_id: str, template: str, novel: bool) -> ServiceAnomaly:
+    breakdown = Breakdown(pattern=n.pattern, http=n.http, severity=n.severity, structural=n.structural)
+    signals = tuple(SignalInfo(g, n.pattern if g == n.immediate else 0.0, "immediate") for g in n.groups)
+    sample = Sample(n.time_ms, state.service, n.level, n.body[:300], n.trace_id, n.http_status, template_id)
+    return ServiceAnomaly(
+        anomaly_id=_anomaly_id(state.tenant, state.service, n.immediate or "", n.time_ms),
+        tenant=state.tenant,
+        service=state.service,
+        namespace=state.namespace,
+        path="immediate",
+        kind=n.immediate or "",
+        at_ms=n.time_ms,
+        onset_ms=n.time_ms,
+        breakdown=breakdown,
+        signals=signals,
+        stats=(),
+        samples=(sample,),
+        templates=(TemplateInfo(template_id, template, 1, novel),),
+    )
+
+
+def _next_timer(state: ServiceState, cfg: WindowConfig) -> int | None:
+    if not state.open:
+        return None
+    return min(state.open) + cfg.bucket_ms + cfg.allowed_lateness_ms
+
+
+def on_timer(state: ServiceState, cfg: WindowConfig, timer_ms: int) -> Step:
+    """Close every open bucket with ``end + allowed_lateness <= timer_ms``, oldest first."""
+    emit: list[ServiceAnomaly | ServiceRecovered] = []
+    due = sorted(s for s in state.open if s + cfg.bucket_ms + cfg.allowed_lateness_ms <= timer_ms)
+    for start in due:
+        _zero_fill(state, start, cfg)
+        bucket = state.open.pop(start)
+        emitted = _close_bucket(state, start, bucket, cfg)
+        if emitted is not None:
+            emit.append(emitted)
+    dirty = frozenset({"open", "core"}) if due else frozenset()
+    return Step(state, tuple(emit), _next_timer(state, cfg), dirty)
+
+
+def _zero_fill(state: ServiceState, start: int, cfg: WindowConfig) -> None:
+    """No data is a count of zero: append empty closed buckets up to ``start``."""
+    if not state.history:
+        return
+    nxt = state.history[-1][0] + cfg.bucket_ms
+    # Beyond the baseline length, older empties would be trimmed anyway.
+    nxt = max(nxt, start - cfg.baseline_buckets * cfg.bucket_ms)
+    while nxt < start:
+        _append_history(state, [nxt, 0, 0, 0], OpenBucket(), cfg)
+        nxt += cfg.bucket_ms
+
+
+def _append_history(state: ServiceState, row: list[int], detail: OpenBucket, cfg: WindowConfig) -> None:
+    state.history.append(row)
+    if len(state.history) > cfg.baseline_buckets:
+        del state.history[: len(state.history) - cfg.baseline_buckets]
+    state.recent.append(detail)
+    if len(state.recent) > cfg.recent_buckets:
+        del state.recent[: len(state.recent) - cfg.recent_buckets]
+    state.closed_until_ms = max(state.closed_until_ms, row[0] + cfg.bucket_ms)
+
+
+class WindowStats(NamedTuple):
+    recent_total: int
+    recent_failures: int
+    window_total: int
+    window_failures: int
+    baseline_rate: float
+    p_value: float
+    z: float
+    rate_ratio: float
+
+
+def window_stats(history: list[list[int]], cfg: WindowConfig) -> WindowStats:
+    """Statistics of the last closed buckets against the non-anomalous baseline before them."""
+    recent = history[-cfg.recent_buckets :]
+    window = history[-cfg.window_buckets :]
+    base = [row for row in history[: -cfg.recent_buckets] if not row[3]]
+    n_r = sum(r[1] for r in recent)
+    e_r = sum(r[2] for r in recent)
+    n_b = sum(r[1] for r in base)
+    e_b = sum(r[2] for r in base)
+    p0 = (e_b + cfg.prior_rate * cfg.prior_records) / (n_b + cfg.prior_records)
+    p0 = min(max(p0, 1e-6), 0.999)
+    p_value = float(binom.sf(e_r - 1, n_r, p0)) if e_r > 0 and n_r > 0 else 1.0
+    rate = e_r / n_r if n_r else 0.0
+    z = (rate - p0) / math.sqrt(p0 * (1 - p0) / n_r) if n_r else 0.0
+    return WindowStats(
+        recent_total=n_r,
+        recent_failures=e_r,
+        window_total=sum(r[1] for r in window),
+        window_failures=sum(r[2] for r in window),
+        baseline_rate=p0,
+        p_value=p_value,
+        z=z,
+        rate_ratio=rate / p0,
+    )
+
+
+def _close_bucket(state: ServiceState, start: int, bucket: OpenBucket, cfg: WindowConfig) -> ServiceAnomaly | ServiceRecovered | None:
+    _append_history(state, [start, bucket.total, bucket.failures, 0], bucket, cfg)
+    st = window_stats(state.history, cfg)
+    spike = (
+        st.p_value < cfg.alpha_enter
+        and st.recent_failures >= cfg.min_failures
+        and st.rate_ratio >= cfg.min_rate_ratio
+    )
+    sustained = (
+        st.window_failures >= cfg.sustained_failures
+        and st.window_total > 0
+        and st.window_failures / st.window_total >= cfg.sustained_rate
+    )
+    still = state.anomalous and (st.p_value < cfg.alpha_exit and st.recent_failures >= cfg.min_failures)
+    at_ms = start + cfg.bucket_ms
+    if spike or sustained or still:
+        state.history[-1][3] = 1
+        if not state.anomalous:
+            state.anomalous = True
+            state.onset_ms = _onset(state, st.baseline_rate, start)
+        return _windowed_anomaly(state, st, sustained, at_ms, cfg)
+    if state.anomalous:
+        state.anomalous = False
+        state.onset_ms = -1
+        return ServiceRecovered(state.tenant, state.service, at_ms)
+    return None
+
+
+def _onset(state: ServiceState, baseline_rate: float, default_ms: int) -> int:
+    """First failure of the earliest recent bucket that itself departs from the baseline (at least
+    two failures and twice the expected count), so a background error before the fault is not it."""
+    rows = state.history[-len(state.recent) :]
+    for row, detail in zip(rows, state.recent, strict=True):
+        expected = row[1] * baseline_rate
+        if detail.first_failure_ms >= 0 and row[2] >= 2 and row[2] >= 2 * expected:
+            return detail.first_failure_ms
+    firsts = [b.first_failure_ms for b in state.recent if b.first_failure_ms >= 0]
+    return min(firsts) if firsts else default_ms
+
+
+def _windowed_anomaly(state: ServiceState, st: WindowStats, sustained: bool, at_ms: int, cfg: WindowConfig) -> ServiceAnomaly:
+    groups: dict[str, int] = {}
+    samples: list[Sample] = []
+    novel = 0
+    max_http = max_sev = max_struct = 0.0
+    for b in state.recent:
+        for name, n in b.groups.items():
+            groups[name] = groups.get(name, 0) + n
+        samples.extend(x for x in b.samples if x.time_ms >= state.onset_ms)
+        novel += b.novel_failures
+        max_http, max_sev, max_struct = max(max_http, b.max_http), max(max_sev, b.max_severity), max(max_struct, b.max_structural)
+    weights = cfg.group_weights
+    floor = max(2, math.ceil(0.1 * st.recent_failures))
+    dominant = {g: n for g, n in groups.items() if n >= floor}
+    pattern = max((weights.get(g, 0.0) for g in dominant), default=0.0)
+    stat = significance_score(st.p_value)
+    if sustained:
+        stat = max(stat, min(1.0, 2 * st.window_failures / max(1, st.window_total)))
+    velocity = velocity_score(st.rate_ratio)
+    novelty = 0.7 * min(1.0, novel / max(1, st.recent_failures) / 0.5) if novel else 0.0
+    breakdown = Breakdown(
+        pattern=pattern,
+        statistical=stat,
+        context=max(velocity, novelty),
+        http=max_http,
+        severity=max_sev,
+        structural=max_struct,
+    )
+    signals = [SignalInfo(g, weights.get(g, 0.0), f"{n} failures") for g, n in sorted(dominant.items(), key=lambda kv: -kv[1])]
+    signals.append(SignalInfo("error_rate_spike" if not sustained else "sustained_failure", stat,
+                              f"{st.recent_failures}/{st.recent_total} in 30 s vs baseline {st.baseline_rate:.2%}"))
+    if velocity:
+        signals.append(SignalInfo("velocity", velocity, f"{st.rate_ratio:.1f}x baseline"))
+    if novelty:
+        signals.append(SignalInfo("novel_template", round(novelty, 4), f"{novel} failures with new templates"))
+    miner = state.templates
+    templates: list[TemplateInfo] = []
+    if miner is not None:
+        novel_ids = {i for b in state.recent for i in b.novel_ids}
+        seen: set[str] = set()
+        for s in samples:
+            if s.template_id and s.template_id not in seen:
+                seen.add(s.template_id)
+                info = miner.describe(s.template_id)
+                if info is not None:
+                    templates.append(TemplateInfo(s.template_id, info.template, info.count, s.template_id in novel_ids))
+    stats = (
+        ("recent_failures", float(st.recent_failures)),
+        ("recent_total", float(st.recent_total)),
+        ("window_failures", float(st.window_failures)),
+        ("window_total", float(st.window_total)),
+        ("error_rate", round(st.recent_failures / st.recent_total, 4) if st.recent_total else 0.0),
+        ("baseline_rate", round(st.baseline_rate, 6)),
+        ("p_value", st.p_value),
+        ("z", round(st.z, 2)),
+        ("velocity", round(st.rate_ratio, 2)),
+        ("late_records", float(state.late_records)),
+    )
+    return ServiceAnomaly(
+        anomaly_id=_anomaly_id(state.tenant, state.service, "error_rate", at_ms),
+        tenant=state.tenant,
+        service=state.service,
+        namespace=state.namespace,
+        path="windowed",
+        kind="error_rate",
+        at_ms=at_ms,
+        onset_ms=state.onset_ms,
+        breakdown=breakdown,
+        signals=tuple(signals),
+        stats=stats,
+        samples=tuple(samples[: cfg.max_samples]),
+        templates=tuple(templates[:5]),
+    )
+
+
+# ---- codec: versioned JSON-able dicts, never pickle -------------------------------------------
+
+
+def _bucket_to_json(b: OpenBucket) -> list[Any]:
+    return [b.total, b.failures, b.client_errors, b.groups, b.max_http, b.max_severity, b.max_structural,
+            b.first_failure_ms, b.novel_failures, [list(s) for s in b.samples], b.novel_ids]
+
+
+def _bucket_from_json(v: list[Any]) -> OpenBucket:
+    return OpenBucket(int(v[0]), int(v[1]), int(v[2]), {str(k): int(n) for k, n in v[3].items()}, float(v[4]),
+                      float(v[5]), float(v[6]), int(v[7]), int(v[8]), [Sample(*s) for s in v[9]],
+                      [str(i) for i in v[10]])
+
+
+def encode_state(state: ServiceState) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tenant": state.tenant,
+        "service": state.service,
+        "namespace": state.namespace,
+        "open": {str(k): _bucket_to_json(b) for k, b in state.open.items()},
+        "history": state.history,
+        "recent": [_bucket_to_json(b) for b in state.recent],
+        "closed_until_ms": state.closed_until_ms,
+        "anomalous": state.anomalous,
+        "onset_ms": state.onset_ms,
+        "immediate_seen": state.immediate_seen,
+        "first_seen_ms": state.first_seen_ms,
+        "late_records": state.late_records,
+        "suppressed_immediate": state.suppressed_immediate,
+        "templates": state.templates.to_state() if state.templates is not None else None,
+    }
+
+
+def decode_state(obj: Mapping[str, Any]) -> ServiceState:
+    version = obj.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ValueError(f"service window state: unsupported schema_version {version!r} (this build reads {SCHEMA_VERSION})")
+    tpl = obj.get("templates")
+    return ServiceState(
+        tenant=str(obj["tenant"]),
+        service=str(obj["service"]),
+        namespace=str(obj["namespace"]),
+        open={int(k): _bucket_from_json(v) for k, v in obj["open"].items()},
+        history=[[int(x) for x in row] for row in obj["history"]],
+        recent=[_bucket_from_json(v) for v in obj["recent"]],
+        closed_until_ms=int(obj["closed_until_ms"]),
+        anomalous=bool(obj["anomalous"]),
+        onset_ms=int(obj["onset_ms"]),
+        immediate_seen={str(k): int(v) for k, v in obj["immediate_seen"].items()},
+        first_seen_ms=int(obj["first_seen_ms"]),
+        late_records=int(obj["late_records"]),
+        suppressed_immediate=int(obj["suppressed_immediate"]),
+        templates=TemplateMiner.from_state(tpl) if tpl is not None else None,
+    )
