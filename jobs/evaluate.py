@@ -24,7 +24,9 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "openst
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with labels.json and <test>/roundN.otlp.jsonl.gz")
+    parser.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="folder with labels.json and <test>/roundN.otlp.jsonl.gz"
+    )
     parser.add_argument("--only", default="", help="substring filter on stream names")
     parser.add_argument("--json-out", type=Path, default=None, help="write per-stream results and the summary as JSON")
     parser.add_argument("--no-scenarios", action="store_true", help="skip the scenario library")
@@ -72,12 +74,22 @@ def evaluate_scenarios(progress: Any = print) -> list[dict[str, Any]]:
             ok = exp.min_incidents <= len(mine) <= exp.max_incidents
             rc = mine[0]["root_cause"]["service"] if mine else None
             if exp.root_cause is not None and mine:
-                last = [e for e in events if e["incident_id"] == mine[0]["incident_id"] and e["event"] != "resolved"][-1]
+                last = [e for e in events if e["incident_id"] == mine[0]["incident_id"] and e["event"] != "resolved"][
+                    -1
+                ]
                 rc = last["root_cause"]["service"]
                 ok = ok and rc == exp.root_cause
-            rows.append({"scenario": name, "tenant": exp.tenant, "incidents": len(mine),
-                         "expected": f"{exp.min_incidents}..{exp.max_incidents}", "root_cause": rc,
-                         "expected_root_cause": exp.root_cause, "ok": ok})
+            rows.append(
+                {
+                    "scenario": name,
+                    "tenant": exp.tenant,
+                    "incidents": len(mine),
+                    "expected": f"{exp.min_incidents}..{exp.max_incidents}",
+                    "root_cause": rc,
+                    "expected_root_cause": exp.root_cause,
+                    "ok": ok,
+                }
+            )
             progress(f"scenario {name:<20} tenant={exp.tenant:<8} incidents={len(mine)} root_cause={rc} ok={ok}")
     return rows
 
@@ -92,6 +104,13 @@ def run(args: argparse.Namespace) -> int:
     scenario_rows = [] if args.no_scenarios else evaluate_scenarios()
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps({"openstack": {"summary": summary, "streams": [r._asdict() for r in results]},
-                                             "scenarios": scenario_rows}, indent=2))
+        args.json_out.write_text(
+            json.dumps(
+                {
+                    "openstack": {"summary": summary, "streams": [r._asdict() for r in results]},
+                    "scenarios": scenario_rows,
+                },
+                indent=2,
+            )
+        )
     return 0

@@ -19,12 +19,12 @@ SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "shared/contracts/inc
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.FormatChecker())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def scenario(name: str, scale: float = 0.25, seed: int = 0) -> Scenario:
     return scenarios.build(name, seed=seed, scale=scale)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def replay(name: str, scale: float = 0.25, seed: int = 0, with_spans: bool = False) -> tuple[dict[str, Any], ...]:
     sc = scenario(name, scale, seed)
     messages = scenarios.requests_of(sc.records, 200)
@@ -171,10 +171,23 @@ def test_validation_and_auth_failures_stay_below_threshold_however_many() -> Non
     t0 = sc.records[-1].time_unix_nano - 5 * MIN_NS
     for i in range(3000):
         status = (400, 404, 422, 401, 403)[i % 5]
-        body = f"request rejected: status {status} validation failed for field email" if status < 401 else f"HTTP {status} Unauthorized: token expired"
-        flood.append(base._replace(time_unix_nano=t0 + i * 100_000_000, observed_time_unix_nano=t0 + i * 100_000_000,
-                                   body=body, http_status=status, level=type(base.level).ERROR, severity_number=17,
-                                   severity_text="ERROR", trace_id=""))
+        body = (
+            f"request rejected: status {status} validation failed for field email"
+            if status < 401
+            else f"HTTP {status} Unauthorized: token expired"
+        )
+        flood.append(
+            base._replace(
+                time_unix_nano=t0 + i * 100_000_000,
+                observed_time_unix_nano=t0 + i * 100_000_000,
+                body=body,
+                http_status=status,
+                level=type(base.level).ERROR,
+                severity_number=17,
+                severity_text="ERROR",
+                trace_id="",
+            )
+        )
     records = sorted([*sc.records, *flood], key=lambda r: r.time_unix_nano)
     events = engine.run(scenarios.requests_of(records, 200))
     assert opened(tuple(events)) == []

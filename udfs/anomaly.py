@@ -76,7 +76,7 @@ class SignalInfo(NamedTuple):
 class TemplateInfo(NamedTuple):
     template_id: str
     template: str
-    count: int
+    seen: int
     novel: bool
 
 

@@ -19,8 +19,16 @@ class Summary(NamedTuple):
 
 
 class _Bucket:
-    __slots__ = ("client_errors", "failures", "first_failure_ms", "groups", "max_http", "max_severity",
-                 "max_structural", "total")
+    __slots__ = (
+        "client_errors",
+        "failures",
+        "first_failure_ms",
+        "groups",
+        "max_http",
+        "max_severity",
+        "max_structural",
+        "total",
+    )
 
     def __init__(self) -> None:
         self.total = 0
@@ -33,8 +41,17 @@ class _Bucket:
         self.first_failure_ms = -1
 
     def freeze(self, start_ms: int) -> BucketAgg:
-        return BucketAgg(start_ms, self.total, self.failures, self.client_errors, tuple(sorted(self.groups.items())),
-                         self.max_http, self.max_severity, self.max_structural, self.first_failure_ms)
+        return BucketAgg(
+            start_ms,
+            self.total,
+            self.failures,
+            self.client_errors,
+            tuple(sorted(self.groups.items())),
+            self.max_http,
+            self.max_severity,
+            self.max_structural,
+            self.first_failure_ms,
+        )
 
 
 class _Acc:

@@ -207,12 +207,13 @@ def _expire_recent(state: TenantState, now_ms: int, cfg: CorrelateConfig) -> Non
 
 
 def _joinable(state: TenantState, a: ServiceAnomaly, cfg: CorrelateConfig) -> IncidentState | None:
-    best: IncidentState | None = None
-    for inc in state.incidents.values():
-        if a.service in inc.services or a.at_ms - inc.last_activity_ms <= cfg.correlation_ms:
-            if best is None or inc.opened_at_ms < best.opened_at_ms:
-                best = inc
-    return best
+    """The oldest open incident this anomaly belongs to: same service, or concurrent with it."""
+    joinable = [
+        inc
+        for inc in state.incidents.values()
+        if a.service in inc.services or a.at_ms - inc.last_activity_ms <= cfg.correlation_ms
+    ]
+    return min(joinable, key=lambda inc: (inc.opened_at_ms, inc.fingerprint), default=None)
 
 
 def _top_signal(a: ServiceAnomaly) -> str:
@@ -255,8 +256,10 @@ def _join(inc: IncidentState, a: ServiceAnomaly, b: Breakdown, score: float, cfg
     # One signal per (name, service): the strongest seen, with its latest detail.
     for s in a.signals:
         tagged = s._replace(detail=f"{a.service}: {s.detail}" if s.detail else a.service)
-        i = next((k for k, old in enumerate(inc.signals)
-                  if old.name == s.name and old.detail.split(":", 1)[0] == a.service), None)
+        i = next(
+            (k for k, old in enumerate(inc.signals) if old.name == s.name and old.detail.split(":", 1)[0] == a.service),
+            None,
+        )
         if i is None:
             if len(inc.signals) < 16:
                 inc.signals.append(tagged)
@@ -330,31 +333,57 @@ def _next_timer(state: TenantState, cfg: CorrelateConfig) -> int | None:
 
 def _incident_to_json(inc: IncidentState) -> dict[str, Any]:
     return {
-        "incident_id": inc.incident_id, "fingerprint": inc.fingerprint, "tenant": inc.tenant,
-        "service": inc.service, "path": inc.path, "kind": inc.kind, "opened_at_ms": inc.opened_at_ms,
-        "detected_at_ms": inc.detected_at_ms, "last_activity_ms": inc.last_activity_ms,
-        "services": {k: [e.service, e.namespace, e.onset_ms, e.last_ms, list(e.breakdown), e.score, e.top_signal]
-                     for k, e in inc.services.items()},
-        "breakdown": list(inc.breakdown), "score": inc.score, "severity": inc.severity,
-        "signals": [list(s) for s in inc.signals], "samples": [list(s) for s in inc.samples],
-        "templates": [list(t) for t in inc.templates], "trace_ids": inc.trace_ids, "stats": inc.stats,
-        "root": inc.root, "anomalies": inc.anomalies,
+        "incident_id": inc.incident_id,
+        "fingerprint": inc.fingerprint,
+        "tenant": inc.tenant,
+        "service": inc.service,
+        "path": inc.path,
+        "kind": inc.kind,
+        "opened_at_ms": inc.opened_at_ms,
+        "detected_at_ms": inc.detected_at_ms,
+        "last_activity_ms": inc.last_activity_ms,
+        "services": {
+            k: [e.service, e.namespace, e.onset_ms, e.last_ms, list(e.breakdown), e.score, e.top_signal]
+            for k, e in inc.services.items()
+        },
+        "breakdown": list(inc.breakdown),
+        "score": inc.score,
+        "severity": inc.severity,
+        "signals": [list(s) for s in inc.signals],
+        "samples": [list(s) for s in inc.samples],
+        "templates": [list(t) for t in inc.templates],
+        "trace_ids": inc.trace_ids,
+        "stats": inc.stats,
+        "root": inc.root,
+        "anomalies": inc.anomalies,
     }
 
 
 def _incident_from_json(o: Mapping[str, Any]) -> IncidentState:
     return IncidentState(
-        incident_id=o["incident_id"], fingerprint=o["fingerprint"], tenant=o["tenant"], service=o["service"],
-        path=o["path"], kind=o["kind"], opened_at_ms=int(o["opened_at_ms"]),
-        detected_at_ms=int(o["detected_at_ms"]), last_activity_ms=int(o["last_activity_ms"]),
-        services={k: ServiceEntry(v[0], v[1], int(v[2]), int(v[3]), Breakdown(*v[4]), float(v[5]), v[6])
-                  for k, v in o["services"].items()},
-        breakdown=Breakdown(*o["breakdown"]), score=float(o["score"]), severity=o["severity"],
+        incident_id=o["incident_id"],
+        fingerprint=o["fingerprint"],
+        tenant=o["tenant"],
+        service=o["service"],
+        path=o["path"],
+        kind=o["kind"],
+        opened_at_ms=int(o["opened_at_ms"]),
+        detected_at_ms=int(o["detected_at_ms"]),
+        last_activity_ms=int(o["last_activity_ms"]),
+        services={
+            k: ServiceEntry(v[0], v[1], int(v[2]), int(v[3]), Breakdown(*v[4]), float(v[5]), v[6])
+            for k, v in o["services"].items()
+        },
+        breakdown=Breakdown(*o["breakdown"]),
+        score=float(o["score"]),
+        severity=o["severity"],
         signals=[SignalInfo(*s) for s in o["signals"]],
         samples=[Sample(*s) for s in o["samples"]],
         templates=[TemplateInfo(*t) for t in o["templates"]],
-        trace_ids=list(o["trace_ids"]), stats={k: float(v) for k, v in o["stats"].items()},
-        root=o["root"], anomalies=int(o["anomalies"]),
+        trace_ids=list(o["trace_ids"]),
+        stats={k: float(v) for k, v in o["stats"].items()},
+        root=o["root"],
+        anomalies=int(o["anomalies"]),
     )
 
 

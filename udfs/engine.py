@@ -66,8 +66,13 @@ class Engine:
         """One message (a batch of records): summarize once, step the keyed states, advance the
         watermark to max event time - out_of_orderness and fire due timers."""
         out: list[dict[str, Any]] = []
-        summary = summarize(records, self.matcher, bucket_ms=self.cfg.window.bucket_ms,
-                            max_notables=self.cfg.max_notables, trace_sample=self.cfg.trace_sample)
+        summary = summarize(
+            records,
+            self.matcher,
+            bucket_ms=self.cfg.window.bucket_ms,
+            max_notables=self.cfg.max_notables,
+            trace_sample=self.cfg.trace_sample,
+        )
         self.counters.records += summary.records
         self.counters.messages += 1
         for batch in summary.batches:
@@ -197,14 +202,17 @@ class Engine:
 
     def snapshot(self) -> str:
         """All keyed state and timers as JSON (the versioned codecs; never pickle)."""
-        return json.dumps({
-            "services": [window.encode_state(s) for s in self.services.values()],
-            "traces": [traces.encode_state(s) for s in self.traces.values()],
-            "tenants": [correlate.encode_state(s) for s in self.tenants.values()],
-            "timers": sorted([at, kind, list(key)] for at, _, kind, key in self._timers),
-            "max_event_ms": self.max_event_ms,
-            "watermark_ms": self.watermark_ms,
-        }, sort_keys=True)
+        return json.dumps(
+            {
+                "services": [window.encode_state(s) for s in self.services.values()],
+                "traces": [traces.encode_state(s) for s in self.traces.values()],
+                "tenants": [correlate.encode_state(s) for s in self.tenants.values()],
+                "timers": sorted([at, kind, list(key)] for at, _, kind, key in self._timers),
+                "max_event_ms": self.max_event_ms,
+                "watermark_ms": self.watermark_ms,
+            },
+            sort_keys=True,
+        )
 
     @classmethod
     def restore(cls, snapshot: str, cfg: EngineConfig | None = None) -> Engine:
@@ -226,7 +234,9 @@ class Engine:
         return eng
 
 
-def run(messages: Iterable[Sequence[LogRecord]], spans: Iterable[Span] = (), cfg: EngineConfig | None = None) -> list[dict[str, Any]]:
+def run(
+    messages: Iterable[Sequence[LogRecord]], spans: Iterable[Span] = (), cfg: EngineConfig | None = None
+) -> list[dict[str, Any]]:
     """Replay ``messages`` (spans first, so the call graph is known) and return every event."""
     eng = Engine(cfg)
     eng.feed_spans(spans)

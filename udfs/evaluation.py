@@ -41,13 +41,30 @@ def judge_stream(stream: str, label: Mapping[str, Any], events: Sequence[Mapping
     cases = label.get("cases") or []
     case = cases[0] if cases else None
     if label.get("fault_free") or case is None:
-        return StreamResult(stream, True, None, "", hours, len(opened), False, 0, len(opened), None, None, None,
-                            tuple(e["root_cause"]["service"] for e in opened))
+        return StreamResult(
+            stream,
+            True,
+            None,
+            "",
+            hours,
+            len(opened),
+            False,
+            0,
+            len(opened),
+            None,
+            None,
+            None,
+            tuple(e["root_cause"]["service"] for e in opened),
+        )
     inject = parse_time_ms(case["inject_time"]) if case.get("inject_time") else t0
     w0, w1 = case.get("window") or [case.get("inject_time"), label["time_range"][1]]
     start = (parse_time_ms(w0) if w0 else t0) - 60_000
     end = parse_time_ms(w1)
-    inside = [e for e in opened if start <= parse_time_ms(e["opened_at"]) <= end or start <= parse_time_ms(e["detected_at"]) <= end]
+    inside = [
+        e
+        for e in opened
+        if start <= parse_time_ms(e["opened_at"]) <= end or start <= parse_time_ms(e["detected_at"]) <= end
+    ]
     ttd: int | None = None
     top1: bool | None = None
     top3: bool | None = None
@@ -61,9 +78,18 @@ def judge_stream(stream: str, label: Mapping[str, Any], events: Sequence[Mapping
         top1 = bool(ranked) and ranked[0] == want
         top3 = want in ranked[:3]
     return StreamResult(
-        stream=stream, fault_free=False, failure=bool(case.get("failure")), failure_kind=str(case.get("failure_kind", "")),
-        hours=hours, opened=len(opened), detected=bool(inside), true_incidents=len(inside),
-        false_incidents=len(opened) - len(inside), ttd_ms=ttd, rc_top1=top1, rc_top3=top3,
+        stream=stream,
+        fault_free=False,
+        failure=bool(case.get("failure")),
+        failure_kind=str(case.get("failure_kind", "")),
+        hours=hours,
+        opened=len(opened),
+        detected=bool(inside),
+        true_incidents=len(inside),
+        false_incidents=len(opened) - len(inside),
+        ttd_ms=ttd,
+        rc_top1=top1,
+        rc_top3=top3,
         root_causes=tuple(e["root_cause"]["service"] for e in opened),
     )
 

@@ -86,13 +86,20 @@ def to_contract(event: str, inc: IncidentState, ranking: Ranking, at_ms: int, sc
             "namespaces": {e.service: e.namespace for e in inc.services.values()},
         },
         "templates": [
-            {"template_id": t.template_id, "template": t.template, "count": t.count, "novel": t.novel}
+            {"template_id": t.template_id, "template": t.template, "count": t.seen, "novel": t.novel}
             for t in inc.templates
         ],
         "trace_ids": list(inc.trace_ids),
         "evidence": [
-            {"time": rfc3339(s.time_ms), "service": s.service, "level": s.level, "body": s.body,
-             "trace_id": s.trace_id, "http_status": s.http_status, "template_id": s.template_id}
+            {
+                "time": rfc3339(s.time_ms),
+                "service": s.service,
+                "level": s.level,
+                "body": s.body,
+                "trace_id": s.trace_id,
+                "http_status": s.http_status,
+                "template_id": s.template_id,
+            }
             for s in inc.samples
         ],
         "title": _title(inc, ranking),

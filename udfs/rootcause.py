@@ -94,8 +94,12 @@ def rank(
         elif losses > wins:
             reasons.append(f"its failures follow others' in {losses} shared traces")
         reasons.append(f"signal strength {f.score:.2f}" + (f" ({f.top_signal})" if f.top_signal else ""))
-        total = (WEIGHTS["onset"] * onset + WEIGHTS["depth"] * depth + WEIGHTS["precedence"] * prec
-                 + WEIGHTS["severity"] * min(1.0, f.score))
+        total = (
+            WEIGHTS["onset"] * onset
+            + WEIGHTS["depth"] * depth
+            + WEIGHTS["precedence"] * prec
+            + WEIGHTS["severity"] * min(1.0, f.score)
+        )
         scored.append(Candidate(f.service, round(total, 4), tuple(reasons)))
     scored.sort(key=lambda c: (-c.score, c.service))
     root = scored[0].service

@@ -60,8 +60,11 @@ class WindowConfig:
     sustained_failures: int = 30
     immediate_repeat_ms: int = 300_000
     max_samples: int = 5
-    template_warmup_ms: int = 600_000
-    """Novelty only counts once the service's miner has seen this much event time."""
+    template_warmup_ms: int = 300_000
+    """Novelty only counts once the service has one full window (300 s) of history."""
+    min_novel_exceptions: int = 2
+    """New failure mode: this many failures with never-seen templates and exception structure in
+    the recent 30 s make the service a candidate without the spike gate (still scored)."""
     group_weights: Mapping[str, float] = field(default_factory=lambda: {g.value: w for g, w in GROUP_WEIGHTS.items()})
 
     def __post_init__(self) -> None:
@@ -86,6 +89,7 @@ class OpenBucket:
     novel_failures: int = 0
     samples: list[Sample] = field(default_factory=list)
     novel_ids: list[str] = field(default_factory=list)
+    novel_exceptions: int = 0
 
     def add(self, agg: BucketAgg) -> None:
         self.total += agg.total
@@ -179,11 +183,15 @@ def _look_at_notables(state: ServiceState, notables: tuple[Notable, ...], cfg: W
         if bucket is not None:
             if n.failure and match.novel and warmed and n.time_ms - state.first_seen_ms >= cfg.template_warmup_ms:
                 bucket.novel_failures += 1
+                if n.structural > 0:
+                    bucket.novel_exceptions += 1
                 if len(bucket.novel_ids) < cfg.max_samples:
                     bucket.novel_ids.append(match.template_id)
             if (n.failure or n.immediate) and len(bucket.samples) < cfg.max_samples:
                 bucket.samples.append(
-                    Sample(n.time_ms, state.service, n.level, n.body[:300], n.trace_id, n.http_status, match.template_id)
+                    Sample(
+                        n.time_ms, state.service, n.level, n.body[:300], n.trace_id, n.http_status, match.template_id
+                    )
                 )
         if n.immediate is None:
             continue
@@ -296,13 +304,13 @@ def window_stats(history: list[list[int]], cfg: WindowConfig) -> WindowStats:
     )
 
 
-def _close_bucket(state: ServiceState, start: int, bucket: OpenBucket, cfg: WindowConfig) -> ServiceAnomaly | ServiceRecovered | None:
+def _close_bucket(
+    state: ServiceState, start: int, bucket: OpenBucket, cfg: WindowConfig
+) -> ServiceAnomaly | ServiceRecovered | None:
     _append_history(state, [start, bucket.total, bucket.failures, 0], bucket, cfg)
     st = window_stats(state.history, cfg)
     spike = (
-        st.p_value < cfg.alpha_enter
-        and st.recent_failures >= cfg.min_failures
-        and st.rate_ratio >= cfg.min_rate_ratio
+        st.p_value < cfg.alpha_enter and st.recent_failures >= cfg.min_failures and st.rate_ratio >= cfg.min_rate_ratio
     )
     sustained = (
         st.window_failures >= cfg.sustained_failures
@@ -310,13 +318,15 @@ def _close_bucket(state: ServiceState, start: int, bucket: OpenBucket, cfg: Wind
         and st.window_failures / st.window_total >= cfg.sustained_rate
     )
     still = state.anomalous and (st.p_value < cfg.alpha_exit and st.recent_failures >= cfg.min_failures)
+    novel_exceptions = sum(b.novel_exceptions for b in state.recent)
+    new_mode = novel_exceptions >= cfg.min_novel_exceptions and st.p_value < cfg.alpha_exit
     at_ms = start + cfg.bucket_ms
-    if spike or sustained or still:
+    if spike or sustained or still or new_mode:
         state.history[-1][3] = 1
         if not state.anomalous:
             state.anomalous = True
             state.onset_ms = _onset(state, st.baseline_rate, start)
-        return _windowed_anomaly(state, st, sustained, at_ms, cfg)
+        return _windowed_anomaly(state, st, sustained, at_ms, cfg, novel_exceptions)
     if state.anomalous:
         state.anomalous = False
         state.onset_ms = -1
@@ -336,7 +346,9 @@ def _onset(state: ServiceState, baseline_rate: float, default_ms: int) -> int:
     return min(firsts) if firsts else default_ms
 
 
-def _windowed_anomaly(state: ServiceState, st: WindowStats, sustained: bool, at_ms: int, cfg: WindowConfig) -> ServiceAnomaly:
+def _windowed_anomaly(
+    state: ServiceState, st: WindowStats, sustained: bool, at_ms: int, cfg: WindowConfig, novel_exceptions: int
+) -> ServiceAnomaly:
     groups: dict[str, int] = {}
     samples: list[Sample] = []
     novel = 0
@@ -346,7 +358,11 @@ def _windowed_anomaly(state: ServiceState, st: WindowStats, sustained: bool, at_
             groups[name] = groups.get(name, 0) + n
         samples.extend(x for x in b.samples if x.time_ms >= state.onset_ms)
         novel += b.novel_failures
-        max_http, max_sev, max_struct = max(max_http, b.max_http), max(max_sev, b.max_severity), max(max_struct, b.max_structural)
+        max_http, max_sev, max_struct = (
+            max(max_http, b.max_http),
+            max(max_sev, b.max_severity),
+            max(max_struct, b.max_structural),
+        )
     weights = cfg.group_weights
     floor = max(2, math.ceil(0.1 * st.recent_failures))
     dominant = {g: n for g, n in groups.items() if n >= floor}
@@ -364,13 +380,24 @@ def _windowed_anomaly(state: ServiceState, st: WindowStats, sustained: bool, at_
         severity=max_sev,
         structural=max_struct,
     )
-    signals = [SignalInfo(g, weights.get(g, 0.0), f"{n} failures") for g, n in sorted(dominant.items(), key=lambda kv: -kv[1])]
-    signals.append(SignalInfo("error_rate_spike" if not sustained else "sustained_failure", stat,
-                              f"{st.recent_failures}/{st.recent_total} in 30 s vs baseline {st.baseline_rate:.2%}"))
+    signals = [
+        SignalInfo(g, weights.get(g, 0.0), f"{n} failures") for g, n in sorted(dominant.items(), key=lambda kv: -kv[1])
+    ]
+    signals.append(
+        SignalInfo(
+            "error_rate_spike" if not sustained else "sustained_failure",
+            stat,
+            f"{st.recent_failures}/{st.recent_total} in 30 s vs baseline {st.baseline_rate:.2%}",
+        )
+    )
     if velocity:
         signals.append(SignalInfo("velocity", velocity, f"{st.rate_ratio:.1f}x baseline"))
     if novelty:
         signals.append(SignalInfo("novel_template", round(novelty, 4), f"{novel} failures with new templates"))
+    if novel_exceptions >= cfg.min_novel_exceptions:
+        signals.append(
+            SignalInfo("new_failure_mode", round(max_struct, 4), f"{novel_exceptions} never-seen exceptions in 30 s")
+        )
     miner = state.templates
     templates: list[TemplateInfo] = []
     if miner is not None:
@@ -415,14 +442,37 @@ def _windowed_anomaly(state: ServiceState, st: WindowStats, sustained: bool, at_
 
 
 def _bucket_to_json(b: OpenBucket) -> list[Any]:
-    return [b.total, b.failures, b.client_errors, b.groups, b.max_http, b.max_severity, b.max_structural,
-            b.first_failure_ms, b.novel_failures, [list(s) for s in b.samples], b.novel_ids]
+    return [
+        b.total,
+        b.failures,
+        b.client_errors,
+        b.groups,
+        b.max_http,
+        b.max_severity,
+        b.max_structural,
+        b.first_failure_ms,
+        b.novel_failures,
+        [list(s) for s in b.samples],
+        b.novel_ids,
+        b.novel_exceptions,
+    ]
 
 
 def _bucket_from_json(v: list[Any]) -> OpenBucket:
-    return OpenBucket(int(v[0]), int(v[1]), int(v[2]), {str(k): int(n) for k, n in v[3].items()}, float(v[4]),
-                      float(v[5]), float(v[6]), int(v[7]), int(v[8]), [Sample(*s) for s in v[9]],
-                      [str(i) for i in v[10]])
+    return OpenBucket(
+        int(v[0]),
+        int(v[1]),
+        int(v[2]),
+        {str(k): int(n) for k, n in v[3].items()},
+        float(v[4]),
+        float(v[5]),
+        float(v[6]),
+        int(v[7]),
+        int(v[8]),
+        [Sample(*s) for s in v[9]],
+        [str(i) for i in v[10]],
+        int(v[11]),
+    )
 
 
 def encode_state(state: ServiceState) -> dict[str, Any]:
@@ -448,7 +498,9 @@ def encode_state(state: ServiceState) -> dict[str, Any]:
 def decode_state(obj: Mapping[str, Any]) -> ServiceState:
     version = obj.get("schema_version")
     if version != SCHEMA_VERSION:
-        raise ValueError(f"service window state: unsupported schema_version {version!r} (this build reads {SCHEMA_VERSION})")
+        raise ValueError(
+            f"service window state: unsupported schema_version {version!r} (this build reads {SCHEMA_VERSION})"
+        )
     tpl = obj.get("templates")
     return ServiceState(
         tenant=str(obj["tenant"]),
