@@ -16,6 +16,7 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("jobs.demo", "run the detection job on the embedded default and print the incidents"),
     "broker": ("jobs.broker_cmd", "start the local Kafka-protocol broker (tansu) until Ctrl-C"),
+    "replay": ("jobs.replay", "run the detection job over OTLP/JSON-lines files and write incidents.jsonl"),
     "eval": ("jobs.evaluate", "evaluate detection on the labelled OpenStack streams and the scenarios"),
     "jars": ("jobs.jars_cmd", "provision the Flink Kafka connector jars (checksummed)"),
     "ticketing": ("jobs.ticketing", "turn incident events into tickets (Kafka or --once FILE)"),

@@ -105,7 +105,7 @@ class DecodeError(NamedTuple):
 
     reason: str
     detail: str
-    index: int = -1
+    index: int = -1  # type: ignore[assignment]  # shadows tuple.index by design: the record position
 
 
 class Decoded(NamedTuple):

@@ -1,0 +1,112 @@
+"""The detection job: OTLP logs in, incidents out. Runs under ``flink run -py jobs/detect.py``, on
+the local MiniCluster (``logclaw run``, ``logclaw replay``, ``logclaw demo``), and as the
+FlinkDeployment's Python entry point. Nothing runs at import time.
+
+    logs ─► decode, index, summarize ─► watermarks ─► key_by(tenant, service): service window ─┐
+             └─► dead letters          └─► key_by(tenant, trace): trace timeline ──────────────┤
+                                                                  key_by(tenant): correlate ◄──┘
+                                                                      └─► incidents: topic + store
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, NamedTuple
+
+from pyflink.common import Duration, Types, WatermarkStrategy
+from pyflink.common.watermark_strategy import TimestampAssigner
+from pyflink.datastream import DataStream, StreamExecutionEnvironment
+
+from jobs import operators as op
+from jobs.config import JobConfig
+from jobs.steps import step
+from udfs.anomaly import ServiceBatch, TraceObservation
+from udfs.engine import EngineConfig
+
+
+class Streams(NamedTuple):
+    incidents: DataStream  # contract events as JSON strings, after the sinks
+    progress: DataStream  # replay progress lines (JSON)
+
+
+class EventTime(TimestampAssigner):  # type: ignore[misc]
+    """Event time of a summary (its newest record), a trace observation or a span, in ms."""
+
+    def extract_timestamp(self, value: Any, record_timestamp: int) -> int:
+        if isinstance(value, ServiceBatch):
+            return value.max_time_ms
+        if isinstance(value, TraceObservation):
+            return value.first_ms
+        return int(value.start_ms)
+
+
+def watermarks(cfg: JobConfig) -> WatermarkStrategy:
+    return (
+        WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(cfg.out_of_orderness_ms))
+        .with_idleness(Duration.of_millis(cfg.idleness_ms))  # must precede the assigner
+        .with_timestamp_assigner(EventTime())
+    )
+
+
+def build_pipeline(env: StreamExecutionEnvironment, cfg: JobConfig, logs: DataStream, spans: DataStream | None,
+                   engine_cfg: EngineConfig | None = None, progress_every: int = 0) -> Streams:
+    ecfg = engine_cfg or EngineConfig(out_of_orderness_ms=cfg.out_of_orderness_ms)
+    decoded = step(logs.process(op.DecodeAndSummarize(cfg, ecfg, progress_every)), "decode")
+    # decoded: ServiceBatch per (message, tenant, service); side outputs: dead letters, trace observations
+    step(decoded.get_side_output(op.DEAD_LETTER).process(op.DeadLetterSink(cfg)), "dead_letter_sink").set_parallelism(1)
+    batches = step(decoded.assign_timestamps_and_watermarks(watermarks(cfg)), "watermarks")
+    observations = decoded.get_side_output(op.TRACE_OBSERVATIONS)
+    if spans is not None:
+        spans_decoded = step(spans.process(op.DecodeSpans(cfg)), "decode_spans")
+        observations = observations.union(spans_decoded)  # TraceObservation | Span
+    observations = step(observations.assign_timestamps_and_watermarks(watermarks(cfg)), "trace_watermarks")
+    anomalies = step(
+        batches.key_by(lambda b: f"{b.tenant}\x1f{b.service}").process(op.ServiceWindow(ecfg)), "service_window"
+    )  # ServiceAnomaly (immediate at once, windowed on bucket close) | ServiceRecovered
+    facts = step(
+        observations.key_by(lambda o: f"{o.tenant}\x1f{o.trace_id}").process(op.TraceTimeline(ecfg)), "trace_timeline"
+    )  # TraceFact: learned/span call edges and error precedence
+    events = step(
+        anomalies.union(facts).key_by(lambda x: x.tenant).process(op.Correlate(ecfg), Types.STRING()), "correlate"
+    )
+    # events: incident events (opened / updated / resolved) as contract JSON
+    # A chain break: PyFlink would fuse these two Python operators and reuse one uid for both.
+    incidents = step(events.process(op.IncidentSink(cfg), Types.STRING()), "incident_sink").start_new_chain()
+    return Streams(incidents, decoded.get_side_output(op.PROGRESS))
+
+
+def configure(env: StreamExecutionEnvironment, cfg: JobConfig) -> None:
+    """Job-level settings that belong to this job rather than to the cluster's config.yaml."""
+    env.set_parallelism(cfg.parallelism)
+    if cfg.mode == "kafka" and cfg.checkpoint_interval_ms > 0:
+        env.enable_checkpointing(cfg.checkpoint_interval_ms)
+
+
+def sources(env: StreamExecutionEnvironment, cfg: JobConfig) -> tuple[DataStream, DataStream | None]:
+    from connectors import flink_sources
+
+    if cfg.mode == "files":
+        logs = flink_sources.text_files(env, cfg.log_files, "otlp-logs-files")
+        spans = flink_sources.text_files(env, cfg.trace_files, "otlp-spans-files") if cfg.trace_files else None
+        return logs, spans
+    logs = flink_sources.kafka_topic(env, bootstrap=cfg.bootstrap_servers, topic=cfg.logs_topic,
+                                     group_id=cfg.group_id, name="logs")
+    spans = None
+    if cfg.spans_topic:
+        spans = flink_sources.kafka_topic(env, bootstrap=cfg.bootstrap_servers, topic=cfg.spans_topic,
+                                          group_id=cfg.group_id, name="spans")
+    return logs, spans
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point for ``flink run -py jobs/detect.py``: configuration from LOGCLAW_* variables."""
+    cfg = JobConfig.from_env()
+    env = StreamExecutionEnvironment.get_execution_environment()
+    configure(env, cfg)
+    logs, spans = sources(env, cfg)
+    build_pipeline(env, cfg, logs, spans)
+    env.execute("logclaw-detect")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,337 @@
+"""Flink operators: thin adapters that read keyed state, call one pure step, write state back,
+register the step's timer and yield its outputs. Business decisions live in ``udfs``.
+
+State is stored as JSON strings written by the steps' versioned codecs (never pickle), with a
+processing-time TTL as a safety net; the real eviction rules are event-time timers in the steps.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from pyflink.common import Time, Types
+from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction, RuntimeContext
+from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
+
+from connectors.flink_sources import row_payload
+from connectors.otlp import decode_logs, decode_spans
+from jobs.config import JobConfig
+from udfs import correlate, traces, window
+from udfs.anomaly import ServiceAnomaly, ServiceBatch, TraceFact, TraceObservation
+from udfs.batch import summarize
+from udfs.engine import EngineConfig
+from udfs.records import Span
+from udfs.signals import SignalMatcher
+
+DEAD_LETTER = OutputTag("dead-letter", Types.STRING())
+TRACE_OBSERVATIONS = OutputTag("trace-observations", Types.PICKLED_BYTE_ARRAY())
+PROGRESS = OutputTag("progress", Types.STRING())
+
+STATE_TTL = StateTtlConfig.new_builder(Time.days(7)).set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite).build()
+
+
+def _value_state(ctx: RuntimeContext, name: str) -> Any:
+    desc = ValueStateDescriptor(name, Types.STRING())
+    desc.enable_time_to_live(STATE_TTL)
+    return ctx.get_state(desc)
+
+
+def open_writer(cfg: JobConfig) -> Any:
+    """The log/incident store: OpenSearch when configured, else the embedded SQLite store."""
+    if cfg.opensearch_url:
+        from connectors.opensearch import OpenSearchSink
+
+        auth = (cfg.opensearch_user, cfg.opensearch_password) if cfg.opensearch_user else None
+        sink = OpenSearchSink([cfg.opensearch_url], auth=auth)
+        sink.ensure_templates()
+        return sink
+    from connectors.store import EmbeddedStore
+
+    cfg.resolved_store_path.parent.mkdir(parents=True, exist_ok=True)
+    return EmbeddedStore(cfg.resolved_store_path)
+
+
+class DecodeAndSummarize(ProcessFunction):  # type: ignore[misc]
+    """Bytes in; per (tenant, service) summaries out. Undecodable input goes to the dead-letter side
+    output with the original bytes and the reason; raw logs are indexed here, once per message."""
+
+    def __init__(self, cfg: JobConfig, engine_cfg: EngineConfig, progress_every: int = 0) -> None:
+        self.cfg = cfg
+        self.engine_cfg = engine_cfg
+        self.progress_every = progress_every
+
+    def open(self, ctx: RuntimeContext) -> None:
+        self.matcher = SignalMatcher()
+        self.writer = open_writer(self.cfg) if self.cfg.index_logs else None
+        group = ctx.get_metrics_group()
+        self.m_records = group.counter("records_in")
+        self.m_messages = group.counter("messages_in")
+        self.m_errors = group.counter("decode_errors")
+        self.m_indexed = group.counter("logs_indexed")
+        self.messages = 0
+        self.records = 0
+        # Not ctx.get_index_of_this_subtask(): in thread mode PyFlink 2.3 calls a Java method Flink 2.x
+        # removed. Progress only needs a distinct token per parallel instance.
+        self.subtask = uuid.uuid4().hex
+
+    def process_element(self, value: Any, ctx: ProcessFunction.Context) -> Iterator[Any]:
+        payload, partition, offset, ts_ms = row_payload(value)
+        decoded = decode_logs(payload, fmt=self.cfg.input_format, max_body_bytes=self.cfg.max_body_bytes,
+                              default_time_unix_nano=ts_ms * 1_000_000)
+        self.messages += 1
+        self.m_messages.inc()
+        if decoded.errors:
+            self.m_errors.inc(len(decoded.errors))
+            yield DEAD_LETTER, json.dumps({
+                "topic": self.cfg.logs_topic if partition >= 0 else "file",
+                "partition": partition, "offset": offset, "timestamp_ms": ts_ms,
+                "errors": [{"reason": e.reason, "detail": e.detail, "record_index": e[2]} for e in decoded.errors],
+                "payload_base64": base64.b64encode(payload).decode("ascii"),
+            }, sort_keys=True)
+        records = decoded.records
+        if records:
+            self.records += len(records)
+            self.m_records.inc(len(records))
+            if self.writer is not None:
+                self.m_indexed.inc(self.writer.write_logs(records))
+            summary = summarize(records, self.matcher, bucket_ms=self.engine_cfg.window.bucket_ms,
+                                max_notables=self.cfg.max_notables, trace_sample=self.cfg.trace_sample)
+            yield from summary.batches
+            for obs in summary.traces:
+                yield TRACE_OBSERVATIONS, obs
+        if self.progress_every and self.messages % self.progress_every == 0:
+            yield PROGRESS, json.dumps({"subtask": self.subtask, "messages": self.messages, "records": self.records})
+
+    def close(self) -> None:
+        if getattr(self, "writer", None) is not None:
+            self.writer.flush()
+            self.writer.close()
+
+
+class DecodeSpans(ProcessFunction):  # type: ignore[misc]
+    def __init__(self, cfg: JobConfig) -> None:
+        self.cfg = cfg
+
+    def process_element(self, value: Any, ctx: ProcessFunction.Context) -> Iterator[Any]:
+        payload, partition, offset, _ = row_payload(value)
+        decoded = decode_spans(payload, fmt=self.cfg.input_format)
+        if decoded.errors:
+            yield DEAD_LETTER, json.dumps({
+                "topic": self.cfg.spans_topic or "file", "partition": partition, "offset": offset,
+                "errors": [{"reason": e.reason, "detail": e.detail} for e in decoded.errors],
+                "payload_base64": base64.b64encode(payload).decode("ascii"),
+            }, sort_keys=True)
+        yield from decoded.spans
+
+
+class ServiceWindow(KeyedProcessFunction):  # type: ignore[misc]
+    """Keyed by (tenant, service): buckets, baseline, immediate path; event-time timers close buckets."""
+
+    def __init__(self, engine_cfg: EngineConfig) -> None:
+        self.cfg = engine_cfg.window
+
+    def open(self, ctx: RuntimeContext) -> None:
+        self.core = _value_state(ctx, "service-window")
+        self.templates = _value_state(ctx, "service-templates")
+        group = ctx.get_metrics_group()
+        self.m_late = group.counter("late_records")
+        self.m_immediate = group.counter("anomalies_immediate")
+        self.m_windowed = group.counter("anomalies_windowed")
+
+    def _load(self, tenant: str, service: str) -> window.ServiceState:
+        raw = self.core.value()
+        if raw is None:
+            return window.new_state(tenant, service)
+        obj = json.loads(raw)
+        tpl = self.templates.value()
+        obj["templates"] = json.loads(tpl) if tpl is not None else None
+        return window.decode_state(obj)
+
+    def _save(self, step: window.Step, late_before: int) -> None:
+        if step.state.late_records > late_before:
+            self.m_late.inc(step.state.late_records - late_before)
+        if not step.dirty:
+            return
+        obj = window.encode_state(step.state)
+        tpl = obj.pop("templates")
+        self.core.update(json.dumps(obj))
+        if "templates" in step.dirty and tpl is not None:
+            self.templates.update(json.dumps(tpl))
+
+    def _emit(self, step: window.Step, ctx: Any) -> Iterator[Any]:
+        if step.timer_at_ms is not None:
+            ctx.timer_service().register_event_time_timer(step.timer_at_ms)
+        for item in step.emit:
+            if isinstance(item, ServiceAnomaly):
+                (self.m_immediate if item.path == "immediate" else self.m_windowed).inc()
+            yield item
+
+    def process_element(self, batch: ServiceBatch, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+        state = self._load(batch.tenant, batch.service)
+        late = state.late_records
+        step = window.on_batch(state, batch, self.cfg, ctx.timer_service().current_watermark())
+        self._save(step, late)
+        yield from self._emit(step, ctx)
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
+        if self.core.value() is None:
+            return
+        state = self._load("", "")
+        step = window.on_timer(state, self.cfg, timestamp)
+        self._save(step, state.late_records)
+        yield from self._emit(step, ctx)
+
+
+class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
+    """Keyed by (tenant, trace id): request timeline -> trace facts; expires after its TTL."""
+
+    def __init__(self, engine_cfg: EngineConfig) -> None:
+        self.cfg = engine_cfg.traces
+
+    def open(self, ctx: RuntimeContext) -> None:
+        self.state = _value_state(ctx, "trace-timeline")
+
+    def process_element(self, item: TraceObservation | Span, ctx: KeyedProcessFunction.Context) -> Iterator[TraceFact]:
+        raw = self.state.value()
+        state = traces.decode_state(json.loads(raw)) if raw else traces.new_state(item.tenant, item.trace_id)
+        if isinstance(item, Span):
+            step = traces.on_span(state, item, self.cfg)
+        else:
+            step = traces.on_observation(state, item, self.cfg)
+        self.state.update(json.dumps(traces.encode_state(step.state)))
+        ctx.timer_service().register_event_time_timer(step.timer_at_ms)
+        yield from step.emit
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
+        raw = self.state.value()
+        if raw and json.loads(raw)["last_ms"] + self.cfg.ttl_ms <= timestamp:
+            self.state.clear()  # eviction rule: event-time TTL after the trace was last seen
+        return iter(())
+
+
+class Correlate(KeyedProcessFunction):  # type: ignore[misc]
+    """Keyed by tenant: grouping, cooldown, life cycle, root cause. Emits contract events as JSON."""
+
+    def __init__(self, engine_cfg: EngineConfig) -> None:
+        self.cfg = engine_cfg.correlate
+
+    def open(self, ctx: RuntimeContext) -> None:
+        self.state = _value_state(ctx, "tenant-incidents")
+        group = ctx.get_metrics_group()
+        self.m = {
+            "opened_immediate": group.counter("incidents_opened_immediate"),
+            "opened_windowed": group.counter("incidents_opened_windowed"),
+            "updated": group.counter("incidents_updated"),
+            "resolved": group.counter("incidents_resolved"),
+        }
+
+    def _load(self, tenant: str) -> correlate.TenantState:
+        raw = self.state.value()
+        return correlate.decode_state(json.loads(raw)) if raw else correlate.new_state(tenant)
+
+    def _finish(self, step: correlate.Step, ctx: Any) -> Iterator[str]:
+        self.state.update(json.dumps(correlate.encode_state(step.state)))
+        if step.timer_at_ms is not None:
+            ctx.timer_service().register_event_time_timer(step.timer_at_ms)
+        for event in step.emit:
+            kind = event["event"]
+            self.m[f"opened_{event['path']}" if kind == "opened" else kind].inc()
+            yield json.dumps(event, sort_keys=True)
+
+    def process_element(self, item: Any, ctx: KeyedProcessFunction.Context) -> Iterator[str]:
+        state = self._load(item.tenant)
+        if isinstance(item, ServiceAnomaly):
+            step = correlate.on_anomaly(state, item, self.cfg)
+        elif isinstance(item, TraceFact):
+            step = correlate.on_fact(state, item, self.cfg)
+        else:
+            step = correlate.on_recovered(state, item, self.cfg)
+        yield from self._finish(step, ctx)
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[str]:
+        if self.state.value() is None:
+            return
+        yield from self._finish(correlate.on_timer(self._load(""), timestamp, self.cfg), ctx)
+
+
+class IncidentSink(ProcessFunction):  # type: ignore[misc]
+    """Incident events to the incidents topic (key = fingerprint, acknowledged before moving on) and
+    the store; stamps ``emitted_at`` (wall clock) and measures detection lag."""
+
+    def __init__(self, cfg: JobConfig) -> None:
+        self.cfg = cfg
+
+    def open(self, ctx: RuntimeContext) -> None:
+        self.writer = open_writer(self.cfg)
+        self.producer = None
+        if self.cfg.mode == "kafka":
+            from connectors.kafka_io import KeyedProducer
+
+            self.producer = KeyedProducer(self.cfg.bootstrap_servers, self.cfg.incidents_topic)
+        self.last_lag_ms = 0
+        group = ctx.get_metrics_group()
+        group.gauge("detection_lag_ms", lambda: int(self.last_lag_ms))
+        self.m_out = group.counter("incident_events_out")
+
+    def process_element(self, value: str, ctx: ProcessFunction.Context) -> Iterator[str]:
+        from udfs.evaluation import parse_time_ms
+        from udfs.incidents import rfc3339
+
+        event = json.loads(value)
+        now_ms = int(time.time() * 1000)
+        event["emitted_at"] = rfc3339(now_ms)
+        self.last_lag_ms = max(0, now_ms - parse_time_ms(event["detected_at"]))
+        self.writer.write_incident_events([event])
+        if self.producer is not None:
+            self.producer.send(event["fingerprint"], event)
+        self.m_out.inc()
+        yield json.dumps(event, sort_keys=True)
+
+    def close(self) -> None:
+        if getattr(self, "writer", None) is not None:
+            self.writer.close()
+        if getattr(self, "producer", None) is not None:
+            self.producer.close()
+
+
+class DeadLetterSink(ProcessFunction):  # type: ignore[misc]
+    """Dead letters to the dead-letter topic (Kafka mode) or ``<out>/dead-letter.jsonl`` (files)."""
+
+    def __init__(self, cfg: JobConfig) -> None:
+        self.cfg = cfg
+
+    def open(self, ctx: RuntimeContext) -> None:
+        self.producer = None
+        self.file = None
+        if self.cfg.mode == "kafka":
+            from connectors.kafka_io import KeyedProducer
+
+            self.producer = KeyedProducer(self.cfg.bootstrap_servers, self.cfg.dead_letter_topic)
+        else:
+            from pathlib import Path
+
+            out = Path(self.cfg.out_dir or ".")
+            out.mkdir(parents=True, exist_ok=True)
+            self.file = (out / "dead-letter.jsonl").open("a", encoding="utf-8")
+        self.m = ctx.get_metrics_group().counter("dead_letters")
+
+    def process_element(self, value: str, ctx: ProcessFunction.Context) -> Iterator[Any]:
+        if self.producer is not None:
+            obj = json.loads(value)
+            self.producer.send(f"{obj['topic']}-{obj['partition']}-{obj['offset']}", value.encode())
+        elif self.file is not None:
+            self.file.write(value + "\n")
+            self.file.flush()
+        self.m.inc()
+        return iter(())
+
+    def close(self) -> None:
+        if getattr(self, "file", None) is not None:
+            self.file.close()
+        if getattr(self, "producer", None) is not None:
+            self.producer.close()

@@ -1,0 +1,444 @@
+"""The ticketing worker (``logclaw ticketing``): incident events in, one ticket per (tenant,
+fingerprint, destination) out, kept in sync as the incident updates and resolves.
+
+Per event::
+
+    bytes ─► JSON + contract check ──(invalid)──► dead-letter
+          ─► routed destinations (tenant, severity) ─► ledger plan per destination (skip duplicates)
+          ─► evidence (bounded, from the log store) ─► RCA (LLM fallback list, else deterministic)
+          ─► TicketView ─► per destination: create / update / resolve ─► ledger write
+
+Kafka mode commits a message's offset only after every destination of it is in the ledger (or
+dead-lettered); ``--once FILE`` replays an ``incidents.jsonl``. Transient failures are retried, never
+dropped; permanent ones go to the dead-letter with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sqlite3
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jsonschema
+
+from connectors.ledger import EventMark, LedgerBusy, LedgerKey, TicketLedger, plan
+from connectors.llm import LlmFailure, LlmModel, LlmRca, build_messages, redact_value
+from connectors.logstore import EVENT_RANK, LogReader, format_time_ms, parse_time_ms
+from connectors.tickets.base import Rca, TicketClient, TicketRef, TicketView
+from connectors.tickets.retry import PermanentError, TransientError
+from jobs.ticketing_config import ConfigError, TicketingConfig, add_config_arguments
+from udfs.rca import deterministic_rca
+from udfs.routing import RoutingConfig
+
+log = logging.getLogger("logclaw.ticketing")
+
+_ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_CANDIDATES = (  # a vendored copy in the repo first, then the shared folder beside the project
+    _ROOT / "contracts" / "incident.schema.json",
+    _ROOT.parent / "shared" / "contracts" / "incident.schema.json",
+)
+EVIDENCE_BEFORE_MS = 5 * 60_000
+EVIDENCE_AFTER_MS = 2 * 60_000
+EVIDENCE_LOG_LINES = 20
+EVIDENCE_TRACES = 3
+EVIDENCE_TRACE_LINES = 30
+WARN = 13
+KINDS = ("created", "updated", "resolved", "skipped", "failed")
+RETRYABLE = (TransientError, LedgerBusy, sqlite3.OperationalError)
+_EVIDENCE_FIELDS = ("time", "time_ms", "service", "level", "severity_number", "body", "trace_id",
+                    "http_status", "exception_type", "exception_message")
+
+
+def load_validator(path: Path | None = None) -> jsonschema.protocols.Validator:
+    """A validator of the incident contract (JSON Schema 2020-12, formats checked where possible)."""
+    path = path or next((p for p in SCHEMA_CANDIDATES if p.exists()), SCHEMA_CANDIDATES[-1])
+    schema = json.loads(path.read_text(encoding="utf-8"))
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+
+class Metrics:
+    """Ticket counters per destination; logged every ``interval_s`` (processing time)."""
+
+    def __init__(self, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self.interval_s, self._clock = interval_s, clock
+        self._last_log = clock()
+
+    def add(self, destination: str, kind: str) -> None:
+        self.counts[(destination, kind)] += 1
+
+    def failed(self) -> int:
+        return sum(n for (_d, kind), n in self.counts.items() if kind == "failed")
+
+    def table(self) -> str:
+        names = sorted({d for d, _k in self.counts})
+        rows = [f"{'destination':<16}" + "".join(f"{k:>10}" for k in KINDS)]
+        rows += [f"{d:<16}" + "".join(f"{self.counts[(d, k)]:>10}" for k in KINDS) for d in names]
+        return "\n".join(rows)
+
+    def maybe_log(self) -> None:
+        if self._clock() - self._last_log >= self.interval_s:
+            self._last_log = self._clock()
+            log.info("tickets_* counters\n%s", self.table())
+
+
+class DeadLetter:
+    """Append-only JSONL file (fsynced), plus a Kafka topic when a producer is given."""
+
+    def __init__(self, path: str | Path, producer: Any = None, topic: str = "") -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.producer, self.topic = producer, topic
+
+    def put(self, raw: str, reason: str, destination: str = "") -> None:
+        record = {"reason": reason, "destination": destination, "raw": raw, "at_ms": int(time.time() * 1000)}
+        line = json.dumps(record, ensure_ascii=False)
+        with self.path.open("a", encoding="utf-8") as out:
+            out.write(line + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        if self.producer is not None and self.topic:
+            self.producer.produce(self.topic, line.encode("utf-8"))
+            self.producer.flush(10)
+        log.warning("dead-letter%s: %s", f" ({destination})" if destination else "", reason)
+
+
+@dataclass(frozen=True)
+class Event:
+    """A validated incident event and its place in the incident's event order."""
+
+    raw: str
+    incident: Mapping[str, Any]
+    mark: EventMark
+
+    @property
+    def tenant(self) -> str:
+        return str(self.incident["tenant"])
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.incident["fingerprint"])
+
+
+class TicketingWorker:
+    """Turns one incident event into ticket calls; ``handle`` raises ``RETRYABLE`` errors so the
+    caller can retry the whole message (every step is idempotent through the ledger)."""
+
+    def __init__(
+        self,
+        routing: RoutingConfig,
+        clients: Mapping[str, TicketClient],
+        ledger: TicketLedger,
+        dead_letter: DeadLetter,
+        *,
+        reader: LogReader | None = None,
+        llm: LlmRca | None = None,
+        metrics: Metrics | None = None,
+        dashboards_url: str = "",
+        validator: jsonschema.protocols.Validator | None = None,
+    ) -> None:
+        missing = sorted(set(routing.used_destinations()) - set(clients))
+        if missing:
+            raise ConfigError(f"routing names destinations without a client: {missing}")
+        self.routing, self.clients, self.ledger = routing, clients, ledger
+        self.dead_letter, self.reader, self.llm = dead_letter, reader, llm
+        self.metrics = metrics or Metrics()
+        self.dashboards_url = dashboards_url.rstrip("/")
+        self.validator = validator or load_validator()
+
+    def parse(self, raw: bytes | str) -> Event | str:
+        """The validated event, or the reason it is invalid."""
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        try:
+            incident = json.loads(text)
+        except ValueError as exc:
+            return f"not JSON: {exc}"
+        errors = sorted(self.validator.iter_errors(incident), key=lambda e: list(e.absolute_path))
+        if errors:
+            where = "/".join(str(p) for p in errors[0].absolute_path) or "(root)"
+            return f"contract violation at {where}: {errors[0].message[:300]}"
+        try:
+            detected_ms = parse_time_ms(incident["detected_at"])
+            parse_time_ms(incident["opened_at"])
+        except ValueError as exc:
+            return f"bad timestamp: {exc}"
+        kind = incident["event"]
+        return Event(text, incident, EventMark(incident["incident_id"], kind, detected_ms, EVENT_RANK[kind]))
+
+    def handle(self, raw: bytes | str) -> None:
+        """Process one message end to end (dead-letters what cannot ever succeed)."""
+        event = self.parse(raw)
+        if isinstance(event, str):
+            self.metrics.add("(invalid)", "failed")
+            self.dead_letter.put(raw if isinstance(raw, str) else raw.decode("utf-8", "replace"), event)
+            return
+        names = self.routing.destinations_for(event.tenant, str(event.incident["severity"]))
+        plans = {}
+        for name in names:
+            key = LedgerKey(event.tenant, event.fingerprint, name)
+            plans[name] = (key, plan(self.ledger.get(key), event.mark))
+        view: TicketView | None = None
+        for name, (key, action) in plans.items():
+            if action == "skip":
+                self.metrics.add(name, "skipped")
+                continue
+            if view is None and action != "tombstone":
+                view = self.view(event)
+            try:
+                kind = self._apply(self.clients[name], key, action, event, view)
+            except PermanentError as exc:
+                self.metrics.add(name, "failed")
+                self.dead_letter.put(event.raw, f"{type(exc).__name__}: {exc}", name)
+                continue
+            self.metrics.add(name, kind)
+
+    def _apply(self, client: TicketClient, key: LedgerKey, action: str, event: Event,
+               view: TicketView | None) -> str:
+        mark = event.mark
+        if action == "tombstone" or view is None:
+            self.ledger.record(key, "resolved", None, mark)
+            return "skipped"
+        if action in ("update", "resolve"):
+            row = self.ledger.get(key)
+            assert row is not None and row.ref is not None
+            return self._change(client, key, row.ref, action, view, mark)
+        self.ledger.claim(key, mark.incident_id)  # pending row first: a crash now leads to find()
+        found = client.find(view)
+        if found is not None:
+            if mark.event == "opened":
+                self.ledger.record(key, "open", found, mark)
+                return "skipped"
+            return self._change(client, key, found, "resolve" if mark.event == "resolved" else "update",
+                                view, mark)
+        if mark.event == "resolved":
+            self.ledger.record(key, "resolved", None, mark)
+            return "skipped"
+        ref = client.create(view)
+        self.ledger.record(key, "open", ref, mark)
+        return "created"
+
+    def _change(self, client: TicketClient, key: LedgerKey, ref: TicketRef, action: str,
+                view: TicketView, mark: EventMark) -> str:
+        if action == "resolve":
+            self.ledger.record(key, "resolved", client.resolve(ref, view), mark)
+            return "resolved"
+        self.ledger.record(key, "open", client.update(ref, view), mark)
+        return "updated"
+
+    def evidence(self, incident: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Bounded evidence: <= 20 WARN+ lines of the root-cause and affected services in
+        [opened_at - 5 min, opened_at + 2 min] (event time), then the logs of up to 3 traces."""
+        docs: list[Mapping[str, Any]] = []
+        if self.reader is not None:
+            opened_ms = parse_time_ms(incident["opened_at"])
+            root = str((incident.get("root_cause") or {}).get("service") or incident["service"])
+            services = list(dict.fromkeys([root, str(incident["service"]), *incident["affected_services"]]))
+            docs = list(self.reader.search_logs(
+                incident["tenant"], services, opened_ms - EVIDENCE_BEFORE_MS, opened_ms + EVIDENCE_AFTER_MS,
+                min_severity_number=WARN, limit=EVIDENCE_LOG_LINES))
+            trace_ids = list(incident.get("trace_ids") or ())[:EVIDENCE_TRACES]
+            if trace_ids:
+                docs += self.reader.trace_logs(incident["tenant"], trace_ids, limit=EVIDENCE_TRACE_LINES)
+        if not docs:  # no store, or nothing stored: the detector's own samples
+            docs = [d for d in incident.get("evidence") or () if isinstance(d, Mapping)][:EVIDENCE_LOG_LINES]
+        return [redact_value({k: d[k] for k in _EVIDENCE_FIELDS if k in d}) for d in docs]
+
+    def rca(self, incident: Mapping[str, Any], evidence: Sequence[Mapping[str, Any]]) -> Rca:
+        """The LLM's RCA when models are configured (not for ``resolved``), else evidence-based."""
+        if self.llm is not None and incident["event"] != "resolved":
+            answer = self.llm.analyze(build_messages(incident, evidence))
+            if not isinstance(answer, LlmFailure):
+                return answer
+            log.warning("every LLM failed (%s); writing the evidence-based RCA", "; ".join(answer.attempts))
+        draft = deterministic_rca(incident)
+        return Rca(draft.root_cause, draft.impact, draft.affected_services, draft.suggested_fix,
+                   draft.confidence, source="evidence")
+
+    def view(self, event: Event) -> TicketView:
+        """The ticket content; everything from logs in it (incident fields, evidence) is redacted."""
+        incident = event.incident
+        evidence = self.evidence(incident)
+        return TicketView(
+            tenant=event.tenant, fingerprint=event.fingerprint, incident_id=str(incident["incident_id"]),
+            event=event.mark.event, severity=str(incident["severity"]), score=float(incident["score"]),
+            title=str(redact_value(incident["title"])), incident=redact_value(incident),
+            rca=self.rca(incident, evidence),
+            evidence=evidence, link=self.link(incident),
+            labels=("logclaw", f"severity-{incident['severity']}"),
+        )
+
+    def link(self, incident: Mapping[str, Any]) -> str:
+        """An OpenSearch Dashboards Discover link to the incident's logs, or "" when not configured."""
+        if not self.dashboards_url:
+            return ""
+        opened_ms = parse_time_ms(incident["opened_at"])
+        start, end = opened_ms - EVIDENCE_BEFORE_MS, opened_ms + EVIDENCE_AFTER_MS
+        services = " or ".join(f'"{s}"' for s in [incident["service"], *incident["affected_services"]])
+        query = f'tenant:"{incident["tenant"]}" and service:({services})'
+        window = f"time:(from:'{format_time_ms(start)}',to:'{format_time_ms(end)}')"
+        return (f"{self.dashboards_url}/app/discover#/?_g=({window})"
+                f"&_a=(query:(language:kuery,query:'{quote(query, safe='')}'))")
+
+
+def handle_with_retry(worker: TicketingWorker, raw: bytes | str, stop: threading.Event,
+                      max_attempts: int = 0, backoff_cap_s: float = 30.0) -> bool:
+    """Handle one message, retrying transient failures with capped backoff until it succeeds, ``stop``
+    is set, or ``max_attempts`` (0: unbounded) is reached. Returns True when the message is done."""
+    attempt = 0
+    while True:
+        try:
+            worker.handle(raw)
+            return True
+        except RETRYABLE as exc:
+            attempt += 1
+            log.warning("transient failure (attempt %d): %s", attempt, exc)
+            if (max_attempts and attempt >= max_attempts) or stop.wait(min(backoff_cap_s, 0.2 * 2**attempt)):
+                return False
+
+
+def run_kafka(worker: TicketingWorker, cfg: TicketingConfig, stop: threading.Event, *,
+              max_messages: int = 0, idle_exit_s: float = 0.0,
+              consumer_config: Mapping[str, Any] | None = None) -> int:
+    """Consume the incidents topic until ``stop`` (or, for tests, ``max_messages`` handled or
+    ``idle_exit_s`` without a message). Commits each offset only after the message is done;
+    ``consumer_config`` adds librdkafka settings (e.g. a shorter ``session.timeout.ms``)."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({
+        "bootstrap.servers": cfg.bootstrap, "group.id": cfg.group_id, "enable.auto.commit": False,
+        "auto.offset.reset": "earliest", "enable.partition.eof": False, **(consumer_config or {}),
+    })
+    consumer.subscribe([cfg.topic])
+    done, idle_since = 0, time.monotonic()
+    try:
+        while not stop.is_set():
+            msg = consumer.poll(0.5)
+            worker.metrics.maybe_log()
+            if msg is None:
+                if idle_exit_s and time.monotonic() - idle_since > idle_exit_s:
+                    break
+                continue
+            if msg.error():
+                log.warning("consumer error: %s", msg.error())
+                continue
+            if not handle_with_retry(worker, msg.value() or b"", stop, cfg.max_attempts):
+                if stop.is_set():
+                    break  # not committed: the message is handled again after restart
+                worker.metrics.add("(transient)", "failed")
+                worker.dead_letter.put((msg.value() or b"").decode("utf-8", "replace"), "retries exhausted")
+            consumer.commit(message=msg, asynchronous=False)
+            done, idle_since = done + 1, time.monotonic()
+            if max_messages and done >= max_messages:
+                break
+    finally:
+        consumer.close()
+    return done
+
+
+def run_once(worker: TicketingWorker, path: Path, max_attempts: int = 5) -> None:
+    """Handle every line of an ``incidents.jsonl`` in order."""
+    stop = threading.Event()
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            if line.strip() and not handle_with_retry(worker, line, stop, max_attempts, backoff_cap_s=2.0):
+                worker.metrics.add("(transient)", "failed")
+                worker.dead_letter.put(line, "retries exhausted")
+
+
+def _setting(destination: str, key: str, value: Any, env: Mapping[str, str]) -> str:
+    """A destination setting as the factory wants it (a string); ``${VAR}`` reads the environment,
+    so secrets stay out of the routing file."""
+    text = json.dumps(value) if isinstance(value, list | dict) else str(value)
+    if text.startswith("${") and text.endswith("}"):
+        var = text[2:-1]
+        if var not in env:
+            raise ConfigError(f"routing.destinations.{destination}.{key}: environment variable {var} unset")
+        return env[var]
+    return text
+
+
+def build_clients(routing: RoutingConfig, env: Mapping[str, str]) -> dict[str, TicketClient]:
+    """One platform client per routed destination; bad settings fail at start-up."""
+    from connectors.tickets.factory import SettingsError, build_client
+    from connectors.tickets.retry import HttpTransport
+
+    clients = {}
+    for name in routing.used_destinations():
+        spec = routing.destinations[name]
+        settings = {k: _setting(name, k, v, env) for k, v in spec.settings.items()}
+        try:
+            clients[name] = build_client(name, {**settings, "type": spec.type}, HttpTransport())
+        except SettingsError as exc:
+            raise ConfigError(str(exc)) from None
+    return clients
+
+
+def build_worker(cfg: TicketingConfig, clients: Mapping[str, TicketClient] | None = None,
+                 producer: Any = None) -> tuple[TicketingWorker, TicketLedger]:
+    """Wire the worker from config: routing, clients, ledger, evidence reader, LLM, dead-letter."""
+    routing = cfg.load_routing()
+    if clients is None:
+        clients = build_clients(routing, os.environ)
+    reader: LogReader | None = None
+    if cfg.opensearch_url:
+        from connectors.opensearch import OpenSearchReader
+
+        reader = OpenSearchReader(cfg.opensearch_url)
+    elif Path(cfg.store_path).exists():
+        from connectors.store import EmbeddedStore
+
+        reader = EmbeddedStore(cfg.store_path)
+    llm = None
+    if cfg.llm_models:
+        models = [LlmModel(m, cfg.llm_api_base, cfg.llm_api_key) for m in cfg.llm_models]
+        llm = LlmRca(models, timeout_s=cfg.llm_timeout_s, max_retries=cfg.llm_max_retries)
+    ledger = TicketLedger(cfg.ledger_path, owner=cfg.worker_id)
+    dead_letter = DeadLetter(cfg.dead_letter_path, producer, cfg.dead_letter_topic)
+    worker = TicketingWorker(routing, clients, ledger, dead_letter, reader=reader, llm=llm,
+                             metrics=Metrics(cfg.metrics_interval_s), dashboards_url=cfg.dashboards_url)
+    return worker, ledger
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--once", metavar="FILE", help="process an incidents.jsonl and exit (no Kafka)")
+    add_config_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = TicketingConfig.from_args(args, os.environ)
+        producer = None
+        if not args.once and cfg.dead_letter_topic:
+            from confluent_kafka import Producer
+
+            producer = Producer({"bootstrap.servers": cfg.bootstrap})
+        worker, ledger = build_worker(cfg, producer=producer)
+    except ConfigError as exc:
+        print(f"logclaw ticketing: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.once:
+            run_once(worker, Path(args.once), cfg.max_attempts or 5)
+        else:
+            stop = threading.Event()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: stop.set())
+            run_kafka(worker, cfg, stop)
+    finally:
+        ledger.close()
+    print(worker.metrics.table())
+    return 1 if worker.metrics.failed() else 0
