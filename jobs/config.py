@@ -53,7 +53,7 @@ class JobConfig:
     log_files: tuple[str, ...] = ()
     trace_files: tuple[str, ...] = ()
     out_dir: str = ""  # replay: incidents.jsonl, dead-letter.jsonl
-    store_path: str = ""  # embedded store (SQLite); "" = <out_dir or .>/logclaw.db
+    store_path: str = ""  # embedded store (SQLite); "" = <out_dir or .logclaw>/store.sqlite
     opensearch_url: str = ""  # when set, OpenSearch replaces the embedded store
     opensearch_user: str = ""
     opensearch_password: str = field(default="", repr=False)
@@ -83,7 +83,7 @@ class JobConfig:
     def resolved_store_path(self) -> Path:
         if self.store_path:
             return Path(self.store_path)
-        return Path(self.out_dir or ".") / "logclaw.db"
+        return Path(self.out_dir or ".logclaw") / "store.sqlite"  # where the ticketing worker looks
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> JobConfig:
