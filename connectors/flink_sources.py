@@ -53,5 +53,22 @@ def row_payload(value: Any) -> tuple[bytes, int, int, int]:
     """(payload, partition, offset, timestamp_ms) from a Kafka row or a file line."""
     if isinstance(value, str):
         return value.encode("utf-8"), -1, -1, 0
-    ts = value[3]
-    return bytes(value[0] or b""), int(value[1]), int(value[2]), ts.to_epoch_milli() if ts is not None else 0
+    return bytes(value[0] or b""), int(value[1]), int(value[2]), _epoch_ms(value[3])
+
+
+def _epoch_ms(ts: Any) -> int:
+    """A TIMESTAMP_LTZ field in ms: PyFlink's Instant in process mode; in thread mode the
+    java.time.Instant itself, reached through pemja."""
+    if ts is None:
+        return 0
+    if hasattr(ts, "to_epoch_milli"):
+        return int(ts.to_epoch_milli())
+    return int(ts.toEpochMilli())
+
+
+def discard(stream: DataStream, name: str, uid: str) -> None:
+    """End ``stream`` in a sink that drops elements. The job's Python sinks are process functions
+    (PyFlink has no Python Sink API), and Flink only runs what ends in a sink."""
+    from pyflink.datastream.connectors.base import Sink
+
+    stream.sink_to(Sink("org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink")).name(name).uid(uid)

@@ -19,7 +19,7 @@ from pyflink.datastream import DataStream, StreamExecutionEnvironment
 
 from jobs import operators as op
 from jobs.config import JobConfig
-from jobs.steps import step
+from jobs.steps import STEPS, step
 from udfs.anomaly import ServiceBatch, TraceObservation
 from udfs.engine import EngineConfig
 
@@ -53,7 +53,8 @@ def build_pipeline(env: StreamExecutionEnvironment, cfg: JobConfig, logs: DataSt
     ecfg = engine_cfg or EngineConfig(out_of_orderness_ms=cfg.out_of_orderness_ms)
     decoded = step(logs.process(op.DecodeAndSummarize(cfg, ecfg, progress_every)), "decode")
     # decoded: ServiceBatch per (message, tenant, service); side outputs: dead letters, trace observations
-    step(decoded.get_side_output(op.DEAD_LETTER).process(op.DeadLetterSink(cfg)), "dead_letter_sink").set_parallelism(1)
+    dead = step(decoded.get_side_output(op.DEAD_LETTER).process(op.DeadLetterSink(cfg)), "dead_letter_sink")
+    terminate(dead.set_parallelism(1), "dead_letter_end")
     batches = step(decoded.assign_timestamps_and_watermarks(watermarks(cfg)), "watermarks")
     observations = decoded.get_side_output(op.TRACE_OBSERVATIONS)
     if spans is not None:
@@ -72,11 +73,25 @@ def build_pipeline(env: StreamExecutionEnvironment, cfg: JobConfig, logs: DataSt
     # events: incident events (opened / updated / resolved) as contract JSON
     # A chain break: PyFlink would fuse these two Python operators and reuse one uid for both.
     incidents = step(events.process(op.IncidentSink(cfg), Types.STRING()), "incident_sink").start_new_chain()
+    terminate(incidents, "incident_end")
     return Streams(incidents, decoded.get_side_output(op.PROGRESS))
+
+
+def terminate(stream: DataStream, key: str) -> None:
+    from connectors.flink_sources import discard
+
+    discard(stream, *STEPS[key])
 
 
 def configure(env: StreamExecutionEnvironment, cfg: JobConfig) -> None:
     """Job-level settings that belong to this job rather than to the cluster's config.yaml."""
+    from pyflink.common import Configuration
+
+    conf = Configuration()
+    # PyFlink 2.3 fuses consecutive Python operators and then drops the fused head's side outputs
+    # (dead letters, trace observations): found by test_job_minicluster. Keep them separate.
+    conf.set_string("python.operator-chaining.enabled", "false")
+    env.configure(conf)
     env.set_parallelism(cfg.parallelism)
     if cfg.mode == "kafka" and cfg.checkpoint_interval_ms > 0:
         env.enable_checkpointing(cfg.checkpoint_interval_ms)

@@ -54,8 +54,10 @@ def replay(cfg: JobConfig, total_messages: int, *, on_event: Callable[[dict[str,
     from jobs.detect import build_pipeline, sources
     from jobs.runtime import local_env
 
+    from jobs.detect import configure
+
     env = local_env(cfg, with_kafka=False)
-    env.set_parallelism(cfg.parallelism)
+    configure(env, cfg)
     logs, spans = sources(env, cfg)
     every = max(1, total_messages // 20)
     streams = build_pipeline(env, cfg, logs, spans, progress_every=every if progress else 0)

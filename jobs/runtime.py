@@ -20,6 +20,7 @@ def local_env(cfg: JobConfig, *, with_kafka: bool, web_ui: bool = False) -> Any:
     conf.set_string("python.fn-execution.bundle.size", str(cfg.bundle_size))
     conf.set_string("python.fn-execution.bundle.time", str(cfg.bundle_time_ms))
     conf.set_string("pipeline.auto-watermark-interval", "200 ms")
+    conf.set_string("python.operator-chaining.enabled", "false")  # see jobs.detect.configure
     if web_ui:
         conf.set_string("rest.port", str(cfg.web_port))
         conf.set_string("rest.bind-address", "127.0.0.1")

@@ -25,6 +25,8 @@ STEPS: dict[str, StepId] = {
     "correlate": StepId("correlate incidents (tenant)", "logclaw-correlate-v1"),
     "incident_sink": StepId("incidents to topic and store", "logclaw-incident-sink-v1"),
     "dead_letter_sink": StepId("dead letters to topic and store", "logclaw-dead-letter-sink-v1"),
+    "incident_end": StepId("end: incidents", "logclaw-incident-end-v1"),
+    "dead_letter_end": StepId("end: dead letters", "logclaw-dead-letter-end-v1"),
 }
 
 _S = TypeVar("_S")

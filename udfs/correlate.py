@@ -94,6 +94,11 @@ class TenantState:
     failing_traces: dict[str, list[str]] = field(default_factory=dict)
     """service -> recent trace ids where it failed after/before another service (evidence)."""
     suppressed: int = 0
+    pending: list[Pending] = field(default_factory=list)
+    """Windowed anomalies, recoveries and trace facts waiting for the watermark (event-time order)."""
+
+
+Pending = ServiceAnomaly | ServiceRecovered | TraceFact
 
 
 class Step(NamedTuple):
@@ -115,6 +120,30 @@ def fingerprint(tenant: str, service: str, kind: str) -> str:
 
 def incident_id(tenant: str, fp: str, opened_at_ms: int) -> str:
     return "inc-" + hashlib.sha1(f"{tenant}\x1f{fp}\x1f{opened_at_ms}".encode()).hexdigest()[:20]
+
+
+def pending_at(item: Pending) -> int:
+    return item.at_ms
+
+
+def _order(item: Pending) -> tuple[int, int, str, str, str]:
+    """Event time first; ties broken by content, so arrival order across subtasks never matters."""
+    if isinstance(item, TraceFact):
+        return (item.at_ms, 0, item.kind, f"{item.a}|{item.b}", item.trace_id)
+    if isinstance(item, ServiceRecovered):
+        return (item.at_ms, 2, item.service, "", "")
+    return (item.at_ms, 1, item.service, item.kind, item.anomaly_id)
+
+
+def enqueue(state: TenantState, item: Pending, cfg: CorrelateConfig) -> Step:
+    """Hold a windowed anomaly, recovery or trace fact until the watermark passes ``at_ms``.
+
+    Keyed steps upstream run in parallel, so their outputs reach this key in no particular order;
+    processing them on event-time timers makes the outcome independent of that order. Immediate
+    anomalies skip the buffer (``on_anomaly``): their latency budget is under a second.
+    """
+    state.pending.append(item)
+    return Step(state, (), item.at_ms)
 
 
 def on_anomaly(state: TenantState, a: ServiceAnomaly, cfg: CorrelateConfig) -> Step:
@@ -169,8 +198,17 @@ def on_fact(state: TenantState, f: TraceFact, cfg: CorrelateConfig) -> Step:
 
 
 def on_timer(state: TenantState, timer_ms: int, cfg: CorrelateConfig) -> Step:
-    """Resolve incidents quiet for ``quiet_ms``; expire old graph facts (event time)."""
+    """Apply buffered items up to ``timer_ms`` in event-time order, then resolve incidents quiet for
+    ``quiet_ms`` and expire old graph facts (event time)."""
     events: list[dict[str, Any]] = []
+    due = sorted((p for p in state.pending if p.at_ms <= timer_ms), key=_order)
+    if due:
+        state.pending = [p for p in state.pending if p.at_ms > timer_ms]
+        for item in due:
+            if isinstance(item, ServiceAnomaly):
+                events.extend(on_anomaly(state, item, cfg).emit)
+            elif isinstance(item, TraceFact):
+                on_fact(state, item, cfg)
     for fp in sorted(state.incidents):
         inc = state.incidents[fp]
         if inc.last_activity_ms + cfg.quiet_ms <= timer_ms:
@@ -323,9 +361,9 @@ def _ranking(state: TenantState, inc: IncidentState, cfg: CorrelateConfig) -> Ra
 
 
 def _next_timer(state: TenantState, cfg: CorrelateConfig) -> int | None:
-    if not state.incidents:
-        return None
-    return min(inc.last_activity_ms for inc in state.incidents.values()) + cfg.quiet_ms
+    due = [inc.last_activity_ms + cfg.quiet_ms for inc in state.incidents.values()]
+    due.extend(p.at_ms for p in state.pending)
+    return min(due, default=None)
 
 
 # ---- codec -------------------------------------------------------------------------------------
@@ -387,6 +425,36 @@ def _incident_from_json(o: Mapping[str, Any]) -> IncidentState:
     )
 
 
+def _pending_to_json(item: Pending) -> list[Any]:
+    if isinstance(item, TraceFact):
+        return ["fact", *item]
+    if isinstance(item, ServiceRecovered):
+        return ["recovered", *item]
+    return [
+        "anomaly", *item[:8], list(item.breakdown), [list(x) for x in item.signals], [list(x) for x in item.stats],
+        [list(x) for x in item.samples], [list(x) for x in item.templates],
+    ]
+
+
+def _pending_from_json(v: list[Any]) -> Pending:
+    tag, rest = v[0], v[1:]
+    if tag == "fact":
+        return TraceFact(*rest)
+    if tag == "recovered":
+        return ServiceRecovered(*rest)
+    if tag != "anomaly":
+        raise ValueError(f"tenant state: unknown pending item {tag!r}")
+    head = rest[:8]
+    return ServiceAnomaly(
+        *head,
+        breakdown=Breakdown(*rest[8]),
+        signals=tuple(SignalInfo(*x) for x in rest[9]),
+        stats=tuple((str(k), float(x)) for k, x in rest[10]),
+        samples=tuple(Sample(*x) for x in rest[11]),
+        templates=tuple(TemplateInfo(*x) for x in rest[12]),
+    )
+
+
 def encode_state(state: TenantState) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
@@ -397,6 +465,7 @@ def encode_state(state: TenantState) -> dict[str, Any]:
         "precedence": state.precedence,
         "failing_traces": state.failing_traces,
         "suppressed": state.suppressed,
+        "pending": [_pending_to_json(p) for p in state.pending],
     }
 
 
@@ -411,4 +480,5 @@ def decode_state(obj: Mapping[str, Any]) -> TenantState:
         precedence={str(k): [int(v[0]), int(v[1])] for k, v in obj["precedence"].items()},
         failing_traces={str(k): [str(x) for x in v] for k, v in obj["failing_traces"].items()},
         suppressed=int(obj["suppressed"]),
+        pending=[_pending_from_json(p) for p in obj.get("pending", [])],
     )

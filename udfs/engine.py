@@ -155,14 +155,13 @@ class Engine:
         out: list[dict[str, Any]] = []
         for item in items:
             state = self._tenant(item.tenant)
-            if isinstance(item, ServiceAnomaly):
-                if item.path == "immediate":
-                    self.counters.anomalies_immediate += 1
-                else:
-                    self.counters.anomalies_windowed += 1
+            if isinstance(item, ServiceAnomaly) and item.path == "immediate":
+                self.counters.anomalies_immediate += 1
                 step = correlate.on_anomaly(state, item, self.cfg.correlate)
             else:
-                step = correlate.on_recovered(state, item, self.cfg.correlate)
+                if isinstance(item, ServiceAnomaly):
+                    self.counters.anomalies_windowed += 1
+                step = correlate.enqueue(state, item, self.cfg.correlate)
             self._register(step.timer_at_ms, "tenant", (item.tenant, ""))
             out.extend(self._record(step.emit))
         return out
@@ -181,7 +180,7 @@ class Engine:
     def _facts(self, facts: Iterable[TraceFact]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for fact in facts:
-            step = correlate.on_fact(self._tenant(fact.tenant), fact, self.cfg.correlate)
+            step = correlate.enqueue(self._tenant(fact.tenant), fact, self.cfg.correlate)
             self._register(step.timer_at_ms, "tenant", (fact.tenant, ""))
             out.extend(self._record(step.emit))
         return out

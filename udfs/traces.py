@@ -77,17 +77,19 @@ def on_observation(state: TraceState, obs: TraceObservation, cfg: TraceConfig) -
             row[2] = obs.first_failure_ms
     state.services.sort(key=lambda r: (r[1], r[0]))
     state.last_ms = max(state.last_ms, obs.first_ms, obs.first_failure_ms)
-    at = state.last_ms
-    # Learned call graph from consecutive first appearances (see TraceConfig.callee_logs_first).
-    for (a, *_), (b, *_) in zip(state.services, state.services[1:], strict=False):
-        caller, callee = (b, a) if cfg.callee_logs_first else (a, b)
-        _fact(state, "edge", str(caller), str(callee), at, out)
+    # Learned call graph: every ordered pair of first appearances (see TraceConfig.callee_logs_first).
+    # All pairs rather than neighbours, so the facts do not depend on the order observations arrive in.
+    for i, first in enumerate(state.services):
+        for then in state.services[i + 1 :]:
+            if first[1] < then[1]:
+                caller, callee = (then[0], first[0]) if cfg.callee_logs_first else (first[0], then[0])
+                _fact(state, "edge", str(caller), str(callee), max(int(first[1]), int(then[1])), out)
     # Error precedence: whose first failure came first in this request.
     failed = sorted((r for r in state.services if r[2] >= 0), key=lambda r: (r[2], r[0]))
     for i, earlier in enumerate(failed):
         for later in failed[i + 1 :]:
             if earlier[2] < later[2]:
-                _fact(state, "precedes", str(earlier[0]), str(later[0]), at, out)
+                _fact(state, "precedes", str(earlier[0]), str(later[0]), int(later[2]), out)
     return Step(state, tuple(out), state.last_ms + cfg.ttl_ms)
 
 

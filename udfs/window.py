@@ -90,6 +90,7 @@ class OpenBucket:
     samples: list[Sample] = field(default_factory=list)
     novel_ids: list[str] = field(default_factory=list)
     novel_exceptions: int = 0
+    template_counts: dict[str, int] = field(default_factory=dict)
 
     def add(self, agg: BucketAgg) -> None:
         self.total += agg.total
@@ -187,12 +188,16 @@ def _look_at_notables(state: ServiceState, notables: tuple[Notable, ...], cfg: W
                     bucket.novel_exceptions += 1
                 if len(bucket.novel_ids) < cfg.max_samples:
                     bucket.novel_ids.append(match.template_id)
-            if (n.failure or n.immediate) and len(bucket.samples) < cfg.max_samples:
+            if n.failure or n.immediate:
+                tid = match.template_id
+                bucket.template_counts[tid] = bucket.template_counts.get(tid, 0) + 1
+                # Keep the earliest samples, not the first to arrive: parallel decoders deliver in any order.
                 bucket.samples.append(
-                    Sample(
-                        n.time_ms, state.service, n.level, n.body[:300], n.trace_id, n.http_status, match.template_id
-                    )
+                    Sample(n.time_ms, state.service, n.level, n.body[:300], n.trace_id, n.http_status, tid)
                 )
+                if len(bucket.samples) > cfg.max_samples:
+                    bucket.samples.sort()
+                    del bucket.samples[cfg.max_samples :]
         if n.immediate is None:
             continue
         last = state.immediate_seen.get(n.immediate)
@@ -320,7 +325,8 @@ def _close_bucket(
     still = state.anomalous and (st.p_value < cfg.alpha_exit and st.recent_failures >= cfg.min_failures)
     novel_exceptions = sum(b.novel_exceptions for b in state.recent)
     new_mode = novel_exceptions >= cfg.min_novel_exceptions and st.p_value < cfg.alpha_exit
-    at_ms = start + cfg.bucket_ms
+    # Detected when the bucket closes: its end plus the allowed lateness, the event time of the timer.
+    at_ms = start + cfg.bucket_ms + cfg.allowed_lateness_ms
     if spike or sustained or still or new_mode:
         state.history[-1][3] = 1
         if not state.anomalous:
@@ -408,7 +414,8 @@ def _windowed_anomaly(
                 seen.add(s.template_id)
                 info = miner.describe(s.template_id)
                 if info is not None:
-                    templates.append(TemplateInfo(s.template_id, info.template, info.count, s.template_id in novel_ids))
+                    in_window = sum(b.template_counts.get(s.template_id, 0) for b in state.recent)
+                    templates.append(TemplateInfo(s.template_id, info.template, in_window, s.template_id in novel_ids))
     stats = (
         ("recent_failures", float(st.recent_failures)),
         ("recent_total", float(st.recent_total)),
@@ -455,6 +462,7 @@ def _bucket_to_json(b: OpenBucket) -> list[Any]:
         [list(s) for s in b.samples],
         b.novel_ids,
         b.novel_exceptions,
+        b.template_counts,
     ]
 
 
@@ -472,6 +480,7 @@ def _bucket_from_json(v: list[Any]) -> OpenBucket:
         [Sample(*s) for s in v[9]],
         [str(i) for i in v[10]],
         int(v[11]),
+        {str(k): int(n) for k, n in v[12].items()},
     )
 
 
