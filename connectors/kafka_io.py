@@ -25,13 +25,15 @@ class KeyedProducer:
     def __init__(self, bootstrap_servers: str, topic: str, *, timeout_s: float = 30.0) -> None:
         self.topic = topic
         self.timeout_s = timeout_s
-        self._producer = Producer({
-            "bootstrap.servers": bootstrap_servers,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 0,
-            "message.timeout.ms": int(timeout_s * 1000),
-        })
+        self._producer = Producer(
+            {
+                "bootstrap.servers": bootstrap_servers,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 0,
+                "message.timeout.ms": int(timeout_s * 1000),
+            }
+        )
         self.sent = 0
 
     def send(self, key: str, value: Mapping[str, Any] | bytes, *, timestamp_ms: int | None = None) -> None:

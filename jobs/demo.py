@@ -34,8 +34,11 @@ def _generate(name: str, scale: float, out: Path) -> tuple[Path, Path | None, in
     if sc.spans:
         spans = out / f"{name}.spans.otlp.jsonl.gz"
         write_jsonl(spans, (encode_spans_json(m) for m in scenarios.span_requests_of(sc.spans, 200)))
-    print(f"demo: generated '{name}': {len(sc.records)} log records in {len(messages)} messages"
-          f"{f', {len(sc.spans)} spans' if sc.spans else ''} -> {logs}", flush=True)
+    print(
+        f"demo: generated '{name}': {len(sc.records)} log records in {len(messages)} messages"
+        f"{f', {len(sc.spans)} spans' if sc.spans else ''} -> {logs}",
+        flush=True,
+    )
     return logs, spans, len(messages)
 
 
@@ -65,11 +68,13 @@ def run(args: argparse.Namespace) -> int:
     for stale in ("incidents.jsonl", "dead-letter.jsonl", "store.sqlite", "tickets-ledger.sqlite"):
         (out / stale).unlink(missing_ok=True)
     logs, spans, n = _generate(args.scenario, args.scale, out)
-    cfg = JobConfig.from_env(mode="files", log_files=(str(logs),), trace_files=(str(spans),) if spans else (),
-                             out_dir=str(out))
+    cfg = JobConfig.from_env(
+        mode="files", log_files=(str(logs),), trace_files=(str(spans),) if spans else (), out_dir=str(out)
+    )
     print("demo: running the detection job on the local Flink MiniCluster (first start takes ~10 s)", flush=True)
-    events = replay(cfg, n, on_event=lambda e: print("  " + describe(e), flush=True),
-                    progress=lambda s: print(s, flush=True))
+    events = replay(
+        cfg, n, on_event=lambda e: print("  " + describe(e), flush=True), progress=lambda s: print(s, flush=True)
+    )
     write_incidents(events, out / "incidents.jsonl")
     opened = [e for e in events if e["event"] == "opened"]
     print(f"\ndemo: {len(opened)} incident(s) -> {out / 'incidents.jsonl'}; store {cfg.resolved_store_path}")

@@ -48,8 +48,14 @@ def watermarks(cfg: JobConfig) -> WatermarkStrategy:
     )
 
 
-def build_pipeline(env: StreamExecutionEnvironment, cfg: JobConfig, logs: DataStream, spans: DataStream | None,
-                   engine_cfg: EngineConfig | None = None, progress_every: int = 0) -> Streams:
+def build_pipeline(
+    env: StreamExecutionEnvironment,
+    cfg: JobConfig,
+    logs: DataStream,
+    spans: DataStream | None,
+    engine_cfg: EngineConfig | None = None,
+    progress_every: int = 0,
+) -> Streams:
     ecfg = engine_cfg or EngineConfig(out_of_orderness_ms=cfg.out_of_orderness_ms)
     decoded = step(logs.process(op.DecodeAndSummarize(cfg, ecfg, progress_every)), "decode")
     # decoded: ServiceBatch per (message, tenant, service); side outputs: dead letters, trace observations
@@ -104,12 +110,14 @@ def sources(env: StreamExecutionEnvironment, cfg: JobConfig) -> tuple[DataStream
         logs = flink_sources.text_files(env, cfg.log_files, "otlp-logs-files")
         spans = flink_sources.text_files(env, cfg.trace_files, "otlp-spans-files") if cfg.trace_files else None
         return logs, spans
-    logs = flink_sources.kafka_topic(env, bootstrap=cfg.bootstrap_servers, topic=cfg.logs_topic,
-                                     group_id=cfg.group_id, name="logs")
+    logs = flink_sources.kafka_topic(
+        env, bootstrap=cfg.bootstrap_servers, topic=cfg.logs_topic, group_id=cfg.group_id, name="logs"
+    )
     spans = None
     if cfg.spans_topic:
-        spans = flink_sources.kafka_topic(env, bootstrap=cfg.bootstrap_servers, topic=cfg.spans_topic,
-                                          group_id=cfg.group_id, name="spans")
+        spans = flink_sources.kafka_topic(
+            env, bootstrap=cfg.bootstrap_servers, topic=cfg.spans_topic, group_id=cfg.group_id, name="spans"
+        )
     return logs, spans
 
 

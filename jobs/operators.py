@@ -22,7 +22,7 @@ from connectors.flink_sources import row_payload
 from connectors.otlp import decode_logs, decode_spans
 from jobs.config import JobConfig
 from udfs import correlate, traces, window
-from udfs.anomaly import ServiceAnomaly, ServiceBatch, TraceFact, TraceObservation  # noqa: F401
+from udfs.anomaly import ServiceAnomaly, ServiceBatch, TraceFact, TraceObservation
 from udfs.batch import summarize
 from udfs.engine import EngineConfig
 from udfs.records import Span
@@ -37,9 +37,12 @@ PROGRESS = OutputTag("progress", Types.STRING())
 # interpreter does not have (FileNotFoundError launching one; the MiniCluster hides it). PyFlink 2.3 never
 # sends the periodic compaction time to Java (only query_time_after_num_entries): a placeholder is enough.
 STATE_TTL = (
-    StateTtlConfig.new_builder(Time.days(7)).set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
-    .disable_cleanup_in_background().cleanup_incrementally(5, False)
-    .cleanup_in_rocksdb_compact_filter(1000, Duration(None)).build()
+    StateTtlConfig.new_builder(Time.days(7))
+    .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
+    .disable_cleanup_in_background()
+    .cleanup_incrementally(5, False)
+    .cleanup_in_rocksdb_compact_filter(1000, Duration(None))
+    .build()
 )
 
 
@@ -89,26 +92,45 @@ class DecodeAndSummarize(ProcessFunction):  # type: ignore[misc]
 
     def process_element(self, value: Any, ctx: ProcessFunction.Context) -> Iterator[Any]:
         payload, partition, offset, ts_ms = row_payload(value)
-        decoded = decode_logs(payload, fmt=self.cfg.input_format, max_body_bytes=self.cfg.max_body_bytes,
-                              default_time_unix_nano=ts_ms * 1_000_000)
+        decoded = decode_logs(
+            payload,
+            fmt=self.cfg.input_format,
+            max_body_bytes=self.cfg.max_body_bytes,
+            default_time_unix_nano=ts_ms * 1_000_000,
+        )
         self.messages += 1
         self.m_messages.inc()
         if decoded.errors:
             self.m_errors.inc(len(decoded.errors))
-            yield DEAD_LETTER, json.dumps({
-                "topic": self.cfg.logs_topic if partition >= 0 else "file",
-                "partition": partition, "offset": offset, "timestamp_ms": ts_ms,
-                "errors": [{"reason": e.reason, "detail": e.detail, "record_index": e[2]} for e in decoded.errors],
-                "payload_base64": base64.b64encode(payload).decode("ascii"),
-            }, sort_keys=True)
+            yield (
+                DEAD_LETTER,
+                json.dumps(
+                    {
+                        "topic": self.cfg.logs_topic if partition >= 0 else "file",
+                        "partition": partition,
+                        "offset": offset,
+                        "timestamp_ms": ts_ms,
+                        "errors": [
+                            {"reason": e.reason, "detail": e.detail, "record_index": e[2]} for e in decoded.errors
+                        ],
+                        "payload_base64": base64.b64encode(payload).decode("ascii"),
+                    },
+                    sort_keys=True,
+                ),
+            )
         records = decoded.records
         if records:
             self.records += len(records)
             self.m_records.inc(len(records))
             if self.writer is not None:
                 self.m_indexed.inc(self.writer.write_logs(records))
-            summary = summarize(records, self.matcher, bucket_ms=self.engine_cfg.window.bucket_ms,
-                                max_notables=self.cfg.max_notables, trace_sample=self.cfg.trace_sample)
+            summary = summarize(
+                records,
+                self.matcher,
+                bucket_ms=self.engine_cfg.window.bucket_ms,
+                max_notables=self.cfg.max_notables,
+                trace_sample=self.cfg.trace_sample,
+            )
             yield from summary.batches
             for obs in summary.traces:
                 yield TRACE_OBSERVATIONS, obs
@@ -116,9 +138,10 @@ class DecodeAndSummarize(ProcessFunction):  # type: ignore[misc]
             yield PROGRESS, json.dumps({"subtask": self.subtask, "messages": self.messages, "records": self.records})
 
     def close(self) -> None:
-        if getattr(self, "writer", None) is not None:
-            self.writer.flush()
-            self.writer.close()
+        writer = getattr(self, "writer", None)
+        if writer is not None:
+            writer.flush()
+            writer.close()
 
 
 class DecodeSpans(ProcessFunction):  # type: ignore[misc]
@@ -129,11 +152,19 @@ class DecodeSpans(ProcessFunction):  # type: ignore[misc]
         payload, partition, offset, _ = row_payload(value)
         decoded = decode_spans(payload, fmt=self.cfg.input_format)
         if decoded.errors:
-            yield DEAD_LETTER, json.dumps({
-                "topic": self.cfg.spans_topic or "file", "partition": partition, "offset": offset,
-                "errors": [{"reason": e.reason, "detail": e.detail} for e in decoded.errors],
-                "payload_base64": base64.b64encode(payload).decode("ascii"),
-            }, sort_keys=True)
+            yield (
+                DEAD_LETTER,
+                json.dumps(
+                    {
+                        "topic": self.cfg.spans_topic or "file",
+                        "partition": partition,
+                        "offset": offset,
+                        "errors": [{"reason": e.reason, "detail": e.detail} for e in decoded.errors],
+                        "payload_base64": base64.b64encode(payload).decode("ascii"),
+                    },
+                    sort_keys=True,
+                ),
+            )
         yield from decoded.spans
 
 
@@ -299,10 +330,9 @@ class IncidentSink(ProcessFunction):  # type: ignore[misc]
         yield json.dumps(event, sort_keys=True)
 
     def close(self) -> None:
-        if getattr(self, "writer", None) is not None:
-            self.writer.close()
-        if getattr(self, "producer", None) is not None:
-            self.producer.close()
+        for resource in (getattr(self, "writer", None), getattr(self, "producer", None)):
+            if resource is not None:
+                resource.close()
 
 
 class DeadLetterSink(ProcessFunction):  # type: ignore[misc]
@@ -337,7 +367,6 @@ class DeadLetterSink(ProcessFunction):  # type: ignore[misc]
         return iter(())
 
     def close(self) -> None:
-        if getattr(self, "file", None) is not None:
-            self.file.close()
-        if getattr(self, "producer", None) is not None:
-            self.producer.close()
+        for resource in (getattr(self, "file", None), getattr(self, "producer", None)):
+            if resource is not None:
+                resource.close()

@@ -18,9 +18,16 @@ from jobs.config import ConfigError, JobConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--logs", action="append", required=True, metavar="FILE",
-                        help="OTLP/JSON lines (plain or gzip); repeat for several files")
-    parser.add_argument("--traces", action="append", default=[], metavar="FILE", help="OTLP/JSON trace lines (optional)")
+    parser.add_argument(
+        "--logs",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="OTLP/JSON lines (plain or gzip); repeat for several files",
+    )
+    parser.add_argument(
+        "--traces", action="append", default=[], metavar="FILE", help="OTLP/JSON trace lines (optional)"
+    )
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     parser.add_argument("--parallelism", type=int, default=None, help="operator parallelism (default 2)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -48,13 +55,16 @@ def _stage(paths: Sequence[str], out: Path, what: str) -> tuple[tuple[str, ...],
     return tuple(staged), lines
 
 
-def replay(cfg: JobConfig, total_messages: int, *, on_event: Callable[[dict[str, Any]], None] | None = None,
-           progress: Callable[[str], None] | None = print) -> list[dict[str, Any]]:
+def replay(
+    cfg: JobConfig,
+    total_messages: int,
+    *,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    progress: Callable[[str], None] | None = print,
+) -> list[dict[str, Any]]:
     """Run the job to the end of its files; return the incident events in a deterministic order."""
-    from jobs.detect import build_pipeline, sources
+    from jobs.detect import build_pipeline, configure, sources
     from jobs.runtime import local_env
-
-    from jobs.detect import configure
 
     env = local_env(cfg, with_kafka=False)
     configure(env, cfg)
@@ -72,8 +82,10 @@ def replay(cfg: JobConfig, total_messages: int, *, on_event: Callable[[dict[str,
                 if progress:
                     per_subtask[obj["subtask"]] = obj["messages"]
                     done = sum(per_subtask.values())
-                    progress(f"replay: {done}/{total_messages} messages ({100 * done // max(1, total_messages)}%),"
-                             f" {time.monotonic() - started:.0f}s")
+                    progress(
+                        f"replay: {done}/{total_messages} messages ({100 * done // max(1, total_messages)}%),"
+                        f" {time.monotonic() - started:.0f}s"
+                    )
                 continue
             events.append(obj)
             if on_event:
@@ -94,9 +106,11 @@ def write_incidents(events: Sequence[dict[str, Any]], path: Path) -> None:
 def describe(event: dict[str, Any]) -> str:
     rc = event["root_cause"]
     chain = " → ".join(rc.get("chain") or [rc["service"]])
-    return (f"[{event['severity']}] {event['event']:<8} {event['tenant']}/{rc['service']} score {event['score']:.2f}"
-            f" chain {chain}; affected {', '.join(event['affected_services']) or '-'};"
-            f" evidence {len(event.get('evidence') or [])} lines")
+    return (
+        f"[{event['severity']}] {event['event']:<8} {event['tenant']}/{rc['service']} score {event['score']:.2f}"
+        f" chain {chain}; affected {', '.join(event['affected_services']) or '-'};"
+        f" evidence {len(event.get('evidence') or [])} lines"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,8 +119,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         logs, n_logs = _stage(args.logs, out, "logs")
         traces, _ = _stage(args.traces, out, "traces")
-        cfg = JobConfig.from_env(mode="files", log_files=logs, trace_files=traces, out_dir=str(out),
-                                 parallelism=args.parallelism)
+        cfg = JobConfig.from_env(
+            mode="files", log_files=logs, trace_files=traces, out_dir=str(out), parallelism=args.parallelism
+        )
     except (InputError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -114,12 +129,15 @@ def run(args: argparse.Namespace) -> int:
         (out / stale).unlink(missing_ok=True)
     say = None if args.quiet else (lambda s: print(s, flush=True))
     if say:
-        say(f"replay: {n_logs} messages from {len(logs)} file(s) on the local MiniCluster (parallelism {cfg.parallelism})")
+        say(f"replay: {n_logs} messages from {len(logs)} file(s) on the local MiniCluster"
+            f" (parallelism {cfg.parallelism})")
     events = replay(cfg, n_logs, progress=say, on_event=(lambda e: say(describe(e))) if say else None)
     write_incidents(events, out / "incidents.jsonl")
     opened = sum(1 for e in events if e["event"] == "opened")
     dead = out / "dead-letter.jsonl"
     n_dead = sum(1 for _ in dead.open()) if dead.exists() else 0
-    print(f"replay: {opened} incident(s), {len(events)} event(s) -> {out / 'incidents.jsonl'};"
-          f" {n_dead} dead letter(s); store {cfg.resolved_store_path}")
+    print(
+        f"replay: {opened} incident(s), {len(events)} event(s) -> {out / 'incidents.jsonl'};"
+        f" {n_dead} dead letter(s); store {cfg.resolved_store_path}"
+    )
     return 0

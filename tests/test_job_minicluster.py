@@ -93,7 +93,9 @@ def test_job_meets_every_scenario_expectation_per_tenant(job_run: Any) -> None:
             opened = [e for e in events if e["event"] == "opened" and e["tenant"] == tenant]
             assert exp.min_incidents <= len(opened) <= exp.max_incidents, (tenant, [e["title"] for e in opened])
             if exp.root_cause:
-                last = [e for e in events if e["incident_id"] == opened[0]["incident_id"] and e["event"] != "resolved"][-1]
+                last = [e for e in events if e["incident_id"] == opened[0]["incident_id"] and e["event"] != "resolved"][
+                    -1
+                ]
                 assert last["root_cause"]["service"] == exp.root_cause
                 assert set(last["affected_services"]) == set(exp.affected)
 
@@ -121,8 +123,9 @@ def test_job_writes_logs_and_incidents_to_the_embedded_store(job_run: Any) -> No
 
 def test_replaying_the_same_file_twice_gives_the_same_ids(job_run: Any, tmp_path: Path) -> None:
     out, first = job_run
-    cfg = JobConfig.from_env({}, mode="files", log_files=(str(out / "all.otlp.jsonl.gz"),), out_dir=str(tmp_path),
-                             index_logs=False)
+    cfg = JobConfig.from_env(
+        {}, mode="files", log_files=(str(out / "all.otlp.jsonl.gz"),), out_dir=str(tmp_path), index_logs=False
+    )
     second = replay(cfg, 1, progress=None)
     assert _strip(second) == _strip(first)
 

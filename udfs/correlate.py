@@ -431,8 +431,13 @@ def _pending_to_json(item: Pending) -> list[Any]:
     if isinstance(item, ServiceRecovered):
         return ["recovered", *item]
     return [
-        "anomaly", *item[:8], list(item.breakdown), [list(x) for x in item.signals], [list(x) for x in item.stats],
-        [list(x) for x in item.samples], [list(x) for x in item.templates],
+        "anomaly",
+        *item[:8],
+        list(item.breakdown),
+        [list(x) for x in item.signals],
+        [list(x) for x in item.stats],
+        [list(x) for x in item.samples],
+        [list(x) for x in item.templates],
     ]
 
 
@@ -444,9 +449,15 @@ def _pending_from_json(v: list[Any]) -> Pending:
         return ServiceRecovered(*rest)
     if tag != "anomaly":
         raise ValueError(f"tenant state: unknown pending item {tag!r}")
-    head = rest[:8]
     return ServiceAnomaly(
-        *head,
+        anomaly_id=rest[0],
+        tenant=rest[1],
+        service=rest[2],
+        namespace=rest[3],
+        path=rest[4],
+        kind=rest[5],
+        at_ms=int(rest[6]),
+        onset_ms=int(rest[7]),
         breakdown=Breakdown(*rest[8]),
         signals=tuple(SignalInfo(*x) for x in rest[9]),
         stats=tuple((str(k), float(x)) for k, x in rest[10]),
