@@ -21,6 +21,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "jars": ("jobs.jars_cmd", "provision the Flink Kafka connector jars (checksummed)"),
     "ticketing": ("jobs.ticketing", "turn incident events into tickets (Kafka or --once FILE)"),
     "simulate": ("jobs.simulate_cmd", "generate a named scenario as OTLP/JSON lines or to Kafka"),
+    "up": ("jobs.stack_cmd", "start broker, Flink cluster, detection job and ticketing worker in the background"),
+    "down": ("jobs.stack_cmd", "stop everything `logclaw up` started"),
+    "run": ("jobs.run_cmd", "run the detection job on Kafka on the local MiniCluster, with the web UI"),
 }
 
 
