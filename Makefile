@@ -3,6 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+# Run everything as if the venv were activated: Flink's thread-mode Python finds its packages this way.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint unit setup jars bench clean

@@ -9,6 +9,7 @@ embedded store, then lets the ticketing worker file Markdown tickets into a fold
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from pathlib import Path
 
@@ -67,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("incidents.jsonl", "dead-letter.jsonl", "store.sqlite", "tickets-ledger.sqlite"):
         (out / stale).unlink(missing_ok=True)
+    shutil.rmtree(out / "tickets", ignore_errors=True)  # a fresh run files fresh tickets
     logs, spans, n = _generate(args.scenario, args.scale, out)
     cfg = JobConfig.from_env(
         mode="files", log_files=(str(logs),), trace_files=(str(spans),) if spans else (), out_dir=str(out)

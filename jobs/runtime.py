@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 from jobs.config import JobConfig
 
 
+def use_this_python() -> None:
+    """Make the JVM and its embedded Python (thread mode, pemja) see this virtualenv.
+
+    Thread mode finds its interpreter through the environment, not ``python.executable``: run from
+    ``.venv/bin/logclaw`` without an activated venv it got the base interpreter and failed with
+    "No module named 'pemja'". Must run before the JVM starts (the first environment created).
+    """
+    bin_dir = os.path.dirname(sys.executable)
+    path = os.environ.get("PATH", "")
+    if not path.startswith(bin_dir + os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + path
+    if sys.prefix != sys.base_prefix:
+        os.environ["VIRTUAL_ENV"] = sys.prefix
+
+
 def local_env(cfg: JobConfig, *, with_kafka: bool, web_ui: bool = False) -> Any:
     """A MiniCluster environment running this virtualenv's Python, with the Kafka jars if needed."""
+    use_this_python()
     from pyflink.common import Configuration
     from pyflink.datastream import StreamExecutionEnvironment
 

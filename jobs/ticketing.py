@@ -49,12 +49,13 @@ SCHEMA_CANDIDATES = (  # a vendored copy in the repo first, then the shared fold
     _ROOT / "contracts" / "incident.schema.json",
     _ROOT.parent / "shared" / "contracts" / "incident.schema.json",
 )
-EVIDENCE_BEFORE_MS = 5 * 60_000
+EVIDENCE_BEFORE_MS = 60_000
 EVIDENCE_AFTER_MS = 2 * 60_000
 EVIDENCE_LOG_LINES = 20
 EVIDENCE_TRACES = 3
 EVIDENCE_TRACE_LINES = 30
 WARN = 13
+ERROR = 17
 KINDS = ("created", "updated", "resolved", "skipped", "failed")
 RETRYABLE = (TransientError, LedgerBusy, sqlite3.OperationalError)
 _EVIDENCE_FIELDS = ("time", "time_ms", "service", "level", "severity_number", "body", "trace_id",
@@ -239,22 +240,32 @@ class TicketingWorker:
         return "updated"
 
     def evidence(self, incident: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """Bounded evidence: <= 20 WARN+ lines of the root-cause and affected services in
-        [opened_at - 5 min, opened_at + 2 min] (event time), then the logs of up to 3 traces."""
-        docs: list[Mapping[str, Any]] = []
+        """Bounded evidence, most telling first: the failure lines the detector kept, then ERROR+ and
+        (if room) WARN lines of the root-cause and affected services in [opened_at - 1 min,
+        opened_at + 2 min] (event time) from the store, then the logs of up to 3 traces."""
+        docs: list[Mapping[str, Any]] = [d for d in incident.get("evidence") or () if isinstance(d, Mapping)]
         if self.reader is not None:
             opened_ms = parse_time_ms(incident["opened_at"])
             root = str((incident.get("root_cause") or {}).get("service") or incident["service"])
             services = list(dict.fromkeys([root, str(incident["service"]), *incident["affected_services"]]))
-            docs = list(self.reader.search_logs(
-                incident["tenant"], services, opened_ms - EVIDENCE_BEFORE_MS, opened_ms + EVIDENCE_AFTER_MS,
-                min_severity_number=WARN, limit=EVIDENCE_LOG_LINES))
+            window = (opened_ms - EVIDENCE_BEFORE_MS, opened_ms + EVIDENCE_AFTER_MS)
+            for floor in (ERROR, WARN):
+                if len(docs) >= EVIDENCE_LOG_LINES:
+                    break
+                docs += self.reader.search_logs(incident["tenant"], services, *window,
+                                                min_severity_number=floor, limit=EVIDENCE_LOG_LINES)
             trace_ids = list(incident.get("trace_ids") or ())[:EVIDENCE_TRACES]
             if trace_ids:
                 docs += self.reader.trace_logs(incident["tenant"], trace_ids, limit=EVIDENCE_TRACE_LINES)
-        if not docs:  # no store, or nothing stored: the detector's own samples
-            docs = [d for d in incident.get("evidence") or () if isinstance(d, Mapping)][:EVIDENCE_LOG_LINES]
-        return [redact_value({k: d[k] for k in _EVIDENCE_FIELDS if k in d}) for d in docs]
+        seen: set[tuple[str, str, str]] = set()
+        unique: list[Mapping[str, Any]] = []
+        for d in docs:
+            key = (str(d.get("time")), str(d.get("service")), str(d.get("body")))
+            if key not in seen:
+                seen.add(key)
+                unique.append(d)
+        bounded = unique[: EVIDENCE_LOG_LINES + EVIDENCE_TRACE_LINES]
+        return [redact_value({k: d[k] for k in _EVIDENCE_FIELDS if k in d}) for d in bounded]
 
     def rca(self, incident: Mapping[str, Any], evidence: Sequence[Mapping[str, Any]]) -> Rca:
         """The LLM's RCA when models are configured (not for ``resolved``), else evidence-based."""

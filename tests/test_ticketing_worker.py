@@ -200,8 +200,9 @@ def test_opened_creates_one_ticket_per_routed_destination_with_bounded_redacted_
     ]
     assert view.rca.source == "evidence" and view.rca.root_cause.startswith("checkout is the likely root cause")
     opened_ms = 1714535220000
-    assert h.reader.searches == [
-        ("search", "acme", ("checkout", "payment-api"), opened_ms - 300_000, opened_ms + 120_000, 13, 20),
+    assert h.reader.searches == [  # ERROR+ near the onset first, WARN only while there is room, then traces
+        ("search", "acme", ("checkout", "payment-api"), opened_ms - 60_000, opened_ms + 120_000, 17, 20),
+        ("search", "acme", ("checkout", "payment-api"), opened_ms - 60_000, opened_ms + 120_000, 13, 20),
         ("traces", "acme", ("t1", "t2", "t3"), 30),
     ]
     assert [(r.key.destination, r.state, r.ref.external_id if r.ref else None) for r in h.ledger.rows()] == [

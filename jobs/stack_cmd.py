@@ -1,0 +1,207 @@
+"""``logclaw up`` / ``logclaw down``: the whole product on one machine, for real.
+
+``up`` starts, each in the background with its pid under ``.cache/stack/``:
+
+1. the local Kafka-protocol broker (``logclaw broker``, tansu, in-memory) with the four topics;
+2. a standalone Flink cluster from the installed PyFlink distribution, configured from ``flink-conf/``
+   plus this machine's specifics (the venv's Python, the Kafka jars on ``pipeline.jars``, ports and
+   directories under ``.cache/stack/``);
+3. the detection job, submitted with ``flink run -d -py jobs/detect.py`` and ``LOGCLAW_*`` pointing at the
+   broker;
+4. the ticketing worker (``logclaw ticketing``) reading the incidents topic.
+
+It prints the web UI URL and the ``logclaw simulate --kafka`` command that feeds the stack. ``down`` cancels
+the job, runs ``stop-cluster.sh`` and stops the two background processes (SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from connectors.broker import free_port
+from connectors.flink_cluster import (
+    ClusterError,
+    StandaloneCluster,
+    cluster_conf,
+    load_conf,
+    prometheus_jar,
+    pyflink_home,
+    write_conf_dir,
+)
+from connectors.jars import PROJECT_ROOT, jar_urls, provision_jars
+
+CONF_TEMPLATE = PROJECT_ROOT / "flink-conf" / "config.yaml"
+DEFAULT_STACK_DIR = PROJECT_ROOT / ".cache" / "stack"
+PYFS = ("jobs", "connectors", "udfs")  # shipped with the job (-pyfs); the workers import them from there
+
+
+def cluster_overrides(stack_dir: Path, *, rest_port: int, rpc_port: int, checkpoint_dir: Path | None = None,
+                      extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What a local run adds to ``flink-conf/config.yaml``: interpreter, jars, ports, directories."""
+    checkpoints = checkpoint_dir or stack_dir / "checkpoints"
+    return {
+        "python.executable": sys.executable,
+        "python.client.executable": sys.executable,
+        "pipeline.jars": ";".join(jar_urls(PROJECT_ROOT)),
+        "rest.port": rest_port,
+        "jobmanager.rpc.port": rpc_port,
+        "env.log.dir": str(stack_dir / "log"),
+        "env.pid.dir": str(stack_dir / "pid"),
+        "io.tmp.dirs": str(stack_dir / "tmp"),
+        "execution.checkpointing.dir": checkpoints.resolve().as_uri(),
+        "execution.checkpointing.savepoint-dir": (stack_dir / "savepoints").resolve().as_uri(),
+        **(extra or {}),
+    }
+
+
+def prepare_cluster(stack_dir: Path, *, rest_port: int, rpc_port: int | None = None,
+                    checkpoint_dir: Path | None = None, extra: Mapping[str, Any] | None = None) -> StandaloneCluster:
+    """Provision the jars and write ``stack_dir/conf`` (a FLINK_CONF_DIR); the cluster is not started."""
+    provision_jars(PROJECT_ROOT, progress=lambda _m: None)
+    home = pyflink_home()
+    overrides = cluster_overrides(stack_dir, rest_port=rest_port, rpc_port=rpc_port or free_port(),
+                                  checkpoint_dir=checkpoint_dir, extra=extra)
+    conf = cluster_conf(load_conf(CONF_TEMPLATE), overrides, has_prometheus=prometheus_jar(home) is not None)
+    (stack_dir / "tmp").mkdir(parents=True, exist_ok=True)
+    write_conf_dir(stack_dir / "conf", conf, home)
+    return StandaloneCluster(conf_dir=stack_dir / "conf", home=home)
+
+
+def job_env(bootstrap: str, store_path: Path, **extra: str) -> dict[str, str]:
+    """``LOGCLAW_*`` for the detection job (read by ``JobConfig.from_env`` in the client process)."""
+    return {"LOGCLAW_MODE": "kafka", "LOGCLAW_BOOTSTRAP_SERVERS": bootstrap,
+            "LOGCLAW_STORE_PATH": str(store_path), **extra}
+
+
+def submit_detect(cluster: StandaloneCluster, env: Mapping[str, str]) -> str:
+    return cluster.submit_python(PROJECT_ROOT / "jobs" / "detect.py", pyfs=[PROJECT_ROOT / d for d in PYFS],
+                                 classpaths=jar_urls(PROJECT_ROOT), env=env, cwd=PROJECT_ROOT)
+
+
+# --- background processes ----------------------------------------------------------------------------------
+
+
+def _spawn(name: str, args: list[str], stack_dir: Path,
+           env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    log = (stack_dir / f"{name}.log").open("ab")
+    proc = subprocess.Popen(  # fixed argv, no shell; own session so Ctrl-C in the terminal leaves it running
+        [sys.executable, "-m", "jobs.cli", *args], cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=log,
+        stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True,
+    )
+    log.close()
+    (stack_dir / f"{name}.pid").write_text(f"{proc.pid}\n")
+    return proc
+
+
+def _wait_for_line(path: Path, prefix: str, proc: subprocess.Popen[bytes], timeout_s: float) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith(prefix):
+                return line
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    raise RuntimeError(f"no '{prefix}' line in {path} within {timeout_s} s (exit code {proc.poll()})")
+
+
+def _stop_pid_file(path: Path, timeout_s: float = 15.0) -> bool:
+    """SIGTERM the process group of the pid in ``path``, SIGKILL after ``timeout_s``; remove the file."""
+    if not path.exists():
+        return False
+    pid = int(path.read_text().split()[0])
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            os.killpg(pid, 0)  # raises ProcessLookupError once the whole group is gone
+            time.sleep(0.2)
+        os.killpg(pid, signal.SIGKILL)
+    path.unlink(missing_ok=True)
+    return True
+
+
+# --- commands ----------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stack-dir", type=Path, default=DEFAULT_STACK_DIR,
+                        help="pid files, logs, config, checkpoints, store (default: %(default)s)")
+    parser.add_argument("--rest-port", type=int, default=8081, help="Flink web UI / REST port (up only)")
+    parser.add_argument("--broker-port", type=int, default=9092, help="Kafka broker port (up only)")
+    parser.add_argument("--no-ticketing", action="store_true", help="do not start the ticketing worker (up only)")
+
+
+def run_up(args: argparse.Namespace) -> int:
+    stack_dir: Path = args.stack_dir.resolve()
+    if (stack_dir / "state.json").exists():
+        print(f"up: a stack is already recorded in {stack_dir}; run `logclaw down` first", file=sys.stderr)
+        return 1
+    stack_dir.mkdir(parents=True, exist_ok=True)
+    state: dict[str, Any] = {"stack_dir": str(stack_dir)}
+    try:
+        broker = _spawn("broker", ["broker", "--port", str(args.broker_port), "--log", str(stack_dir / "tansu.log")],
+                        stack_dir)
+        bootstrap = _wait_for_line(stack_dir / "broker.log", "broker: bootstrap", broker, 60).split()[-1]
+        state["bootstrap"] = bootstrap
+        print(f"up: broker {bootstrap} (pid {broker.pid})", flush=True)
+        cluster = prepare_cluster(stack_dir, rest_port=args.rest_port)
+        (stack_dir / "state.json").write_text(json.dumps(state))
+        cluster.start()
+        print(f"up: Flink cluster {cluster.rest_url} (logs {cluster.log_dir})", flush=True)
+        job_id = submit_detect(cluster, job_env(bootstrap, stack_dir / "logclaw.db"))
+        state["job_id"] = job_id
+        (stack_dir / "state.json").write_text(json.dumps(state))
+        cluster.wait_for_job_state(job_id, "RUNNING", 120)
+        print(f"up: detection job {job_id} RUNNING", flush=True)
+        if not args.no_ticketing:
+            worker = _spawn("ticketing", ["ticketing", "--bootstrap", bootstrap, "--data-dir",
+                                          str(stack_dir / "ticketing"), "--store", str(stack_dir / "logclaw.db")],
+                            stack_dir, env={"LITELLM_LOCAL_MODEL_COST_MAP": "True"})
+            print(f"up: ticketing worker (pid {worker.pid}, log {stack_dir / 'ticketing.log'})", flush=True)
+    except (ClusterError, RuntimeError, OSError) as exc:
+        print(f"up: failed: {exc}; stopping what was started", file=sys.stderr)
+        (stack_dir / "state.json").write_text(json.dumps(state))
+        run_down(args)
+        return 1
+    print(f"\nweb UI:  {cluster.rest_url}/#/job/running/{job_id}/overview")
+    print(f"feed it: logclaw simulate --scenario cascade --scale 0.25 --kafka {bootstrap} --topic otlp_logs")
+    print("stop:    logclaw down")
+    return 0
+
+
+def run_down(args: argparse.Namespace) -> int:
+    stack_dir: Path = args.stack_dir.resolve()
+    state_file = stack_dir / "state.json"
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    stopped = []
+    if _stop_pid_file(stack_dir / "ticketing.pid"):
+        stopped.append("ticketing worker")
+    if (stack_dir / "conf" / "config.yaml").exists():
+        cluster = StandaloneCluster(conf_dir=stack_dir / "conf")
+        if state.get("job_id"):
+            with contextlib.suppress(ClusterError):
+                cluster.cancel(state["job_id"])
+        if cluster.pids("standalonesession") or cluster.pids("taskexecutor"):
+            cluster.stop()
+            stopped.append("Flink cluster")
+    if _stop_pid_file(stack_dir / "broker.pid"):
+        stopped.append("broker")
+    state_file.unlink(missing_ok=True)
+    print(f"down: stopped {', '.join(stopped) or 'nothing (no stack running)'}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Both sub-commands live here; ``args.command`` (set by ``jobs.cli``) says which one ran."""
+    return run_down(args) if getattr(args, "command", "up") == "down" else run_up(args)
