@@ -1,0 +1,192 @@
+"""Every keyed state's versioned codec round-trips (hypothesis), and every keyed state is bounded."""
+
+from __future__ import annotations
+
+import json
+from types import MappingProxyType
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from udfs import correlate, engine, traces, window
+from udfs.records import Level, LogRecord
+from udfs.templates import TemplateMiner
+
+BASE_NS = 1_767_225_600_000 * 1_000_000
+BODIES = (
+    "GET /api/orders/{n} 200 in {n}ms",
+    "user {n} logged in",
+    "redis connection pool exhausted (max=50, in_use={n})",
+    "upstream request timed out after 30s",
+    "java.lang.OutOfMemoryError: Java heap space",
+    "payment declined by processor",
+    "connection reset by peer",
+    "room {n} booked",
+)
+LEVELS = (Level.INFO, Level.INFO, Level.INFO, Level.WARN, Level.ERROR, Level.FATAL, Level.DEBUG)
+EMPTY = MappingProxyType({})
+
+
+def record(tenant: str, service: str, t_ms: int, level: Level, body: str, trace: str, http: int | None) -> LogRecord:
+    ns = BASE_NS + t_ms * 1_000_000
+    return LogRecord(
+        tenant,
+        service,
+        "shop",
+        ns,
+        ns,
+        int(level),
+        level,
+        level.name,
+        body,
+        False,
+        trace,
+        "",
+        http,
+        "",
+        "",
+        "",
+        "",
+        EMPTY,
+        EMPTY,
+        EMPTY,
+    )
+
+
+event = st.tuples(
+    st.integers(0, 1),  # tenant
+    st.integers(0, 3),  # service
+    st.integers(0, 1_500),  # seconds after start (25 min: windows, baselines, timers)
+    st.sampled_from(LEVELS),
+    st.integers(0, len(BODIES) - 1),
+    st.integers(0, 99),  # number in the body
+    st.integers(-1, 5),  # trace id (-1: none)
+    st.sampled_from((None, 200, 404, 503)),
+)
+
+
+def stream(events: list[tuple[int, int, int, Level, int, int, int, int | None]]) -> list[list[LogRecord]]:
+    recs = sorted(
+        (
+            record(
+                f"t{t}",
+                f"svc{s}",
+                sec * 1000 + i % 1000,
+                lvl,
+                BODIES[b].format(n=n),
+                f"{tr:032x}" if tr >= 0 else "",
+                http,
+            )
+            for i, (t, s, sec, lvl, b, n, tr, http) in enumerate(events)
+        ),
+        key=lambda r: r.time_unix_nano,
+    )
+    return [recs[i : i + 7] for i in range(0, len(recs), 7)]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(event, min_size=1, max_size=250), st.integers(0, 40))
+def test_engine_state_round_trips_and_behaves_the_same_after_restore(events: list, cut: int) -> None:
+    messages = stream(events)
+    cut = min(cut, len(messages))
+    eng = engine.Engine()
+    for m in messages[:cut]:
+        eng.feed(m)
+    snap = eng.snapshot()
+    restored = engine.Engine.restore(snap)
+    assert restored.snapshot() == snap  # decode(encode(s)) encodes identically
+    restored.events = list(eng.events)
+    for target in (eng, restored):
+        for m in messages[cut:]:
+            target.feed(m)
+        target.finish()
+    assert restored.events == eng.events
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(event, min_size=1, max_size=200))
+def test_each_state_codec_is_json_and_rejects_unknown_versions(events: list) -> None:
+    eng = engine.Engine()
+    for m in stream(events):
+        eng.feed(m)
+    for s in eng.services.values():
+        obj = json.loads(json.dumps(window.encode_state(s)))
+        assert window.encode_state(window.decode_state(obj)) == window.encode_state(s)
+    for tr in eng.traces.values():
+        obj = json.loads(json.dumps(traces.encode_state(tr)))
+        assert traces.encode_state(traces.decode_state(obj)) == traces.encode_state(tr)
+    for c in eng.tenants.values():
+        obj = json.loads(json.dumps(correlate.encode_state(c)))
+        assert correlate.encode_state(correlate.decode_state(obj)) == correlate.encode_state(c)
+    for decode, encode_any in (
+        (window.decode_state, window.encode_state),
+        (traces.decode_state, traces.encode_state),
+        (correlate.decode_state, correlate.encode_state),
+    ):
+        states = {
+            window.decode_state: eng.services,
+            traces.decode_state: eng.traces,
+            correlate.decode_state: eng.tenants,
+        }[decode]
+        for s in list(states.values())[:1]:
+            bad = dict(encode_any(s), schema_version=99)  # type: ignore[arg-type]
+            try:
+                decode(bad)
+            except ValueError as exc:
+                assert "schema_version" in str(exc)
+            else:
+                raise AssertionError("an unknown schema_version must be refused")
+
+
+# ---- every keyed state has an eviction rule or a TTL -------------------------------------------
+
+
+def test_trace_state_is_evicted_after_its_event_time_ttl() -> None:
+    eng = engine.Engine()
+    msgs = stream([(0, s, 10, Level.ERROR, 3, 1, 1, 503) for s in range(3)])
+    for m in msgs:
+        eng.feed(m)
+    assert eng.traces
+    eng.advance(BASE_NS // 1_000_000 + 11_000 + traces.TraceConfig().ttl_ms)  # last seen at ~10 s
+    assert eng.traces == {}
+
+
+def test_trace_state_is_bounded_per_trace() -> None:
+    cfg = traces.TraceConfig(max_services=4)
+    state = traces.new_state("t", "x" * 32)
+    from udfs.anomaly import TraceObservation
+
+    for i in range(20):
+        state = traces.on_observation(state, TraceObservation("t", "x" * 32, f"s{i}", i, i), cfg).state
+    assert len(state.services) == 4
+
+
+def test_template_miner_evicts_least_recently_seen_past_its_cap() -> None:
+    miner = TemplateMiner("t", "s", max_templates=5)
+    for i in range(50):
+        miner.add(f"distinct template number {'x' * (i % 13)} {'y' * i} ok", i)
+    assert len(miner) <= 5
+
+
+def test_tenant_graph_and_precedence_tables_are_capped_and_expire() -> None:
+    cfg = correlate.CorrelateConfig(max_edges=10, max_precedence=10, fact_ttl_ms=1_000)
+    state = correlate.new_state("t")
+    from udfs.anomaly import TraceFact
+
+    for i in range(100):
+        correlate.on_fact(state, TraceFact("t", "x", "edge", f"a{i}", f"b{i}", i), cfg)
+        correlate.on_fact(state, TraceFact("t", "x", "precedes", f"a{i}", f"b{i}", i), cfg)
+    assert len(state.edges) <= 10 and len(state.precedence) <= 10
+    correlate.on_timer(state, 10_000, cfg)
+    assert state.edges == {} and state.precedence == {}
+
+
+def test_flink_adapters_put_a_ttl_on_every_keyed_state() -> None:
+    import inspect
+
+    from jobs import operators
+
+    src = inspect.getsource(operators)
+    assert "ValueStateDescriptor(" in src
+    assert src.count("ValueStateDescriptor(") == src.count("enable_time_to_live(STATE_TTL)")
+    assert "get_state(" not in src.replace("ctx.get_state(desc)", "")  # every state goes through _value_state
