@@ -18,12 +18,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "broker": ("jobs.broker_cmd", "start the local Kafka-protocol broker (tansu) until Ctrl-C"),
     "replay": ("jobs.replay", "run the detection job over OTLP/JSON-lines files and write incidents.jsonl"),
     "eval": ("jobs.evaluate", "evaluate detection on the labelled OpenStack streams and the scenarios"),
+    "report": ("jobs.report", "write docs/report.md and docs/img/*.png from bench-out/*.json"),
     "jars": ("jobs.jars_cmd", "provision the Flink Kafka connector jars (checksummed)"),
     "ticketing": ("jobs.ticketing", "turn incident events into tickets (Kafka or --once FILE)"),
     "simulate": ("jobs.simulate_cmd", "generate a named scenario as OTLP/JSON lines or to Kafka"),
     "up": ("jobs.stack_cmd", "start broker, Flink cluster, detection job and ticketing worker in the background"),
     "down": ("jobs.stack_cmd", "stop everything `logclaw up` started"),
     "run": ("jobs.run_cmd", "run the detection job on Kafka on the local MiniCluster, with the web UI"),
+    "ingest": ("jobs.ingest_cmd", "serve the OTLP/HTTP logs endpoint (POST /v1/logs, API key -> tenant) into Kafka"),
 }
 
 

@@ -1,26 +1,47 @@
-"""``logclaw eval``: run the detection engine over labelled streams and report recall, false alarms
-per hour, precision, root-cause accuracy and time-to-detect.
+"""``logclaw eval``: run the detection engine and the baselines over labelled streams and report
+recall, false alarms per hour, precision, root-cause accuracy and time-to-detect.
 
 Streams: the OpenStack fault-injection development set (``--data``, default ../shared/data/openstack-dev
-next to the project) and the scenario library. The engine runs in memory (udfs.engine: the same steps
-as the Flink job); ``logclaw replay`` runs the Flink job itself.
+next to the project) and the scenario library (one labelled stream per scenario tenant, see
+``udfs.evaluation.scenario_labels``). The engine runs in memory (udfs.engine: the same steps as the
+Flink job); ``logclaw replay`` runs the Flink job itself. The baselines (``udfs.baselines``) see the
+same decoded records, so every engine number has a naive number beside it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from connectors.files import iter_lines
 from connectors.otlp import decode_logs
 from udfs import engine, scenarios
-from udfs.evaluation import StreamResult, judge_stream, summarize_results
+from udfs.baselines import BASELINES
+from udfs.evaluation import (
+    StreamResult,
+    events_of_tenant,
+    incidents_per_case,
+    judge_stream,
+    scenario_labels,
+    summarize_results,
+)
+from udfs.records import Level, LogRecord
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "openstack-dev"
+DETECTORS = ("engine", *BASELINES)
+SCENARIO_SCALE = 0.25
+"""Background phases of the fault scenarios at 1/4 (fault shapes never scale); "steady" runs 1 h."""
+
+Progress = Callable[[str], object]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,85 +53,200 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-scenarios", action="store_true", help="skip the scenario library")
 
 
-def run_stream(path: Path) -> tuple[list[dict[str, Any]], int, int]:
+@dataclass
+class StreamRun:
+    """One stream through every detector: events per detector, record and decode-error counts."""
+
+    events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    records: int = 0
+    decode_errors: int = 0
+    engine_s: float = 0.0
+
+
+def run_baselines(error_records: Sequence[LogRecord], into: StreamRun) -> None:
+    for name, detect in BASELINES.items():
+        into.events[name] = detect(error_records)
+
+
+def run_stream(path: Path) -> StreamRun:
+    """Decode an OTLP/JSON-lines file once; feed the engine message by message (arrival order) and
+    give the baselines the records at level >= ERROR (the only ones they look at)."""
     eng = engine.Engine()
-    errors = 0
+    run = StreamRun()
+    errors: list[LogRecord] = []
     for line in iter_lines(path):
         decoded = decode_logs(line)
-        errors += len(decoded.errors)
+        run.decode_errors += len(decoded.errors)
         if decoded.records:
+            started = time.process_time()
             eng.feed(decoded.records)
+            run.engine_s += time.process_time() - started
+            errors.extend(r for r in decoded.records if r.level >= Level.ERROR)
+    started = time.process_time()
     eng.finish()
-    return eng.events, eng.counters.records, errors
+    run.engine_s += time.process_time() - started
+    run.events["engine"] = eng.events
+    run.records = eng.counters.records
+    run_baselines(errors, run)
+    return run
 
 
-def evaluate_openstack(data: Path, only: str = "", progress: Any = print) -> list[StreamResult]:
+def _opened(events: Sequence[Mapping[str, Any]]) -> int:
+    return sum(1 for e in events if e["event"] == "opened")
+
+
+def evaluate_openstack(data: Path, only: str = "", progress: Progress = print) -> dict[str, list[StreamResult]]:
+    """Detector name -> one StreamResult per OpenStack stream (sorted by stream name)."""
     labels = json.loads((data / "labels.json").read_text())["streams"]
-    results = []
+    results: dict[str, list[StreamResult]] = {d: [] for d in DETECTORS}
     for name in sorted(labels):
         if only and only not in name:
             continue
         label = labels[name]
         path = data / label["test"] / f"{label['round']}.otlp.jsonl.gz"
-        started = time.perf_counter()
-        events, n, errors = run_stream(path)
-        result = judge_stream(name, label, events)
-        results.append(result)
+        run = run_stream(path)
+        for det in DETECTORS:
+            results[det].append(judge_stream(name, label, run.events[det]))
+        eng = results["engine"][-1]
+        others = " ".join(f"{d}={_opened(run.events[d])}" for d in BASELINES)
         progress(
-            f"{name:<42} records={n:>6} decode_errors={errors} incidents={result.opened}"
-            f" detected={'-' if result.fault_free else result.detected}"
-            f" rc={','.join(result.root_causes) or '-'} ({time.perf_counter() - started:.1f}s)"
+            f"{name:<42} records={run.records:>6} decode_errors={run.decode_errors} incidents={eng.opened}"
+            f" detected={'-' if eng.fault_free else eng.detected} rc={','.join(eng.root_causes) or '-'}"
+            f" engine={run.engine_s:.1f}s | baselines opened: {others}"
         )
     return results
 
 
-def evaluate_scenarios(progress: Any = print) -> list[dict[str, Any]]:
+def _scenario_row(name: str, exp: scenarios.Expectation, events: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The scenario's own pass/fail check (its expectation), for the engine."""
+    mine = [e for e in events if e["event"] == "opened" and e["tenant"] == exp.tenant]
+    ok = exp.min_incidents <= len(mine) <= exp.max_incidents
+    rc = mine[0]["root_cause"]["service"] if mine else None
+    if exp.root_cause is not None and mine:
+        last = [e for e in events if e["incident_id"] == mine[0]["incident_id"] and e["event"] != "resolved"][-1]
+        rc = last["root_cause"]["service"]
+        ok = ok and rc == exp.root_cause
+    return {
+        "scenario": name,
+        "tenant": exp.tenant,
+        "incidents": len(mine),
+        "expected": f"{exp.min_incidents}..{exp.max_incidents}",
+        "root_cause": rc,
+        "expected_root_cause": exp.root_cause,
+        "ok": ok,
+    }
+
+
+def evaluate_scenarios(
+    progress: Progress = print, only: str = ""
+) -> tuple[list[dict[str, Any]], dict[str, list[StreamResult]]]:
+    """The engine's expectation rows, and detector name -> one StreamResult per scenario tenant."""
     rows = []
+    results: dict[str, list[StreamResult]] = {d: [] for d in DETECTORS}
     for name in scenarios.SCENARIOS:
-        sc = scenarios.build(name, scale=0.25 if name != "steady" else 1.0)
-        events = engine.run(scenarios.requests_of(sc.records, 200), sc.spans)
+        if only and only not in name:
+            continue
+        sc = scenarios.build(name, scale=SCENARIO_SCALE if name != "steady" else 1.0)
+        run = StreamRun(records=len(sc.records))
+        started = time.process_time()
+        run.events["engine"] = engine.run(scenarios.requests_of(sc.records, 200), sc.spans)
+        run.engine_s = time.process_time() - started
+        run_baselines([r for r in sc.records if r.level >= Level.ERROR], run)
+        labels = scenario_labels(sc)
         for exp in sc.expectations:
-            mine = [e for e in events if e["event"] == "opened" and e["tenant"] == exp.tenant]
-            ok = exp.min_incidents <= len(mine) <= exp.max_incidents
-            rc = mine[0]["root_cause"]["service"] if mine else None
-            if exp.root_cause is not None and mine:
-                last = [e for e in events if e["incident_id"] == mine[0]["incident_id"] and e["event"] != "resolved"][
-                    -1
-                ]
-                rc = last["root_cause"]["service"]
-                ok = ok and rc == exp.root_cause
-            rows.append(
-                {
-                    "scenario": name,
-                    "tenant": exp.tenant,
-                    "incidents": len(mine),
-                    "expected": f"{exp.min_incidents}..{exp.max_incidents}",
-                    "root_cause": rc,
-                    "expected_root_cause": exp.root_cause,
-                    "ok": ok,
-                }
+            stream = next(k for k, v in labels.items() if v["tenant"] == exp.tenant)
+            for det in DETECTORS:
+                results[det].append(judge_stream(stream, labels[stream], events_of_tenant(run.events[det], exp.tenant)))
+            row = _scenario_row(name, exp, run.events["engine"])
+            rows.append(row)
+            others = " ".join(f"{d}={_opened(events_of_tenant(run.events[d], exp.tenant))}" for d in BASELINES)
+            progress(
+                f"scenario {name:<20} tenant={exp.tenant:<8} incidents={row['incidents']}"
+                f" root_cause={row['root_cause']} ok={row['ok']} engine={run.engine_s:.1f}s"
+                f" | baselines opened: {others}"
             )
-            progress(f"scenario {name:<20} tenant={exp.tenant:<8} incidents={len(mine)} root_cause={rc} ok={ok}")
-    return rows
+    return rows, results
+
+
+def stream_json(result: StreamResult, compact: bool) -> dict[str, Any]:
+    """A StreamResult as JSON; ``compact`` turns the root-cause list into counts (baselines open
+    hundreds of incidents)."""
+    row = result._asdict()
+    if compact:
+        row["root_causes"] = dict(Counter(result.root_causes).most_common())
+    return row
+
+
+def machine() -> dict[str, Any]:
+    """nproc, CPU model and RAM of this machine (Linux /proc; '?' elsewhere)."""
+    cpu, ram_gib = "?", 0.0
+    try:
+        cpu = next(
+            (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+             if ln.startswith("model name")), "?")  # fmt: skip
+        kib = next(int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines()
+                   if ln.startswith("MemTotal:"))  # fmt: skip
+        ram_gib = round(kib / 1024 / 1024, 1)
+    except (OSError, StopIteration, ValueError):
+        pass
+    return {"nproc": os.cpu_count(), "cpu_model": cpu, "ram_gib": ram_gib, "python": platform.python_version(),
+            "platform": platform.platform(), "loadavg": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
+
+
+def _summary(results: Sequence[StreamResult]) -> dict[str, Any]:
+    return summarize_results(results) | {"incidents_per_detected_case": incidents_per_case(results)}
+
+
+def report_json(
+    openstack: dict[str, list[StreamResult]],
+    rows: list[dict[str, Any]],
+    scen: dict[str, list[StreamResult]],
+    meta: dict[str, Any],
+) -> dict[str, Any]:
+    """eval.json: the engine's OpenStack results and scenario rows where they always were, plus
+    every detector's summary and streams on both datasets under ``detectors``."""
+    detectors = {}
+    for det in DETECTORS:
+        compact = det != "engine"
+        detectors[det] = {
+            "openstack": {"summary": _summary(openstack[det]),
+                          "streams": [stream_json(r, compact) for r in openstack[det]]},
+            "scenarios": {"summary": _summary(scen[det]),
+                          "streams": [stream_json(r, compact) for r in scen[det]]},
+        }  # fmt: skip
+    return {
+        "meta": meta,
+        "openstack": {"summary": detectors["engine"]["openstack"]["summary"],
+                      "streams": [r._asdict() for r in openstack["engine"]]},
+        "scenarios": rows,
+        "detectors": detectors,
+    }  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
     if not (args.data / "labels.json").is_file():
         print(f"error: {args.data}/labels.json not found (pass --data)", file=sys.stderr)
         return 2
-    results = evaluate_openstack(args.data, args.only)
-    summary = summarize_results(results)
+    started = time.perf_counter()
+    openstack = evaluate_openstack(args.data, args.only)
+    summary = summarize_results(openstack["engine"])
     print("\nOpenStack dev set:", json.dumps(summary, indent=2))
-    scenario_rows = [] if args.no_scenarios else evaluate_scenarios()
+    for det in BASELINES:
+        print(f"baseline {det:<24} {json.dumps(summarize_results(openstack[det]))}")
+    rows, scen = ([], {d: [] for d in DETECTORS}) if args.no_scenarios else evaluate_scenarios()
+    if scen["engine"]:
+        print("\nScenarios:")
+        for det in DETECTORS:
+            print(f"{det:<24} {json.dumps(summarize_results(scen[det]))}")
     if args.json_out:
+        meta = machine() | {
+            "command": "logclaw " + " ".join(sys.argv[1:]),
+            "data": str(args.data),
+            "only": args.only,
+            "scenario_scale": None if args.no_scenarios else SCENARIO_SCALE,
+            "wall_s": round(time.perf_counter() - started, 1),
+        }
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(
-            json.dumps(
-                {
-                    "openstack": {"summary": summary, "streams": [r._asdict() for r in results]},
-                    "scenarios": scenario_rows,
-                },
-                indent=2,
-            )
-        )
+        args.json_out.write_text(json.dumps(report_json(openstack, rows, scen, meta), indent=2))
+        print(f"wrote {args.json_out}")
     return 0

@@ -52,6 +52,17 @@ def _value_state(ctx: RuntimeContext, name: str) -> Any:
     return ctx.get_state(desc)
 
 
+def sink_metrics(ctx: RuntimeContext, writer: Any) -> None:
+    """Expose the store writer's retry/failure counters (OpenSearch) as gauges; the embedded store
+    writes synchronously and raises on failure, so it has none."""
+    stats = getattr(writer, "stats", None)
+    if stats is None:
+        return
+    group = ctx.get_metrics_group()
+    for name in ("request_retries", "item_retries", "failures", "dead_lettered", "docs_written"):
+        group.gauge(f"sink_{name}", lambda name=name: int(getattr(stats, name)))
+
+
 def open_writer(cfg: JobConfig) -> Any:
     """The log/incident store: OpenSearch when configured, else the embedded SQLite store."""
     if cfg.opensearch_url:
@@ -79,6 +90,7 @@ class DecodeAndSummarize(ProcessFunction):  # type: ignore[misc]
     def open(self, ctx: RuntimeContext) -> None:
         self.matcher = SignalMatcher()
         self.writer = open_writer(self.cfg) if self.cfg.index_logs else None
+        sink_metrics(ctx, self.writer)
         group = ctx.get_metrics_group()
         self.m_records = group.counter("records_in")
         self.m_messages = group.counter("messages_in")
@@ -123,7 +135,10 @@ class DecodeAndSummarize(ProcessFunction):  # type: ignore[misc]
             self.records += len(records)
             self.m_records.inc(len(records))
             if self.writer is not None:
+                # Flushed per message (one bulk request): PyFlink has no checkpoint hook, so nothing
+                # may sit in a buffer that the checkpoint already counts as done.
                 self.m_indexed.inc(self.writer.write_logs(records))
+                self.writer.flush()
             summary = summarize(
                 records,
                 self.matcher,
@@ -305,6 +320,7 @@ class IncidentSink(ProcessFunction):  # type: ignore[misc]
 
     def open(self, ctx: RuntimeContext) -> None:
         self.writer = open_writer(self.cfg)
+        sink_metrics(ctx, self.writer)
         self.producer = None
         if self.cfg.mode == "kafka":
             from connectors.kafka_io import KeyedProducer
@@ -324,6 +340,7 @@ class IncidentSink(ProcessFunction):  # type: ignore[misc]
         event["emitted_at"] = rfc3339(now_ms)
         self.last_lag_ms = max(0, now_ms - parse_time_ms(event["detected_at"]))
         self.writer.write_incident_events([event])
+        self.writer.flush()
         if self.producer is not None:
             self.producer.send(event["fingerprint"], event)
         self.m_out.inc()

@@ -8,7 +8,9 @@
    directories under ``.cache/stack/``);
 3. the detection job, submitted with ``flink run -d -py jobs/detect.py`` and ``LOGCLAW_*`` pointing at the
    broker;
-4. the ticketing worker (``logclaw ticketing``) reading the incidents topic.
+4. the ticketing worker (``logclaw ticketing``) reading the incidents topic;
+5. the OTLP/HTTP logs endpoint (``logclaw ingest``) producing to ``otlp_logs``, with a demo API key
+   generated into ``.cache/stack/ingest-keys.json`` (tenant ``demo``).
 
 It prints the web UI URL and the ``logclaw simulate --kafka`` command that feeds the stack. ``down`` cancels
 the job, runs ``stop-cluster.sh`` and stops the two background processes (SIGTERM, then SIGKILL).
@@ -20,6 +22,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -39,6 +42,7 @@ from connectors.flink_cluster import (
     write_conf_dir,
 )
 from connectors.jars import PROJECT_ROOT, jar_urls, provision_jars
+from connectors.otlp_http import load_api_keys
 
 CONF_TEMPLATE = PROJECT_ROOT / "flink-conf" / "config.yaml"
 DEFAULT_STACK_DIR = PROJECT_ROOT / ".cache" / "stack"
@@ -131,6 +135,17 @@ def _stop_pid_file(path: Path, timeout_s: float = 15.0) -> bool:
     return True
 
 
+def demo_keys(stack_dir: Path) -> tuple[Path, str, str]:
+    """The stack's API keys file (created once with one random key for tenant ``demo``; edits are kept),
+    and the key and tenant to print: the ``demo`` one, else the first."""
+    path = stack_dir / "ingest-keys.json"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(json.dumps({secrets.token_urlsafe(18): "demo"}) + "\n")
+    keys = load_api_keys(path)
+    return path, *next(((k, t) for k, t in keys.items() if t == "demo"), next(iter(keys.items())))
+
+
 # --- commands ----------------------------------------------------------------------------------------------
 
 
@@ -140,6 +155,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rest-port", type=int, default=8081, help="Flink web UI / REST port (up only)")
     parser.add_argument("--broker-port", type=int, default=9092, help="Kafka broker port (up only)")
     parser.add_argument("--no-ticketing", action="store_true", help="do not start the ticketing worker (up only)")
+    parser.add_argument("--ingest-port", type=int, default=4318, help="OTLP/HTTP logs endpoint port (up only)")
 
 
 def run_up(args: argparse.Namespace) -> int:
@@ -169,13 +185,20 @@ def run_up(args: argparse.Namespace) -> int:
                                           str(stack_dir / "ticketing"), "--store", str(stack_dir / "logclaw.db")],
                             stack_dir, env={"LITELLM_LOCAL_MODEL_COST_MAP": "True"})
             print(f"up: ticketing worker (pid {worker.pid}, log {stack_dir / 'ticketing.log'})", flush=True)
-    except (ClusterError, RuntimeError, OSError) as exc:
+        keys_file, api_key, tenant = demo_keys(stack_dir)
+        ingest = _spawn("ingest", ["ingest", "--port", str(args.ingest_port), "--keys", str(keys_file),
+                                   "--bootstrap", bootstrap], stack_dir)
+        ingest_url = _wait_for_line(stack_dir / "ingest.log", "ingest: listening on", ingest, 60).split()[3]
+        print(f"up: OTLP/HTTP endpoint {ingest_url} (pid {ingest.pid}, keys {keys_file})", flush=True)
+    except (ClusterError, RuntimeError, OSError, ValueError) as exc:
         print(f"up: failed: {exc}; stopping what was started", file=sys.stderr)
         (stack_dir / "state.json").write_text(json.dumps(state))
         run_down(args)
         return 1
     print(f"\nweb UI:  {cluster.rest_url}/#/job/running/{job_id}/overview")
     print(f"feed it: logclaw simulate --scenario cascade --scale 0.25 --kafka {bootstrap} --topic otlp_logs")
+    print(f"or OTLP: OTEL_EXPORTER_OTLP_LOGS_ENDPOINT={ingest_url} "
+          f"OTEL_EXPORTER_OTLP_LOGS_HEADERS=x-logclaw-api-key={api_key}  (tenant {tenant})")
     print("stop:    logclaw down")
     return 0
 
@@ -185,6 +208,8 @@ def run_down(args: argparse.Namespace) -> int:
     state_file = stack_dir / "state.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
     stopped = []
+    if _stop_pid_file(stack_dir / "ingest.pid"):
+        stopped.append("ingest endpoint")
     if _stop_pid_file(stack_dir / "ticketing.pid"):
         stopped.append("ticketing worker")
     if (stack_dir / "conf" / "config.yaml").exists():

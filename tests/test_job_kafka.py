@@ -248,7 +248,8 @@ class RunProcess:
                     self.job_id = line.split()[2]
                     return self.job_id
             time.sleep(0.5)
-        raise AssertionError(f"logclaw run did not start: {self.lines()}")
+        err = self.out.with_suffix(".err").read_text(errors="replace").splitlines()[-25:]
+        raise AssertionError(f"logclaw run did not start (exit {self.proc.poll()}): {self.lines()}\n" + "\n".join(err))
 
     def checkpoints(self) -> Any:
         return _rest(self.port, f"/jobs/{self.job_id}/checkpoints")

@@ -1,0 +1,537 @@
+"""The OTLP/HTTP logs endpoint (``connectors.otlp_http``, ``logclaw ingest``).
+
+Unit level: the real server on a loopback port with a recording fake producer; requests built with the
+generated opentelemetry-proto classes (protobuf) or as OTLP/JSON, sent with ``http.client`` so every
+header is under the test's control, and with the official Python SDK exporter. What reached the
+producer is decoded and compared, whole, with what the client would have sent had it named the right
+tenant itself.
+
+End to end (``broker``/``flink``/``integration``): the official SDK -> ``logclaw ingest`` (subprocess) ->
+the local broker -> the detection job in Kafka mode on the MiniCluster -> an ``opened`` incident.
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.rpc import code_pb2, status_pb2
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import SEVERITY_NUMBER_ERROR, SEVERITY_NUMBER_INFO, ResourceLogs, ScopeLogs
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord as PbLogRecord
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+from connectors.otlp import decode_logs
+from connectors.otlp_http import API_KEY_HEADER, IngestServer, ProduceError, load_api_keys
+from udfs.records import LogRecord
+
+ROOT = Path(__file__).resolve().parent.parent
+T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z in ns
+NOW = T0 + 90_000_000_000  # the server's clock in these tests
+KEYS = {"key-acme-1": "acme", "key-globex-2": "globex"}
+PB, JS = "application/x-protobuf", "application/json"
+
+
+# --- the server and its fake producer ------------------------------------------------------------------------
+
+
+class RecordingProducer:
+    """Keeps every (key, value, timestamp_ms); raises ``fail`` instead when it is set."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, bytes, int]] = []
+        self.fail: ProduceError | None = None
+
+    def send(self, key: bytes, value: bytes, timestamp_ms: int) -> None:
+        if self.fail is not None:
+            raise self.fail
+        self.sent.append((key, value, timestamp_ms))
+
+
+class Running:
+    def __init__(self, server: IngestServer, producer: RecordingProducer) -> None:
+        self.server, self.producer = server, producer
+        self.port = int(server.server_address[1])
+
+    def post(self, body: bytes, headers: Mapping[str, str], path: str = "/v1/logs",
+             method: str = "POST") -> tuple[int, dict[str, str], bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request(method, path, body=body, headers=dict(headers))
+            resp = conn.getresponse()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+        finally:
+            conn.close()
+
+
+@pytest.fixture
+def ingest() -> Iterator[Running]:
+    producer = RecordingProducer()
+    server = IngestServer(("127.0.0.1", 0), keys=KEYS, producer=producer, max_body_bytes=64 * 1024,
+                          retry_after_s=7, clock_ns=lambda: NOW)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield Running(server, producer)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def headers(content_type: str = PB, key: str | None = "key-acme-1", **extra: str) -> dict[str, str]:
+    out = {"Content-Type": content_type, **extra}
+    if key is not None:
+        out[API_KEY_HEADER] = key
+    return out
+
+
+# --- requests -------------------------------------------------------------------------------------------------
+
+
+def kv(key: str, value: str) -> KeyValue:
+    return KeyValue(key=key, value=AnyValue(string_value=value))
+
+
+def pb_request(tenant: str | None) -> ExportLogsServiceRequest:
+    """Two resources of one service on two hosts (the client claims ``tenant``), three records."""
+
+    def resource(host: str) -> Resource:
+        attrs = [kv("service.name", "checkout"), kv("host.name", host)]
+        if tenant is not None:
+            attrs.insert(0, kv("tenant.id", tenant))
+        return Resource(attributes=attrs)
+
+    scope = InstrumentationScope(name="jvm", attributes=[kv("lib", "logback")])
+    oom = PbLogRecord(time_unix_nano=T0 + 2_000_000_000, severity_number=SEVERITY_NUMBER_ERROR, severity_text="ERROR",
+                      body=AnyValue(string_value="java.lang.OutOfMemoryError: Java heap space"),
+                      attributes=[kv("exception.type", "java.lang.OutOfMemoryError")],
+                      trace_id=bytes(range(1, 17)), span_id=bytes(range(1, 9)))
+    info = PbLogRecord(time_unix_nano=T0 + 1_000_000_000, observed_time_unix_nano=T0 + 1_500_000_000,
+                       severity_number=SEVERITY_NUMBER_INFO, body=AnyValue(string_value="GET /cart 200"))
+    late = PbLogRecord(time_unix_nano=T0 + 5_000_000_000, severity_text="WARN",
+                       body=AnyValue(string_value="slow GC"))
+    return ExportLogsServiceRequest(resource_logs=[
+        ResourceLogs(resource=resource("a"), scope_logs=[ScopeLogs(scope=scope, log_records=[oom, info])]),
+        ResourceLogs(resource=resource("b"), scope_logs=[ScopeLogs(scope=scope, log_records=[late])]),
+    ])
+
+
+def json_request(tenant: str | None, records: list[dict[str, Any]]) -> dict[str, Any]:
+    attrs = [{"key": "service.name", "value": {"stringValue": "payments"}}]
+    if tenant is not None:
+        attrs.append({"key": "tenant.id", "value": {"stringValue": tenant}})
+    return {"resourceLogs": [{"resource": {"attributes": attrs},
+                              "scopeLogs": [{"scope": {"name": "app"}, "logRecords": records}]}]}
+
+
+def record(ns: int | None, body: str, **extra: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"severityNumber": 17, "body": {"stringValue": body}, **extra}
+    if ns is not None:
+        out["timeUnixNano"] = str(ns)
+    return out
+
+
+def produced_records(running: Running) -> list[LogRecord]:
+    assert len(running.producer.sent) == 1
+    decoded = decode_logs(running.producer.sent[0][1], fmt="proto")
+    assert decoded.errors == ()
+    return list(decoded.records)
+
+
+def honest(request_bytes: bytes, fmt: str = "proto") -> list[LogRecord]:
+    """What the job would decode had the client sent the right tenant itself."""
+    decoded = decode_logs(request_bytes, fmt=fmt)
+    assert decoded.errors == ()
+    return list(decoded.records)
+
+
+def status_of(body: bytes, content_type: str = PB) -> tuple[int, str]:
+    status = status_pb2.Status()
+    if content_type == JS:
+        got = json.loads(body)
+        return got.get("code", 0), got["message"]
+    status.ParseFromString(body)
+    return status.code, status.message
+
+
+# --- accepted requests ----------------------------------------------------------------------------------------
+
+
+def test_protobuf_request_goes_to_the_topic_as_one_message_with_the_key_tenant_overriding_the_client(
+    ingest: Running,
+) -> None:
+    status, got_headers, body = ingest.post(pb_request("spoofed").SerializeToString(), headers())
+    assert (status, got_headers["content-type"], body) == (200, PB, b"")  # full success: empty response message
+    ((key, _, timestamp_ms),) = ingest.producer.sent
+    assert (key, timestamp_ms) == (b"acme", (T0 + 5_000_000_000) // 1_000_000)  # the newest record's event time
+    # Whole records: tenant.id replaced, each host keeps its own resource, scope and ids preserved.
+    assert produced_records(ingest) == honest(pb_request("acme").SerializeToString())
+    assert [dict(r.resource_attributes)["host.name"] for r in produced_records(ingest)] == ["a", "a", "b"]
+
+
+def test_tenant_is_set_when_the_client_sends_none_and_keys_map_to_their_own_tenant(ingest: Running) -> None:
+    status, _, _ = ingest.post(pb_request(None).SerializeToString(), headers(key="key-globex-2"))
+    assert status == 200
+    got = produced_records(ingest)
+    assert got == [r._replace(tenant="globex", resource_attributes={**r.resource_attributes, "tenant.id": "globex"})
+                   for r in honest(pb_request(None).SerializeToString())]
+    assert ingest.producer.sent[0][0] == b"globex"
+
+
+def test_gzip_json_request_is_accepted_and_answered_in_json(ingest: Running) -> None:
+    records = [record(T0, "java.lang.OutOfMemoryError: Java heap space"), record(T0 + 10**9, "second")]
+    raw = json.dumps(json_request("evil", records)).encode()
+    status, got_headers, body = ingest.post(gzip.compress(raw), headers(JS, **{"Content-Encoding": "gzip"}))
+    assert (status, got_headers["content-type"], json.loads(body)) == (200, JS, {})
+    assert produced_records(ingest) == honest(json.dumps(json_request("acme", records)).encode(), "json")
+
+
+def test_deflate_is_accepted_too(ingest: Running) -> None:
+    raw = pb_request("acme").SerializeToString()
+    status, _, _ = ingest.post(zlib.compress(raw), headers(**{"Content-Encoding": "deflate"}))
+    assert status == 200
+    assert produced_records(ingest) == honest(raw)
+
+
+def test_records_without_timestamps_get_the_receive_time(ingest: Running) -> None:
+    status, _, _ = ingest.post(json.dumps(json_request(None, [record(None, "no time")])).encode(), headers(JS))
+    assert status == 200
+    expected = honest(json.dumps(json_request("acme", [record(NOW, "no time")])).encode(), "json")
+    assert produced_records(ingest) == expected
+    assert ingest.producer.sent[0][2] == NOW // 1_000_000
+
+
+def test_partial_success_counts_and_explains_rejected_records_json(ingest: Running) -> None:
+    good = record(T0, "kept")
+    bad = [record(T0, "x", traceId="abc"), record(17, "ancient"), record(T0, "too big", attributes=[
+        {"key": "n", "value": {"intValue": str(2**70)}}])]
+    status, _, body = ingest.post(json.dumps(json_request("acme", [bad[0], good, bad[1], bad[2]])).encode(),
+                                  headers(JS))
+    assert status == 200
+    partial = json.loads(body)["partialSuccess"]
+    assert partial["rejectedLogRecords"] == "3"  # proto3 JSON: int64 as a string
+    assert partial["errorMessage"] == (
+        "3 of 4 log records rejected: bad_trace_id x1 (record 0: traceId is not 32 hex digits); "
+        "absurd_timestamp x1 (record 2: 17 ns is outside 2000-01-01..2100-01-01); "
+        "out_of_range x1 (a number does not fit its protobuf field (e.g. beyond int64))")
+    assert produced_records(ingest) == honest(json.dumps(json_request("acme", [good])).encode(), "json")
+
+
+def test_partial_success_in_protobuf(ingest: Running) -> None:
+    request = pb_request("acme")
+    request.resource_logs[0].scope_logs[0].log_records[1].trace_id = b"\x01\x02"
+    status, _, body = ingest.post(request.SerializeToString(), headers())
+    assert status == 200
+    response = ExportLogsServiceResponse.FromString(body)
+    assert (response.partial_success.rejected_log_records, response.partial_success.error_message) == (
+        1, "1 of 3 log records rejected: bad_trace_id x1 (record 1: traceId has 2 bytes, not 16)")
+    assert len(produced_records(ingest)) == 2
+
+
+def test_all_records_rejected_answers_200_and_produces_nothing(ingest: Running) -> None:
+    status, _, body = ingest.post(json.dumps(json_request("acme", [record(17, "old")])).encode(), headers(JS))
+    assert (status, json.loads(body)["partialSuccess"]["rejectedLogRecords"]) == (200, "1")
+    assert ingest.producer.sent == []
+
+
+def test_empty_request_is_a_success_without_a_message(ingest: Running) -> None:
+    for content_type, body in ((PB, b""), (JS, b"{}"), (JS, b'{"resourceLogs": []}')):
+        status, _, answer = ingest.post(body, headers(content_type))
+        assert (status, answer) == (200, b"" if content_type == PB else b"{}")
+    assert ingest.producer.sent == []
+
+
+# --- refused requests -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", [None, "", "key-acme-1x", "KEY-ACME-1"])
+def test_missing_or_unknown_api_key_is_401(ingest: Running, key: str | None) -> None:
+    status, _, body = ingest.post(pb_request("acme").SerializeToString(), headers(key=key))
+    assert (status, status_of(body)) == (401, (code_pb2.UNAUTHENTICATED, "missing or unknown x-logclaw-api-key header"))
+    assert ingest.producer.sent == []
+
+
+def test_body_over_the_limit_is_413_compressed_and_decompressed(ingest: Running) -> None:
+    big = json.dumps(json_request("acme", [record(T0, "x" * 70_000)])).encode()
+    status, _, body = ingest.post(big, headers(JS))
+    assert (status, status_of(body, JS)) == (413, (code_pb2.RESOURCE_EXHAUSTED,
+                                                   f"body of {len(big)} bytes exceeds the limit of 65536 bytes"))
+    bomb = gzip.compress(b"{" + b" " * 10_000_000 + b"}")  # ~10 KB that inflates to 10 MB
+    assert len(bomb) < 65536
+    status, _, body = ingest.post(bomb, headers(JS, **{"Content-Encoding": "gzip"}))
+    assert (status, status_of(body, JS)) == (413, (code_pb2.RESOURCE_EXHAUSTED,
+                                                   "decompressed body exceeds the limit of 65536 bytes"))
+    assert ingest.producer.sent == []
+
+
+@pytest.mark.parametrize(("body", "extra", "message"), [
+    (b"\xff\x00garbage", {}, "not an OTLP ExportLogsServiceRequest (invalid_protobuf): not an ExportLogsServiceRequest:"
+                            " Error parsing message with type 'opentelemetry.proto.logs.v1.LogsData'"),
+    (b"not gzip at all", {"Content-Encoding": "gzip"}, "body is not valid gzip: Error -3 while decompressing data: "
+                                                       "incorrect header check"),
+    (gzip.compress(b"x" * 100)[:20], {"Content-Encoding": "gzip"}, "body is truncated gzip"),
+])
+def test_bad_payload_is_400_with_a_message(ingest: Running, body: bytes, extra: dict[str, str], message: str) -> None:
+    status, _, answer = ingest.post(body, headers(**extra))
+    assert (status, status_of(answer)) == (400, (code_pb2.INVALID_ARGUMENT, message))
+
+
+def test_bad_json_is_400_in_json(ingest: Running) -> None:
+    status, got_headers, answer = ingest.post(b'{"resourceLogs": [', headers(JS))
+    assert (status, got_headers["content-type"]) == (400, JS)
+    code, message = status_of(answer, JS)
+    assert code == code_pb2.INVALID_ARGUMENT
+    assert message.startswith("not an OTLP ExportLogsServiceRequest (invalid_json)")
+
+
+def test_unknown_content_type_or_encoding_is_415(ingest: Running) -> None:
+    raw = pb_request("acme").SerializeToString()
+    assert ingest.post(raw, headers("text/plain"))[0] == 415
+    assert ingest.post(raw, headers(**{"Content-Encoding": "br"}))[0] == 415
+    assert ingest.post(raw, headers("application/x-protobuf; charset=binary"))[0] == 200  # parameters ignored
+
+
+def test_wrong_path_is_404_and_wrong_method_405(ingest: Running) -> None:
+    raw = pb_request("acme").SerializeToString()
+    status, _, body = ingest.post(raw, headers(), path="/v1/traces")
+    assert (status, status_of(body)) == (404, (code_pb2.NOT_FOUND, "no such path; logs go to /v1/logs"))
+    status, got_headers, body = ingest.post(b"", headers(), method="GET")
+    assert (status, got_headers["allow"], status_of(body)) == (
+        405, "POST", (code_pb2.UNIMPLEMENTED, "GET is not allowed on /v1/logs; use POST"))
+    assert ingest.post(b"", {}, method="PUT", path="/v1/logs?x=1")[0] == 405
+    assert ingest.producer.sent == []
+
+
+def test_broker_failure_is_503_with_retry_after_and_nothing_is_acknowledged(ingest: Running) -> None:
+    ingest.producer.fail = ProduceError("Local: Message timed out")
+    status, got_headers, body = ingest.post(pb_request("acme").SerializeToString(), headers())
+    assert (status, got_headers["retry-after"], status_of(body)) == (503, "7", (
+        code_pb2.UNAVAILABLE, "the log broker did not acknowledge; retry later (Local: Message timed out)"))
+    ingest.producer.fail = ProduceError("Broker: Message size too large", too_large=True)
+    status, got_headers, _ = ingest.post(pb_request("acme").SerializeToString(), headers())
+    assert (status, "retry-after" in got_headers) == (413, False)
+    ingest.producer.fail = None
+    assert ingest.post(pb_request("acme").SerializeToString(), headers())[0] == 200  # the retry goes through
+    assert len(ingest.producer.sent) == 1
+    stats = ingest.server.stats
+    assert (dict(stats.by_status), stats.accepted, stats.messages) == ({503: 1, 413: 1, 200: 1}, 3, 1)
+
+
+def test_unreachable_broker_is_503_within_the_ack_timeout_with_the_real_producer() -> None:
+    from connectors.broker import free_port
+    from connectors.otlp_http import KafkaLogsProducer
+
+    producer = KafkaLogsProducer(f"127.0.0.1:{free_port()}", "otlp_logs", timeout_s=1.0)
+    server = IngestServer(("127.0.0.1", 0), keys=KEYS, producer=producer, retry_after_s=3)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        started = time.monotonic()
+        status, got_headers, body = Running(server, RecordingProducer()).post(
+            pb_request("acme").SerializeToString(), headers())
+        took = time.monotonic() - started
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+        producer.close()
+    assert (status, got_headers["retry-after"], status_of(body)) == (503, "3", (
+        code_pb2.UNAVAILABLE, "the log broker did not acknowledge; retry later (otlp_logs: Local: Message timed out)"))
+    assert took < 6.5
+
+
+def test_keep_alive_connection_survives_a_refused_request(ingest: Running) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", ingest.port, timeout=10)
+    try:
+        raw = pb_request("acme").SerializeToString()
+        conn.request("POST", "/v1/logs", body=raw, headers=headers(key="nope"))
+        first = conn.getresponse()
+        first.read()
+        conn.request("POST", "/v1/logs", body=raw, headers=headers())
+        second = conn.getresponse()
+        second.read()
+        assert (first.status, second.status) == (401, 200)
+    finally:
+        conn.close()
+
+
+# --- the official SDK exporter against the endpoint -----------------------------------------------------------
+
+
+def sdk_provider(endpoint: str, key: str, service: str, tenant_claim: str) -> Any:
+    from opentelemetry.exporter.otlp.proto.http import Compression
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+    from opentelemetry.sdk.resources import Resource as SdkResource
+
+    provider = LoggerProvider(resource=SdkResource.create({"service.name": service, "tenant.id": tenant_claim}))
+    exporter = OTLPLogExporter(endpoint=endpoint, headers={API_KEY_HEADER: key}, compression=Compression.Gzip,
+                               timeout=10)
+    provider.add_log_record_processor(BatchLogRecordProcessor(exporter, schedule_delay_millis=100))
+    return provider
+
+
+def emit_oom_burst(provider: Any, count: int, base_ns: int) -> None:
+    from opentelemetry._logs import SeverityNumber
+
+    logger = provider.get_logger("com.shop.jvm")
+    for i in range(count):
+        logger.emit(timestamp=base_ns + i * 100_000_000, severity_number=SeverityNumber.ERROR, severity_text="ERROR",
+                    body="java.lang.OutOfMemoryError: Java heap space",
+                    attributes={"exception.type": "java.lang.OutOfMemoryError", "thread.name": f"worker-{i}"})
+
+
+def test_official_sdk_exporter_delivers_through_the_endpoint(ingest: Running) -> None:
+    provider = sdk_provider(ingest.server.url, "key-globex-2", "inventory", "acme")
+    emit_oom_burst(provider, 5, T0)
+    assert provider.force_flush(10_000)
+    provider.shutdown()
+    got = [m for _, v, _ in ingest.producer.sent for m in decode_logs(v, fmt="proto").records]
+    assert [(r.tenant, dict(r.resource_attributes)["tenant.id"], r.service, r.level.name, r.body, r.time_unix_nano,
+             r.exception_type, r.scope_name) for r in got] == [
+        ("globex", "globex", "inventory", "ERROR", "java.lang.OutOfMemoryError: Java heap space", T0 + i * 10**8,
+         "java.lang.OutOfMemoryError", "com.shop.jvm") for i in range(5)]
+    assert {k for k, _, _ in ingest.producer.sent} == {b"globex"}
+
+
+# --- api keys file --------------------------------------------------------------------------------------------
+
+
+def test_keys_file_json_and_yaml(tmp_path: Path) -> None:
+    (tmp_path / "k.json").write_text('{"abc": "acme", " def ": "globex"}')
+    (tmp_path / "k.yaml").write_text("# keys\nabc: acme\ndef: globex\n")
+    assert load_api_keys(tmp_path / "k.json") == load_api_keys(tmp_path / "k.yaml") == {"abc": "acme", "def": "globex"}
+    for bad in ("[]", "{}", "abc: ''", "abc: [1]", "a: b: c"):
+        (tmp_path / "bad.yaml").write_text(bad)
+        with pytest.raises(ValueError, match=r"bad\.yaml"):
+            load_api_keys(tmp_path / "bad.yaml")
+
+
+def test_ingest_command_refuses_a_bad_keys_file(tmp_path: Path) -> None:
+    from jobs import cli
+
+    (tmp_path / "keys.json").write_text("[]")
+    assert cli.main(["ingest", "--keys", str(tmp_path / "keys.json"), "--port", "0"]) == 2
+    assert cli.main(["ingest", "--keys", str(tmp_path / "missing.json"), "--port", "0"]) == 2
+
+
+# --- end to end: SDK -> logclaw ingest -> broker -> detection job ---------------------------------------------
+
+
+@pytest.mark.broker
+@pytest.mark.flink
+@pytest.mark.integration
+@pytest.mark.timeout(240)
+def test_sdk_oom_burst_through_ingest_and_broker_opens_an_immediate_incident_against_local_broker(
+    broker: Any, tmp_path: Path
+) -> None:
+    from confluent_kafka import Consumer, TopicPartition
+
+    from connectors.broker import free_port
+    from jobs.config import JobConfig
+    from jobs.detect import build_pipeline, configure, sources
+    from jobs.runtime import local_env
+
+    started = time.monotonic()
+    tag = uuid.uuid4().hex[:8]
+    logs_topic, incidents_topic, dead_topic = (f"ingest-{n}-{tag}" for n in ("logs", "incidents", "dead"))
+    broker.create_topics([logs_topic, incidents_topic, dead_topic], partitions=1)
+    keys = tmp_path / "keys.yaml"
+    keys.write_text("secret-key-7: tenant-seven\n")
+    port = free_port()
+    out = tmp_path / "ingest.out"
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jobs.cli", "ingest", "--port", str(port), "--keys", str(keys), "--bootstrap",
+             broker.bootstrap, "--topic", logs_topic], cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
+    client = None
+    consumers: list[Any] = []
+    try:
+        deadline = time.monotonic() + 30
+        while "ingest: listening on" not in out.read_text() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert f"ingest: listening on http://127.0.0.1:{port}/v1/logs" in out.read_text()
+
+        base_ns = time.time_ns() - 5_000_000_000
+        provider = sdk_provider(f"http://127.0.0.1:{port}/v1/logs", "secret-key-7", "payment-api", "someone-else")
+        emit_oom_burst(provider, 20, base_ns)
+        assert provider.force_flush(20_000)
+        provider.shutdown()
+
+        logs = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"peek-{tag}", "enable.auto.commit": False})
+        consumers.append(logs)
+        logs.assign([TopicPartition(logs_topic, 0, 0)])
+        messages: list[Any] = []
+        records: list[LogRecord] = []
+        while len(records) < 20 and time.monotonic() < deadline:
+            msg = logs.poll(0.5)
+            if msg is not None and msg.error() is None:
+                messages.append(msg)
+                records.extend(decode_logs(msg.value() or b"", fmt="proto").records)
+        assert [(r.tenant, r.service, r.time_unix_nano) for r in records] == [
+            ("tenant-seven", "payment-api", base_ns + i * 100_000_000) for i in range(20)]
+        assert {m.key() for m in messages} == {b"tenant-seven"}
+        assert [m.timestamp()[1] for m in messages] == [
+            max(r.time_ms for r in decode_logs(m.value() or b"", fmt="proto").records) for m in messages]
+
+        cfg = JobConfig.from_env({}, mode="kafka", bootstrap_servers=broker.bootstrap, logs_topic=logs_topic,
+                                 incidents_topic=incidents_topic, dead_letter_topic=dead_topic,
+                                 group_id=f"ingest-job-{tag}", store_path=str(tmp_path / "logclaw.db"),
+                                 checkpoint_interval_ms=0, parallelism=1)
+        env = local_env(cfg, with_kafka=True)
+        configure(env, cfg)
+        logs_stream, spans = sources(env, cfg)
+        build_pipeline(env, cfg, logs_stream, spans)
+        client = env.execute_async("logclaw-ingest-e2e")
+        incidents = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"inc-{tag}",
+                              "enable.auto.commit": False})
+        consumers.append(incidents)
+        incidents.assign([TopicPartition(incidents_topic, 0, 0)])
+        events: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 150
+        while not events and time.monotonic() < deadline:
+            msg = incidents.poll(0.5)
+            if msg is not None and msg.error() is None:
+                events.append(json.loads(msg.value() or b"null"))
+    finally:
+        if client is not None:
+            client.cancel().result()
+        for consumer in consumers:
+            consumer.close()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            code = proc.wait(10)
+    assert events, "no incident event within the deadline"
+    opened = events[0]
+    assert (opened["event"], opened["path"], opened["tenant"], opened["service"]) == (
+        "opened", "immediate", "tenant-seven", "payment-api")
+    assert code == 0
+    n = len(messages)
+    assert out.read_text().splitlines()[-1] == (
+        f"ingest: stopped; {n} messages, 20 records accepted, 0 rejected; responses {{200: {n}}}")
+    print(f"\nSDK -> ingest -> broker -> job: {len(messages)} messages, first event {opened['event']}/{opened['path']} "
+          f"in {time.monotonic() - started:.0f} s")
