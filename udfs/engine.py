@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import heapq
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from udfs import correlate, traces, window
 from udfs.anomaly import ServiceAnomaly, ServiceRecovered, TraceFact, TraceObservation
@@ -19,6 +19,7 @@ from udfs.records import LogRecord, Span
 from udfs.signals import SignalMatcher
 
 END_OF_TIME = 2**62
+_T = TypeVar("_T", TraceObservation, Span)
 
 
 @dataclass(frozen=True)
@@ -85,20 +86,12 @@ class Engine:
             self._register(step.timer_at_ms, "service", key)
             out.extend(self._to_tenant(step.emit))
             self.max_event_ms = max(self.max_event_ms, batch.max_time_ms)
-        out.extend(self._observe(summary.traces))
+        out.extend(self._to_traces(summary.traces, traces.on_observation))
         out.extend(self.advance(self.max_event_ms - self.cfg.out_of_orderness_ms))
         return out
 
     def feed_spans(self, spans: Iterable[Span]) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for span in spans:
-            key = (span.tenant, span.trace_id)
-            state = self.traces.get(key) or traces.new_state(*key)
-            step = traces.on_span(state, span, self.cfg.traces)
-            self.traces[key] = step.state
-            self._register(step.timer_at_ms, "trace", key)
-            out.extend(self._facts(step.emit))
-        return out
+        return self._to_traces(spans, traces.on_span)
 
     def advance(self, watermark_ms: int) -> list[dict[str, Any]]:
         """Move the watermark forward (never back) and fire every timer at or before it."""
@@ -166,12 +159,15 @@ class Engine:
             out.extend(self._record(step.emit))
         return out
 
-    def _observe(self, observations: Iterable[TraceObservation]) -> list[dict[str, Any]]:
+    def _to_traces(
+        self, items: Iterable[_T], step_fn: Callable[[traces.TraceState, _T, traces.TraceConfig], traces.Step]
+    ) -> list[dict[str, Any]]:
+        """Step the (tenant, trace id) timelines with observations or spans; facts go to the tenant."""
         out: list[dict[str, Any]] = []
-        for obs in observations:
-            key = (obs.tenant, obs.trace_id)
+        for item in items:
+            key = (item.tenant, item.trace_id)
             state = self.traces.get(key) or traces.new_state(*key)
-            step = traces.on_observation(state, obs, self.cfg.traces)
+            step = step_fn(state, item, self.cfg.traces)
             self.traces[key] = step.state
             self._register(step.timer_at_ms, "trace", key)
             out.extend(self._facts(step.emit))

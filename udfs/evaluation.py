@@ -2,14 +2,22 @@
 a case is detected by an incident opened or detected in [inject_time - 60 s, window end]; recall
 over rounds whose workload failed; false alarms per hour on fault-free rounds; precision of opened
 incidents; root cause = the sub-system (service.namespace) of the named root-cause service, top-1
-and top-3; time-to-detect = detected_at - inject_time."""
+and top-3; time-to-detect = detected_at - inject_time.
+
+The scenario library is judged the same way: ``scenario_labels`` gives each scenario tenant a label
+of the same shape (see there). Detectors (the engine and ``udfs.baselines``) are interchangeable:
+the judge reads only the keys both emit."""
 
 from __future__ import annotations
 
 import datetime as dt
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
+
+from udfs.incidents import rfc3339
+from udfs.records import Level, LogRecord
+from udfs.scenarios import Scenario
 
 
 def parse_time_ms(text: str) -> int:
@@ -124,3 +132,89 @@ def summarize_results(results: Sequence[StreamResult]) -> dict[str, Any]:
         "ttd_median_s": round(statistics.median(ttds) / 1000, 1) if ttds else None,
         "ttd_p90_s": round((_pct(ttds, 0.9) or 0) / 1000, 1) if ttds else None,
     }
+
+
+# ---- the scenario library as labelled streams -----------------------------------------------------
+
+
+def scenario_stream_name(scenario: str, tenant: str) -> str:
+    return f"scenario-{scenario}-{tenant}"
+
+
+def scenario_labels(sc: Scenario) -> dict[str, dict[str, Any]]:
+    """One labelled stream per expectation (tenant) of a scenario, shaped like the OpenStack labels:
+    ``fault_free`` when the expectation names no root cause; else one case with inject time =
+    ``fault_start_ms`` (the first record of the tenant when absent), ``root_cause_service`` = the
+    expected service (no namespaces: services are compared by name), ``failure`` true and the
+    window [inject time, last record of the tenant]. ``time_range`` spans the tenant's records."""
+    out: dict[str, dict[str, Any]] = {}
+    for exp in sc.expectations:
+        times = [r.time_ms for r in sc.records if r.tenant == exp.tenant]
+        t0, t1 = (min(times), max(times)) if times else (0, 0)
+        name = scenario_stream_name(sc.name, exp.tenant)
+        label: dict[str, Any] = {
+            "stream": name,
+            "dataset": "scenarios",
+            "test": sc.name,
+            "tenant": exp.tenant,
+            "fault_free": exp.root_cause is None,
+            "time_range": [rfc3339(t0), rfc3339(t1)],
+            "service_namespace": {},
+            "expected_incidents": [exp.min_incidents, exp.max_incidents],
+            "cases": [],
+        }
+        if exp.root_cause is not None:
+            inject = exp.fault_start_ms if exp.fault_start_ms is not None else t0
+            label["cases"] = [
+                {
+                    "case_id": name,
+                    "inject_time": rfc3339(inject),
+                    "root_cause_service": exp.root_cause,
+                    "window": [rfc3339(inject), rfc3339(t1)],
+                    "failure": True,
+                    "failure_kind": "immediate" if exp.immediate else "scenario",
+                    "detect_within_ms": exp.detect_within_ms,
+                }
+            ]
+        out[name] = label
+    return out
+
+
+def events_of_tenant(events: Iterable[Mapping[str, Any]], tenant: str) -> list[Mapping[str, Any]]:
+    return [e for e in events if e["tenant"] == tenant]
+
+
+def error_rates(
+    records: Iterable[LogRecord], tenant: str, bucket_ms: int = 10_000
+) -> dict[str, list[tuple[int, float]]]:
+    """Per service of ``tenant``: (bucket start ms, error share of the bucket's records) for every
+    ``bucket_ms`` event-time bucket from the tenant's first to last record, zero-filled (a bucket
+    without records has share 0). Errors are records at level >= ERROR."""
+    total: dict[tuple[str, int], int] = {}
+    errors: dict[tuple[str, int], int] = {}
+    services: set[str] = set()
+    lo, hi = None, None
+    for r in records:
+        if r.tenant != tenant:
+            continue
+        b = r.time_ms - r.time_ms % bucket_ms
+        lo = b if lo is None else min(lo, b)
+        hi = b if hi is None else max(hi, b)
+        services.add(r.service)
+        total[(r.service, b)] = total.get((r.service, b), 0) + 1
+        if r.level >= Level.ERROR:
+            errors[(r.service, b)] = errors.get((r.service, b), 0) + 1
+    if lo is None or hi is None:
+        return {}
+    buckets = range(lo, hi + 1, bucket_ms)
+    return {
+        s: [(b, errors.get((s, b), 0) / total[(s, b)] if total.get((s, b)) else 0.0) for b in buckets]
+        for s in sorted(services)
+    }
+
+
+def incidents_per_case(results: Sequence[StreamResult]) -> float | None:
+    """Mean incidents opened inside the window per detected failing case: 1.0 is one ticket per
+    fault; the README's precision counts every such incident as true, so this shows the flood."""
+    detected = [r for r in results if not r.fault_free and r.failure and r.detected]
+    return round(sum(r.true_incidents for r in detected) / len(detected), 1) if detected else None
