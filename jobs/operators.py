@@ -16,7 +16,7 @@ from typing import Any
 
 from pyflink.common import Duration, Time, Types
 from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction, RuntimeContext
-from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
+from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig, ValueStateDescriptor
 
 from connectors.flink_sources import row_payload
 from connectors.otlp import decode_logs, decode_spans
@@ -276,6 +276,9 @@ class Correlate(KeyedProcessFunction):  # type: ignore[misc]
 
     def open(self, ctx: RuntimeContext) -> None:
         self.state = _value_state(ctx, "tenant-incidents")
+        pending = MapStateDescriptor("tenant-pending", Types.LONG(), Types.STRING())
+        pending.enable_time_to_live(STATE_TTL)
+        self.pending = ctx.get_map_state(pending)  # event time ms -> JSON list of buffered items
         group = ctx.get_metrics_group()
         self.m = {
             "opened_immediate": group.counter("incidents_opened_immediate"),
@@ -298,17 +301,28 @@ class Correlate(KeyedProcessFunction):  # type: ignore[misc]
             yield json.dumps(event, sort_keys=True)
 
     def process_element(self, item: Any, ctx: KeyedProcessFunction.Context) -> Iterator[str]:
-        state = self._load(item.tenant)
         if isinstance(item, ServiceAnomaly) and item.path == "immediate":
-            step = correlate.on_anomaly(state, item, self.cfg)  # at once: the < 1 s path
-        else:
-            step = correlate.enqueue(state, item, self.cfg)  # in event-time order, on the watermark
-        yield from self._finish(step, ctx)
+            step = correlate.on_anomaly(self._load(item.tenant), item, self.cfg)  # at once: the < 1 s path
+            yield from self._finish(step, ctx)
+            return
+        # Everything else waits for the watermark and is applied in event-time order (see
+        # correlate.enqueue); kept by event time so an append never rewrites the tenant's state.
+        raw = self.pending.get(item.at_ms)
+        items = json.loads(raw) if raw else []
+        items.append(correlate.encode_pending(item))
+        self.pending.put(item.at_ms, json.dumps(items))
+        if self.state.value() is None:
+            self.state.update(json.dumps(correlate.encode_state(correlate.new_state(item.tenant))))
+        ctx.timer_service().register_event_time_timer(item.at_ms)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[str]:
         if self.state.value() is None:
             return
-        yield from self._finish(correlate.on_timer(self._load(""), timestamp, self.cfg), ctx)
+        raw = self.pending.get(timestamp)
+        due = [correlate.decode_pending(v) for v in json.loads(raw)] if raw else []
+        if raw:
+            self.pending.remove(timestamp)
+        yield from self._finish(correlate.on_timer(self._load(""), timestamp, self.cfg, due=due), ctx)
 
 
 class IncidentSink(ProcessFunction):  # type: ignore[misc]

@@ -187,6 +187,6 @@ def test_flink_adapters_put_a_ttl_on_every_keyed_state() -> None:
     from jobs import operators
 
     src = inspect.getsource(operators)
-    assert "ValueStateDescriptor(" in src
-    assert src.count("ValueStateDescriptor(") == src.count("enable_time_to_live(STATE_TTL)")
+    assert "ValueStateDescriptor(" in src and "MapStateDescriptor(" in src
+    assert src.count("StateDescriptor(") == src.count("enable_time_to_live(STATE_TTL)")
     assert "get_state(" not in src.replace("ctx.get_state(desc)", "")  # every state goes through _value_state

@@ -197,14 +197,20 @@ def on_fact(state: TenantState, f: TraceFact, cfg: CorrelateConfig) -> Step:
     return Step(state, (), _next_timer(state, cfg))
 
 
-def on_timer(state: TenantState, timer_ms: int, cfg: CorrelateConfig) -> Step:
+def on_timer(state: TenantState, timer_ms: int, cfg: CorrelateConfig, due: list[Pending] | None = None) -> Step:
     """Apply buffered items up to ``timer_ms`` in event-time order, then resolve incidents quiet for
-    ``quiet_ms`` and expire old graph facts (event time)."""
+    ``quiet_ms`` and expire old graph facts (event time).
+
+    ``due``: the items due now when the caller keeps the buffer itself (the Flink adapter keeps it in
+    MapState by event time, so appending never rewrites the tenant's state); None = ``state.pending``.
+    """
     events: list[dict[str, Any]] = []
-    due = sorted((p for p in state.pending if p.at_ms <= timer_ms), key=_order)
+    if due is None:
+        due = [p for p in state.pending if p.at_ms <= timer_ms]
+        if due:
+            state.pending = [p for p in state.pending if p.at_ms > timer_ms]
     if due:
-        state.pending = [p for p in state.pending if p.at_ms > timer_ms]
-        for item in due:
+        for item in sorted(due, key=_order):
             if isinstance(item, ServiceAnomaly):
                 events.extend(on_anomaly(state, item, cfg).emit)
             elif isinstance(item, TraceFact):
@@ -425,7 +431,8 @@ def _incident_from_json(o: Mapping[str, Any]) -> IncidentState:
     )
 
 
-def _pending_to_json(item: Pending) -> list[Any]:
+def encode_pending(item: Pending) -> list[Any]:
+    """A buffered item as a JSON-able list (the same codec as the state's)."""
     if isinstance(item, TraceFact):
         return ["fact", *item]
     if isinstance(item, ServiceRecovered):
@@ -441,7 +448,7 @@ def _pending_to_json(item: Pending) -> list[Any]:
     ]
 
 
-def _pending_from_json(v: list[Any]) -> Pending:
+def decode_pending(v: list[Any]) -> Pending:
     tag, rest = v[0], v[1:]
     if tag == "fact":
         return TraceFact(*rest)
@@ -476,7 +483,7 @@ def encode_state(state: TenantState) -> dict[str, Any]:
         "precedence": state.precedence,
         "failing_traces": state.failing_traces,
         "suppressed": state.suppressed,
-        "pending": [_pending_to_json(p) for p in state.pending],
+        "pending": [encode_pending(p) for p in state.pending],
     }
 
 
@@ -491,5 +498,5 @@ def decode_state(obj: Mapping[str, Any]) -> TenantState:
         precedence={str(k): [int(v[0]), int(v[1])] for k, v in obj["precedence"].items()},
         failing_traces={str(k): [str(x) for x in v] for k, v in obj["failing_traces"].items()},
         suppressed=int(obj["suppressed"]),
-        pending=[_pending_from_json(p) for p in obj.get("pending", [])],
+        pending=[decode_pending(p) for p in obj.get("pending", [])],
     )
