@@ -18,6 +18,7 @@ Decisions (principles, not tuned to cases):
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -94,8 +95,10 @@ class TenantState:
     failing_traces: dict[str, list[str]] = field(default_factory=dict)
     """service -> recent trace ids where it failed after/before another service (evidence)."""
     suppressed: int = 0
-    pending: list[Pending] = field(default_factory=list)
-    """Windowed anomalies, recoveries and trace facts waiting for the watermark (event-time order)."""
+    pending: dict[int, list[Pending]] = field(default_factory=dict)
+    """Windowed anomalies, recoveries and trace facts waiting for the watermark, by event time ms."""
+    pending_heap: list[int] = field(default_factory=list)
+    """Min-heap of ``pending``'s keys (derived; rebuilt on decode, never encoded)."""
 
 
 Pending = ServiceAnomaly | ServiceRecovered | TraceFact
@@ -142,7 +145,11 @@ def enqueue(state: TenantState, item: Pending, cfg: CorrelateConfig) -> Step:
     processing them on event-time timers makes the outcome independent of that order. Immediate
     anomalies skip the buffer (``on_anomaly``): their latency budget is under a second.
     """
-    state.pending.append(item)
+    bucket = state.pending.get(item.at_ms)
+    if bucket is None:
+        state.pending[item.at_ms] = bucket = []
+        heapq.heappush(state.pending_heap, item.at_ms)
+    bucket.append(item)
     return Step(state, (), item.at_ms)
 
 
@@ -206,9 +213,10 @@ def on_timer(state: TenantState, timer_ms: int, cfg: CorrelateConfig, due: list[
     """
     events: list[dict[str, Any]] = []
     if due is None:
-        due = [p for p in state.pending if p.at_ms <= timer_ms]
-        if due:
-            state.pending = [p for p in state.pending if p.at_ms > timer_ms]
+        due = []
+        heap = state.pending_heap
+        while heap and heap[0] <= timer_ms:
+            due.extend(state.pending.pop(heapq.heappop(heap)))
     if due:
         for item in sorted(due, key=_order):
             if isinstance(item, ServiceAnomaly):
@@ -368,7 +376,8 @@ def _ranking(state: TenantState, inc: IncidentState, cfg: CorrelateConfig) -> Ra
 
 def _next_timer(state: TenantState, cfg: CorrelateConfig) -> int | None:
     due = [inc.last_activity_ms + cfg.quiet_ms for inc in state.incidents.values()]
-    due.extend(p.at_ms for p in state.pending)
+    if state.pending_heap:
+        due.append(state.pending_heap[0])
     return min(due, default=None)
 
 
@@ -483,14 +492,14 @@ def encode_state(state: TenantState) -> dict[str, Any]:
         "precedence": state.precedence,
         "failing_traces": state.failing_traces,
         "suppressed": state.suppressed,
-        "pending": [encode_pending(p) for p in state.pending],
+        "pending": [encode_pending(p) for at in sorted(state.pending) for p in state.pending[at]],
     }
 
 
 def decode_state(obj: Mapping[str, Any]) -> TenantState:
     if obj.get("schema_version") != SCHEMA_VERSION:
         raise ValueError(f"tenant state: unsupported schema_version {obj.get('schema_version')!r}")
-    return TenantState(
+    state = TenantState(
         tenant=str(obj["tenant"]),
         incidents={k: _incident_from_json(v) for k, v in obj["incidents"].items()},
         recent={str(k): int(v) for k, v in obj["recent"].items()},
@@ -498,5 +507,7 @@ def decode_state(obj: Mapping[str, Any]) -> TenantState:
         precedence={str(k): [int(v[0]), int(v[1])] for k, v in obj["precedence"].items()},
         failing_traces={str(k): [str(x) for x in v] for k, v in obj["failing_traces"].items()},
         suppressed=int(obj["suppressed"]),
-        pending=[decode_pending(p) for p in obj.get("pending", [])],
     )
+    for raw in obj.get("pending", []):
+        enqueue(state, decode_pending(raw), CorrelateConfig())
+    return state

@@ -484,13 +484,21 @@ def _bucket_from_json(v: list[Any]) -> OpenBucket:
     )
 
 
-def encode_state(state: ServiceState) -> dict[str, Any]:
+def encode_part(state: ServiceState, part: str) -> Any:
+    """One independently stored part of the state: "open" (the buckets the watermark has not passed;
+    changes with every message), "core" (history, episode, counters; changes at bucket close) or
+    "templates" (the miner; changes when notable records arrive). Adapters write only dirty parts."""
+    if part == "open":
+        return {str(k): _bucket_to_json(b) for k, b in state.open.items()}
+    if part == "templates":
+        return state.templates.to_state() if state.templates is not None else None
+    if part != "core":
+        raise ValueError(f"service window state: unknown part {part!r}")
     return {
         "schema_version": SCHEMA_VERSION,
         "tenant": state.tenant,
         "service": state.service,
         "namespace": state.namespace,
-        "open": {str(k): _bucket_to_json(b) for k, b in state.open.items()},
         "history": state.history,
         "recent": [_bucket_to_json(b) for b in state.recent],
         "closed_until_ms": state.closed_until_ms,
@@ -500,8 +508,16 @@ def encode_state(state: ServiceState) -> dict[str, Any]:
         "first_seen_ms": state.first_seen_ms,
         "late_records": state.late_records,
         "suppressed_immediate": state.suppressed_immediate,
-        "templates": state.templates.to_state() if state.templates is not None else None,
     }
+
+
+def encode_state(state: ServiceState) -> dict[str, Any]:
+    return {**encode_part(state, "core"), "open": encode_part(state, "open"),
+            "templates": encode_part(state, "templates")}
+
+
+def decode_parts(core: Mapping[str, Any], open_: Mapping[str, Any] | None, templates: Any) -> ServiceState:
+    return decode_state({**core, "open": open_ or {}, "templates": templates})
 
 
 def decode_state(obj: Mapping[str, Any]) -> ServiceState:
