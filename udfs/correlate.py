@@ -125,10 +125,6 @@ def incident_id(tenant: str, fp: str, opened_at_ms: int) -> str:
     return "inc-" + hashlib.sha1(f"{tenant}\x1f{fp}\x1f{opened_at_ms}".encode()).hexdigest()[:20]
 
 
-def pending_at(item: Pending) -> int:
-    return item.at_ms
-
-
 def _order(item: Pending) -> tuple[int, int, str, str, str]:
     """Event time first; ties broken by content, so arrival order across subtasks never matters."""
     if isinstance(item, TraceFact):
@@ -184,11 +180,6 @@ def on_anomaly(state: TenantState, a: ServiceAnomaly, cfg: CorrelateConfig) -> S
         if grew or severer or after[2] != before[2]:
             events.append(to_contract("updated", target, ranking, a.at_ms, cfg.score))
     return Step(state, tuple(events), _next_timer(state, cfg))
-
-
-def on_recovered(state: TenantState, r: ServiceRecovered, cfg: CorrelateConfig) -> Step:
-    """Bookkeeping only: resolution is driven by the quiet period after the last anomaly."""
-    return Step(state, (), _next_timer(state, cfg))
 
 
 def on_fact(state: TenantState, f: TraceFact, cfg: CorrelateConfig) -> Step:
