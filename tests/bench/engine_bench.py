@@ -1,0 +1,379 @@
+"""Benchmark (not a test): records/s of the pure detection engine, ``udfs.engine.Engine.feed``.
+
+    python -m tests.bench.engine_bench [--runs 5] [--per-message 200] [--services 10,100,1000]
+                                       [--minutes 10] [--profile] [--out bench-out/engine_bench.json]
+
+Single process, single core. Every run builds a fresh ``Engine`` and feeds every message of the
+input, then ``finish()`` (end of input: all timers fire); the best and the median of ``--runs`` runs
+are reported, as records per CPU-second of this process (the per-core figure; waiting for a core on
+a shared machine does not count) and per wall-second.
+
+Inputs (event time only, no clock): the ``steady`` scenario at scale 1 (8 services, 60 min, ~95 %
+INFO/DEBUG), the ``cascade`` scenario at scale 1 (with its spans, fed first as ``engine.run`` does),
+and the same background traffic (``udfs.scenario_traffic.shop``) for 10, 100 and 1000 synthetic
+services over ``--minutes`` of event time. Messages hold ``--per-message`` records across services
+(``requests_of(..., by_resource=False)``); ``max_span_ms`` is unbounded so that low-rate inputs
+still make full messages.
+
+Also reported: the cost split (summarize = per-record signals; keyed steps = service window, trace
+timeline, correlate; the rest is engine plumbing and timers), keyed state sizes (JSON of the
+versioned codecs), RSS, and with ``--profile`` the top functions of one cProfile'd steady run.
+Target in the issue: >= 100k records/s per core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import functools
+import hashlib
+import io
+import json
+import os
+import platform
+import pstats
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from udfs import correlate, engine, scenarios, traces, window
+from udfs import scenario_traffic as traffic
+from udfs.records import Level, LogRecord, Span
+
+TARGET_PER_CORE = 100_000
+
+# --- the machine ----------------------------------------------------------------------------------
+
+
+def _meminfo_kib(field: str) -> int:
+    with open("/proc/meminfo", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def code_fingerprint() -> str:
+    """sha256 over the job's Python sources (udfs, connectors, jobs), to tell which code was measured."""
+    root = Path(__file__).resolve().parents[2]
+    digest = hashlib.sha256()
+    for path in sorted(p for d in ("udfs", "connectors", "jobs") for p in (root / d).rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on (``nproc`` = CPUs this process may run on)."""
+    return {
+        "code_sha256_16": code_fingerprint(),
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_model": cpu_model(),
+        "ram_gib": round(_meminfo_kib("MemTotal") / 2**20, 1),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def command(module: str, argv: Sequence[str]) -> str:
+    return " ".join(["python", "-m", module, *argv])
+
+
+def rss_mib() -> float:
+    """Current resident set size of this process (VmRSS), MiB."""
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def peak_rss_mib() -> float:
+    """Peak RSS of this process so far (``resource.getrusage``; KiB on Linux), MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def print_machine(meta: dict[str, Any]) -> None:
+    print(f"machine: nproc={meta['nproc']} cpu={meta['cpu_model']!r} ram={meta['ram_gib']} GiB "
+          f"python={meta['python']} load average at start {meta['loadavg_start']}; code {meta['code_sha256_16']}")
+    print(f"command: {meta['command']}")
+
+
+def write_json(path: Path, obj: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    print(f"wrote {path}")
+
+
+# --- inputs ---------------------------------------------------------------------------------------
+
+
+class Input:
+    def __init__(self, name: str, records: Sequence[LogRecord], spans: Sequence[Span], per_message: int) -> None:
+        self.name = name
+        self.records = len(records)
+        self.spans = tuple(spans)
+        self.services = len({(r.tenant, r.service) for r in records})
+        self.info_share = sum(1 for r in records if r.level in (Level.INFO, Level.DEBUG)) / max(1, len(records))
+        self.messages = scenarios.requests_of(records, per_message, max_span_ms=2**40, by_resource=False)
+        self.services_per_message = statistics.fmean(len({(r.tenant, r.service) for r in m}) for m in self.messages)
+        self.event_s = (records[-1].time_ms - records[0].time_ms) / 1000 if records else 0.0
+
+
+def scenario_input(name: str, per_message: int) -> Input:
+    sc = scenarios.build(name, scale=1.0)
+    return Input(f"{name} (scale 1)", sc.records, sc.spans, per_message)
+
+
+def services_input(n: int, minutes: float, per_message: int) -> Input:
+    """``n`` synthetic services with the scenarios' healthy background (1.2-2.2 records/s each)."""
+    stream = traffic.Stream(seed=0)
+    start = scenarios.DEFAULT_BASE_MS * 1_000_000
+    names = [f"svc-{i:04d}" for i in range(n)]
+    traffic.shop(stream, "default", names, start, start + int(minutes * traffic.MIN_NS), traffic.Errors())
+    records = sorted(stream.records, key=lambda r: r.time_unix_nano)
+    return Input(f"{n} services, {minutes:g} min", records, (), per_message)
+
+
+# --- runs -----------------------------------------------------------------------------------------
+
+
+def with_spans(inp: Input) -> engine.Engine:
+    """A fresh engine that has seen the input's spans (another topic in the job; not timed)."""
+    eng = engine.Engine()
+    eng.feed_spans(inp.spans)
+    return eng
+
+
+def feed_messages(eng: engine.Engine, inp: Input) -> engine.Engine:
+    for msg in inp.messages:
+        eng.feed(msg)
+    eng.finish()
+    return eng
+
+
+def timed_runs(inp: Input, runs: int) -> tuple[list[float], list[float], engine.Engine]:
+    """(CPU seconds, wall seconds) of each run: every message fed, then ``finish()``."""
+    cpu_s, wall_s = [], []
+    eng = None
+    for _ in range(runs):
+        eng = with_spans(inp)
+        c, w = time.process_time(), time.perf_counter()
+        feed_messages(eng, inp)
+        cpu_s.append(time.process_time() - c)
+        wall_s.append(time.perf_counter() - w)
+    assert eng is not None
+    return cpu_s, wall_s, eng
+
+
+SPLIT_TARGETS: dict[str, tuple[tuple[Any, str], ...]] = {
+    "summarize": ((engine, "summarize"),),  # per record: signals, bucket counts, notables
+    "service_window": ((window, "on_batch"), (window, "on_timer")),  # keyed (tenant, service)
+    "trace_timeline": ((traces, "on_observation"), (traces, "on_span")),  # keyed (tenant, trace)
+    "correlate": ((correlate, "on_anomaly"), (correlate, "on_fact"),
+                  (correlate, "on_timer")),  # keyed (tenant)
+}
+PLUMBING = "engine_plumbing"  # the rest: state dicts, timer heap, watermark, event bookkeeping
+
+
+@contextlib.contextmanager
+def split_timers(totals: dict[str, float]) -> Iterator[None]:
+    """Wrap the pure steps the engine calls (module attributes, looked up per call) with CPU timers."""
+    saved: list[tuple[Any, str, Any]] = []
+    active = [False]  # a step called from inside another (correlate.on_timer -> on_anomaly) counts for the outer
+
+    def timed(label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if active[0]:
+                return fn(*args, **kwargs)
+            active[0] = True
+            t = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                totals[label] = totals.get(label, 0.0) + time.process_time() - t
+                active[0] = False
+        return wrapper
+
+    try:
+        for label, targets in SPLIT_TARGETS.items():
+            for module, attr in targets:
+                fn = getattr(module, attr)
+                saved.append((module, attr, fn))
+                setattr(module, attr, timed(label, fn))
+        yield
+    finally:
+        for module, attr, fn in saved:
+            setattr(module, attr, fn)
+
+
+def cost_split(inp: Input) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    eng = with_spans(inp)
+    with split_timers(totals):
+        c = time.process_time()
+        feed_messages(eng, inp)
+        total = time.process_time() - c
+    totals[PLUMBING] = max(0.0, total - sum(totals.values()))
+    return {k: round(v / total, 4) for k, v in totals.items()} | {"total_cpu_s": round(total, 4)}
+
+
+def state_sizes(eng: engine.Engine) -> dict[str, Any]:
+    """Bytes of JSON per keyed state, from the same codecs the job's state uses."""
+    core, tpl, n_tpl = [], [], 0
+    for s in eng.services.values():
+        obj = window.encode_state(s)
+        t = obj.pop("templates")
+        core.append(len(json.dumps(obj)))
+        if t is not None:
+            tpl.append(len(json.dumps(t)))
+            n_tpl += len(t["clusters"])
+    traces_b = [len(json.dumps(traces.encode_state(s))) for s in eng.traces.values()]
+    tenants_b = [len(json.dumps(correlate.encode_state(s))) for s in eng.tenants.values()]
+    return {
+        "service_states": len(core),
+        "service_core_bytes_mean": round(statistics.fmean(core)) if core else 0,
+        "service_core_bytes_max": max(core, default=0),
+        "template_miners": len(tpl),
+        "templates": n_tpl,
+        "template_state_bytes_per_service_mean": round(statistics.fmean(tpl)) if tpl else 0,
+        "bytes_per_template": round(sum(tpl) / n_tpl) if n_tpl else 0,
+        "trace_states_live": len(traces_b),
+        "trace_state_bytes_mean": round(statistics.fmean(traces_b)) if traces_b else 0,
+        "tenant_state_bytes": sum(tenants_b),
+        "snapshot_bytes": len(eng.snapshot()),
+    }
+
+
+def bench_input(inp: Input, runs: int) -> dict[str, Any]:
+    rss_before = rss_mib()
+    cpu_s, wall_s, eng = timed_runs(inp, runs)
+    rss_after = rss_mib()
+    opened = [e for e in eng.events if e["event"] == "opened"]
+    row: dict[str, Any] = {
+        "input": inp.name, "services": inp.services, "records": inp.records, "spans": len(inp.spans),
+        "messages": len(inp.messages), "records_per_message": round(inp.records / max(1, len(inp.messages)), 1),
+        "services_per_message": round(inp.services_per_message, 1),
+        "info_debug_share": round(inp.info_share, 4), "event_time_s": round(inp.event_s),
+        "runs": runs,
+        "best_records_per_cpu_s": round(inp.records / min(cpu_s)),
+        "median_records_per_cpu_s": round(inp.records / statistics.median(cpu_s)),
+        "best_records_per_wall_s": round(inp.records / min(wall_s)),
+        "median_records_per_wall_s": round(inp.records / statistics.median(wall_s)),
+        "best_cpu_us_per_record": round(1e6 * min(cpu_s) / inp.records, 2),
+        "incidents_opened": len(opened), "events": len(eng.events),
+        "root_causes": sorted({e["root_cause"]["service"] for e in opened}),
+        "counters": vars(eng.counters),
+        "rss_mib_after_run": round(rss_after, 1), "rss_mib_delta_engine_live": round(rss_after - rss_before, 1),
+        "state": state_sizes(eng),
+    }
+    row["split"] = cost_split(inp)
+    return row
+
+
+def profile(inp: Input, top: int) -> list[dict[str, Any]]:
+    eng = with_spans(inp)
+    prof = cProfile.Profile()
+    prof.enable()
+    feed_messages(eng, inp)
+    prof.disable()
+    stats = pstats.Stats(prof, stream=io.StringIO())
+    total = stats.total_tt  # type: ignore[attr-defined]
+    rows = []
+    for (path, line, fn), (_cc, ncalls, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        rows.append({"function": f"{Path(path).name}:{line}({fn})", "calls": ncalls,
+                     "tottime_s": round(tt, 4), "tottime_share": round(tt / total, 4), "cumtime_s": round(ct, 4)})
+    rows.sort(key=lambda r: -r["tottime_s"])
+    return rows[:top]
+
+
+# --- output ---------------------------------------------------------------------------------------
+
+
+def print_rows(rows: list[dict[str, Any]]) -> None:
+    print(f"\n{'input':<24}{'svcs':>6}{'records':>9}{'rec/msg':>8}{'svc/msg':>8}{'best rec/cpu-s':>15}{'median':>9}"
+          f"{'best rec/wall-s':>16}{'us/rec':>8}{'opened':>7}{'RSS MiB':>9}")
+    for r in rows:
+        print(f"{r['input']:<24}{r['services']:>6}{r['records']:>9}{r['records_per_message']:>8}"
+              f"{r['services_per_message']:>8}{r['best_records_per_cpu_s']:>15}{r['median_records_per_cpu_s']:>9}{r['best_records_per_wall_s']:>16}"
+              f"{r['best_cpu_us_per_record']:>8}{r['incidents_opened']:>7}{r['rss_mib_after_run']:>9}")
+    print("\ncost split (share of one instrumented run's CPU time):")
+    labels = [*SPLIT_TARGETS, PLUMBING]
+    print(f"{'input':<24}" + "".join(f"{lab:>17}" for lab in labels))
+    for r in rows:
+        print(f"{r['input']:<24}" + "".join(f"{100 * r['split'].get(lab, 0.0):>16.1f}%" for lab in labels))
+    print("\nkeyed state (JSON bytes of the versioned codecs, after finish()):")
+    print(f"{'input':<24}{'svc states':>11}{'core B/svc':>11}{'templates':>10}{'tpl B/svc':>10}{'B/template':>11}"
+          f"{'traces live':>12}{'B/trace':>8}{'tenant B':>9}")
+    for r in rows:
+        s = r["state"]
+        print(f"{r['input']:<24}{s['service_states']:>11}{s['service_core_bytes_mean']:>11}{s['templates']:>10}"
+              f"{s['template_state_bytes_per_service_mean']:>10}{s['bytes_per_template']:>11}"
+              f"{s['trace_states_live']:>12}{s['trace_state_bytes_mean']:>8}{s['tenant_state_bytes']:>9}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.engine_bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5, help="runs per input; best and median reported")
+    parser.add_argument("--per-message", type=int, default=200, help="records per message (default 200)")
+    parser.add_argument("--services", default="10,100,1000", help="service counts for the scaling inputs")
+    parser.add_argument("--minutes", type=float, default=10.0, help="event time of the scaling inputs")
+    parser.add_argument("--profile", action="store_true", help="cProfile one steady and one cascade run")
+    parser.add_argument("--top", type=int, default=25, help="profile rows to show")
+    parser.add_argument("--out", type=Path, default=Path("bench-out/engine_bench.json"))
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.per_message < 1 or not 0 < args.minutes <= 240:
+        parser.error("--runs and --per-message must be >= 1, --minutes in (0, 240]")
+    meta = machine() | {"command": command("tests.bench.engine_bench", argv),
+                        "target_records_per_core_s": TARGET_PER_CORE}
+    print_machine(meta)
+    inputs: list[Callable[[], Input]] = [
+        lambda: scenario_input("steady", args.per_message),
+        lambda: scenario_input("cascade", args.per_message),
+        *[functools.partial(services_input, int(n), args.minutes, args.per_message) for n in args.services.split(",")],
+    ]
+    rows = []
+    for make in inputs:
+        inp = make()
+        print(f"running {inp.name}: {inp.records} records in {len(inp.messages)} messages, {args.runs} runs ...",
+              flush=True)
+        rows.append(bench_input(inp, args.runs))
+        del inp
+    print_rows(rows)
+    result: dict[str, Any] = {"meta": meta, "results": rows}
+    for name in ("steady", "cascade") if args.profile else ():
+        top = profile(scenario_input(name, args.per_message), args.top)
+        result[f"profile_{name}_top_tottime"] = top
+        print(f"\nprofile of one {name} run (cProfile, sorted by own time):")
+        print(f"{'own s':>8}{'share':>7}{'calls':>10}{'cum s':>8}  function")
+        for r in top:
+            print(f"{r['tottime_s']:>8}{100 * r['tottime_share']:>6.1f}%{r['calls']:>10}{r['cumtime_s']:>8}"
+                  f"  {r['function']}")
+    best = max(r["best_records_per_cpu_s"] for r in rows[:2])
+    worst = min(r["best_records_per_cpu_s"] for r in rows)
+    meta["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    meta["peak_rss_mib"] = round(peak_rss_mib(), 1)
+    print(f"\ntarget >= {TARGET_PER_CORE} records/s per core: best scenario {best}, slowest input {worst}; "
+          f"peak RSS {meta['peak_rss_mib']} MiB; load average at end {meta['loadavg_end']}")
+    write_json(args.out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
