@@ -118,7 +118,10 @@ class StandaloneCluster:
         bin_dir = os.path.dirname(sys.executable)
         path = bin_dir + os.pathsep + os.environ.get("PATH", "")
         venv = {"VIRTUAL_ENV": sys.prefix} if sys.prefix != sys.base_prefix else {}
-        return {**os.environ, "PATH": path, **venv, **self.env,
+        # Not PYFLINK_*: a PyFlink job run earlier in this process (loopback workers) leaves
+        # PYFLINK_GATEWAY_DISABLED set, which would stop `flink run -py` from starting its gateway.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("PYFLINK_")}
+        return {**inherited, "PATH": path, **venv, **self.env,
                 "FLINK_CONF_DIR": str(self.conf_dir), "FLINK_HOME": str(self.home)}
 
     def _script(self, args: Sequence[str], timeout_s: float) -> subprocess.CompletedProcess[str]:

@@ -229,7 +229,10 @@ class RunProcess:
     def __init__(self, tmp: Path, name: str, topics: Topics, bootstrap: str, extra: Sequence[str] = ()) -> None:
         self.port = free_port()
         self.out = tmp / f"{name}.out"
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "LOGCLAW_INCIDENTS_TOPIC": topics.incidents,
+        # Not PYFLINK_*: a PyFlink job run earlier in this pytest process (loopback Python workers)
+        # leaves PYFLINK_GATEWAY_DISABLED set, which would stop the child from starting its own JVM.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("PYFLINK_")}
+        env = {**inherited, "PYTHONPATH": str(ROOT), "LOGCLAW_INCIDENTS_TOPIC": topics.incidents,
                "LOGCLAW_DEAD_LETTER_TOPIC": topics.dead, "LOGCLAW_STORE_PATH": str(tmp / "logclaw.db")}
         cmd = [sys.executable, "-m", "jobs.cli", "run", "--bootstrap", bootstrap, "--logs-topic", topics.logs,
                "--group-id", topics.group, "--web-port", str(self.port), "--parallelism", "2",

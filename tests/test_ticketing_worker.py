@@ -300,7 +300,7 @@ def test_tenant_routing_override_sends_high_to_slack(tmp_path: Path) -> None:
         ),
         (line(incident(severity="urgent")), "contract violation at severity"),
         (line(incident(score=1.7)), "contract violation at score"),
-        (line(incident(detected_at="yesterday")), "bad timestamp"),  # format not checked by jsonschema here
+        (line(incident(detected_at="yesterday")), "contract violation at detected_at"),  # date-time format checked
     ],
 )
 def test_invalid_incident_goes_to_the_dead_letter(tmp_path: Path, raw: str, reason: str) -> None:
