@@ -205,6 +205,8 @@ class TicketingWorker:
                 self.dead_letter.put(event.raw, f"{type(exc).__name__}: {exc}", name)
                 continue
             self.metrics.add(name, kind)
+            log.info("%s: %s ticket for %s/%s (incident %s, %s %s)", name, kind, event.tenant, event.fingerprint,
+                     event.incident.get("incident_id"), event.incident.get("event"), event.incident.get("severity"))
 
     def _apply(self, client: TicketClient, key: LedgerKey, action: str, event: Event,
                view: TicketView | None) -> str:
