@@ -25,6 +25,8 @@ from udfs import correlate, traces, window
 from udfs.anomaly import ServiceAnomaly, ServiceBatch, TraceFact, TraceObservation
 from udfs.batch import summarize
 from udfs.engine import EngineConfig
+from udfs.evaluation import parse_time_ms
+from udfs.incidents import rfc3339
 from udfs.records import Span
 from udfs.signals import SignalMatcher
 
@@ -361,9 +363,6 @@ class IncidentSink(ProcessFunction):  # type: ignore[misc]
         self.m_out = group.counter("incident_events_out")
 
     def process_element(self, value: str, ctx: ProcessFunction.Context) -> Iterator[str]:
-        from udfs.evaluation import parse_time_ms
-        from udfs.incidents import rfc3339
-
         event = json.loads(value)
         now_ms = int(time.time() * 1000)
         event["emitted_at"] = rfc3339(now_ms)
