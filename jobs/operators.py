@@ -54,15 +54,25 @@ def _value_state(ctx: RuntimeContext, name: str) -> Any:
     return ctx.get_state(desc)
 
 
-def sink_metrics(ctx: RuntimeContext, writer: Any) -> None:
-    """Expose the store writer's retry/failure counters (OpenSearch) as gauges; the embedded store
-    writes synchronously and raises on failure, so it has none."""
-    stats = getattr(writer, "stats", None)
-    if stats is None:
-        return
-    group = ctx.get_metrics_group()
-    for name in ("request_retries", "item_retries", "failures", "dead_lettered", "docs_written"):
-        group.gauge(f"sink_{name}", lambda name=name: int(getattr(stats, name)))
+class SinkMetrics:
+    """The store writer's retry/failure counts (OpenSearch) as Flink counters, advanced by the delta
+    after each flush. Counters, never gauges: in thread mode a Python gauge is a callback the metrics
+    reporter runs on a Java thread, and that crashed a TaskManager (SIGSEGV in take_gil) here."""
+
+    NAMES = ("request_retries", "item_retries", "failures", "dead_lettered", "docs_written")
+
+    def __init__(self, ctx: RuntimeContext, writer: Any) -> None:
+        self.stats = getattr(writer, "stats", None)  # the embedded store raises instead of retrying
+        group = ctx.get_metrics_group()
+        self.counters = {n: group.counter(f"sink_{n}") for n in self.NAMES} if self.stats is not None else {}
+        self.seen = dict.fromkeys(self.NAMES, 0)
+
+    def sync(self) -> None:
+        for name, counter in self.counters.items():
+            now = int(getattr(self.stats, name))
+            if now > self.seen[name]:
+                counter.inc(now - self.seen[name])
+                self.seen[name] = now
 
 
 def open_writer(cfg: JobConfig) -> Any:
@@ -92,7 +102,7 @@ class DecodeAndSummarize(ProcessFunction):  # type: ignore[misc]
     def open(self, ctx: RuntimeContext) -> None:
         self.matcher = SignalMatcher()
         self.writer = open_writer(self.cfg) if self.cfg.index_logs else None
-        sink_metrics(ctx, self.writer)
+        self.sink_metrics = SinkMetrics(ctx, self.writer)
         group = ctx.get_metrics_group()
         self.m_records = group.counter("records_in")
         self.m_messages = group.counter("messages_in")
@@ -141,6 +151,7 @@ class DecodeAndSummarize(ProcessFunction):  # type: ignore[misc]
                 # may sit in a buffer that the checkpoint already counts as done.
                 self.m_indexed.inc(self.writer.write_logs(records))
                 self.writer.flush()
+                self.sink_metrics.sync()
             summary = summarize(
                 records,
                 self.matcher,
@@ -351,24 +362,25 @@ class IncidentSink(ProcessFunction):  # type: ignore[misc]
 
     def open(self, ctx: RuntimeContext) -> None:
         self.writer = open_writer(self.cfg)
-        sink_metrics(ctx, self.writer)
+        self.sink_metrics = SinkMetrics(ctx, self.writer)
         self.producer = None
         if self.cfg.mode == "kafka":
             from connectors.kafka_io import KeyedProducer
 
             self.producer = KeyedProducer(self.cfg.bootstrap_servers, self.cfg.incidents_topic)
-        self.last_lag_ms = 0
         group = ctx.get_metrics_group()
-        group.gauge("detection_lag_ms", lambda: int(self.last_lag_ms))
+        # A sum, not a gauge (see SinkMetrics): mean lag = detection_lag_ms_total / incident_events_out.
+        self.m_lag = group.counter("detection_lag_ms_total")
         self.m_out = group.counter("incident_events_out")
 
     def process_element(self, value: str, ctx: ProcessFunction.Context) -> Iterator[str]:
         event = json.loads(value)
         now_ms = int(time.time() * 1000)
         event["emitted_at"] = rfc3339(now_ms)
-        self.last_lag_ms = max(0, now_ms - parse_time_ms(event["detected_at"]))
+        self.m_lag.inc(max(0, now_ms - parse_time_ms(event["detected_at"])))
         self.writer.write_incident_events([event])
         self.writer.flush()
+        self.sink_metrics.sync()
         if self.producer is not None:
             self.producer.send(event["fingerprint"], event)
         self.m_out.inc()
