@@ -25,10 +25,10 @@ from udfs import correlate, traces, window
 from udfs.anomaly import ServiceAnomaly, ServiceBatch, TraceFact, TraceObservation
 from udfs.batch import summarize
 from udfs.engine import EngineConfig
-from udfs.evaluation import parse_time_ms
 from udfs.incidents import rfc3339
 from udfs.records import Span
 from udfs.signals import SignalMatcher
+from udfs.timefmt import parse_time_ms
 
 DEAD_LETTER = OutputTag("dead-letter", Types.STRING())
 TRACE_OBSERVATIONS = OutputTag("trace-observations", Types.PICKLED_BYTE_ARRAY())

@@ -10,7 +10,6 @@ the judge reads only the keys both emit."""
 
 from __future__ import annotations
 
-import datetime as dt
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -18,10 +17,7 @@ from typing import Any, NamedTuple
 from udfs.incidents import rfc3339
 from udfs.records import Level, LogRecord
 from udfs.scenarios import Scenario
-
-
-def parse_time_ms(text: str) -> int:
-    return int(dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+from udfs.timefmt import parse_time_ms as parse_time_ms  # re-exported for evaluation callers
 
 
 class StreamResult(NamedTuple):

@@ -6,11 +6,11 @@ boundary (the sink), never here.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 from udfs.rootcause import Ranking
 from udfs.scoring import ScoreConfig
+from udfs.timefmt import format_time_ms
 
 if TYPE_CHECKING:
     from udfs.correlate import IncidentState
@@ -21,8 +21,7 @@ PATTERN_GROUPS = frozenset({"oom", "crash", "resource", "dependency", "database"
 
 def rfc3339(ms: int) -> str:
     """Unix milliseconds -> RFC 3339 UTC with millisecond precision."""
-    t = dt.datetime.fromtimestamp(ms / 1000.0, tz=dt.UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return format_time_ms(ms)
 
 
 def _title(inc: IncidentState, ranking: Ranking) -> str:
