@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 STAMP := $(VENV)/.installed
+# Validators compiled from the published Flink operator and Strimzi CRDs (npm); only `make test` needs Node.js.
+CRD_CHECK := tests/crd_check
+CRD_STAMP := $(CRD_CHECK)/node_modules/.installed
 
 .PHONY: demo test lint unit setup jars bench clean
 
@@ -33,7 +36,12 @@ lint: $(STAMP)
 	$(BIN)/mypy udfs connectors jobs
 	$(BIN)/lint-imports
 
-test: setup lint
+$(CRD_STAMP): $(CRD_CHECK)/package.json $(CRD_CHECK)/package-lock.json
+	@{ command -v node && command -v npm; } >/dev/null || { echo "error: node/npm not found (tests validate deploy/ against the published CRDs with Node.js)"; exit 1; }
+	npm ci --prefix $(CRD_CHECK) --no-audit --no-fund
+	@touch $(CRD_STAMP)
+
+test: setup lint $(CRD_STAMP)
 	LITELLM_LOCAL_MODEL_COST_MAP=True $(BIN)/python -m pytest tests --ignore=tests/bench
 
 # Quick sizes; each benchmark's --help has the full-size flags. A failed benchmark does not stop the

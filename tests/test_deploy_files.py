@@ -1,15 +1,20 @@
 """deploy/ and flink-conf/ are validated here, not applied: no Kubernetes, Kafka operator, Collector or
 OpenSearch can run on this machine. What is checked: every file parses; the FlinkDeployment and the
-KafkaTopics against (reduced) CRD schemas in tests/fixtures/crds/; the Collector config against the
-contrib distribution's component list; ISM policy and index templates use OpenSearch keys; saved objects
-reference what exists; the Dockerfile pins the same jars as connectors/jars.py; and (with a JVM) every
-key in flink-conf/config.yaml is a Flink 2.3 configuration option.
+KafkaTopics against the *published* CRD schemas (Flink Kubernetes Operator 1.14.0, Strimzi 1.0.0, compiled
+into pinned npm packages and run with Node.js by tests/crd_check/validate.mjs; `make test` installs them)
+and against the reduced, stricter schemas in tests/fixtures/crds/ (which also reject unknown fields); the
+Collector config against the contrib distribution's component list; ISM policy and index templates use
+OpenSearch keys; saved objects reference what exists; the Dockerfile pins the same jars as
+connectors/jars.py; and (with a JVM) every key in flink-conf/config.yaml is a Flink 2.3 configuration option.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 TEMPLATES = ROOT / "connectors" / "opensearch_templates"
+CRD_CHECK = Path(__file__).resolve().parent / "crd_check"
 
 
 def yaml_docs(path: Path) -> list[dict[str, Any]]:
@@ -47,6 +53,45 @@ def schema(name: str) -> dict[str, Any]:
 def validation_errors(doc: dict[str, Any], schema_doc: dict[str, Any]) -> list[str]:
     validator = jsonschema.Draft7Validator(schema_doc)
     return sorted(f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(doc))
+
+
+# --- published CRD schemas (Node.js, tests/crd_check) ------------------------------------------------
+
+
+def installed_crd_package(name: str) -> dict[str, Any]:
+    """package.json of an installed published-CRD package; fails (not skips) when `make test` did not install it."""
+    pinned = json.loads((CRD_CHECK / "package.json").read_text(encoding="utf-8"))["dependencies"][name]
+    manifest = CRD_CHECK / "node_modules" / name / "package.json"
+    if not manifest.is_file():
+        pytest.fail(f"{manifest.relative_to(ROOT)} is missing: run `make test` (it runs "
+                    "`npm ci --prefix tests/crd_check` to install the published CRD validators)")
+    installed: dict[str, Any] = json.loads(manifest.read_text(encoding="utf-8"))
+    if installed["version"] != pinned:
+        pytest.fail(f"{name} {installed['version']} is installed but {pinned} is pinned: run `make test`")
+    return installed
+
+
+def run_validate_mjs(stdin: str) -> subprocess.CompletedProcess[str]:
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node not found on PATH (tests validate deploy/ against the published CRDs with Node.js)")
+    return subprocess.run([node, str(CRD_CHECK / "validate.mjs")], input=stdin, capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+def published_crd_results(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run tests/crd_check/validate.mjs on the manifests: one {kind, name, apiVersion, ok, errors} each."""
+    for name in ("@kubernetes-models/flink", "@kubernetes-models/strimzi-kafka-operator"):
+        installed_crd_package(name)
+    proc = run_validate_mjs(json.dumps(docs))
+    assert proc.returncode == 0, proc.stderr
+    results: list[dict[str, Any]] = json.loads(proc.stdout)
+    assert [(r["kind"], r["name"]) for r in results] == [(d["kind"], d["metadata"]["name"]) for d in docs]
+    return results
+
+
+def error_paths(result: dict[str, Any]) -> list[str]:
+    return [e["path"] for e in result["errors"]]
 
 
 def test_every_deploy_file_parses() -> None:
@@ -73,11 +118,20 @@ def flink_deployment() -> dict[str, Any]:
     return doc
 
 
-def test_flink_deployment_matches_the_crd_schema() -> None:
+def test_flink_deployment_validates_against_published_operator_1_14_crd() -> None:
+    sources = installed_crd_package("@kubernetes-models/flink")["crd-generate"]["input"]
+    assert any(s.endswith("/release-1.14.0/helm/flink-kubernetes-operator/crds/"
+                          "flinkdeployments.flink.apache.org-v1.yml") for s in sources), sources
+    [result] = published_crd_results([flink_deployment()])
+    assert (result["ok"], result["errors"]) == (True, []), result
+    assert flink_deployment()["spec"]["flinkVersion"] == "v2_2"  # newest value the 1.14.0 CRD lists
+
+
+def test_flink_deployment_matches_the_reduced_strict_crd_schema() -> None:
     assert validation_errors(flink_deployment(), schema("flinkdeployment.v1beta1.schema.yaml")) == []
 
 
-def test_reduced_crd_schema_rejects_what_the_operator_would() -> None:
+def test_reduced_flink_crd_schema_rejects_what_the_operator_would_and_unknown_fields() -> None:
     doc = flink_deployment()
     bad = {**doc, "spec": {**doc["spec"], "job": {**doc["spec"]["job"], "upgradeMode": "last_state",
                                                   "entrypoint": "x"}}}
@@ -166,19 +220,67 @@ def test_every_flink_conf_key_is_a_flink_2_3_option() -> None:
 # --- Kafka -------------------------------------------------------------------------------------------------
 
 
-def test_kafka_topics_match_the_crd_schema_and_the_job() -> None:
+def test_kafka_topics_validate_against_published_strimzi_crd_v1() -> None:
+    sources = installed_crd_package("@kubernetes-models/strimzi-kafka-operator")["crd-generate"]["input"]
+    assert any(s.endswith("/1.0.0/strimzi-crds-1.0.0.yaml") for s in sources), sources
+    topics = list(docs_of_kind("KafkaTopic"))
+    assert {doc["apiVersion"] for doc in topics} == {"kafka.strimzi.io/v1"}  # the only API Strimzi 1.0 serves
+    results = published_crd_results(topics)
+    assert [r for r in results if not r["ok"]] == []
+
+
+def test_published_crd_validators_reject_bad_manifests() -> None:
+    """One mistake per copy; each must fail, naming the path of that mistake (and nothing else)."""
+    deployment, topic = flink_deployment(), next(docs_of_kind("KafkaTopic"))
+    cases: list[tuple[str, dict[str, Any]]] = []
+
+    def mutated(original: dict[str, Any], path: str, value: Any) -> None:
+        doc = copy.deepcopy(original)
+        *parents, last = path.strip("/").split("/")
+        node = doc
+        for key in parents:
+            node = node[key]
+        assert last in node, path  # mutate a field the manifest really has
+        node[last] = value
+        cases.append((path, doc))
+
+    mutated(deployment, "/spec/flinkVersion", "v2_9")
+    mutated(deployment, "/spec/job/upgradeMode", "last_state")
+    mutated(deployment, "/spec/jobManager/resource/cpu", "one")
+    mutated(topic, "/spec/partitions", 0)
+    mutated(topic, "/apiVersion", "kafka.strimzi.io/v1beta2")
+    results = published_crd_results([doc for _, doc in cases])
+    assert [(path, r["ok"], error_paths(r)) for (path, _), r in zip(cases, results, strict=True)] == [
+        (path, False, [path]) for path, _ in cases
+    ]
+    messages = {path: r["errors"][0]["message"] for (path, _), r in zip(cases, results, strict=True)}
+    assert "v2_2" in messages["/spec/flinkVersion"] and "last-state" in messages["/spec/job/upgradeMode"]
+    assert messages["/apiVersion"].startswith("no published schema for kafka.strimzi.io/v1beta2 KafkaTopic")
+
+
+def test_published_crd_validator_exits_non_zero_on_bad_input() -> None:
+    installed_crd_package("@kubernetes-models/flink")
+    proc = run_validate_mjs('{"kind": "KafkaTopic"}')
+    assert proc.returncode != 0 and "JSON array" in proc.stderr and proc.stdout == ""
+
+
+def test_kafka_topics_match_the_reduced_strict_v1_schema_and_the_job() -> None:
     topics = list(docs_of_kind("KafkaTopic"))
     for doc in topics:
-        assert validation_errors(doc, schema("kafkatopic.v1beta2.schema.yaml")) == [], doc["metadata"]["name"]
+        assert validation_errors(doc, schema("kafkatopic.v1.schema.yaml")) == [], doc["metadata"]["name"]
     names = {doc["spec"]["topicName"] for doc in topics}
     d = JobConfig()
     assert names == set(DEFAULT_TOPICS) == {"otlp_logs", "otlp_spans", d.incidents_topic, d.dead_letter_topic}
 
 
-def test_kafka_topic_schema_rejects_zero_partitions_and_unknown_fields() -> None:
+def test_reduced_kafka_topic_v1_schema_rejects_zero_partitions_unknown_fields_and_v1beta2() -> None:
     doc = next(docs_of_kind("KafkaTopic"))
+    reduced = schema("kafkatopic.v1.schema.yaml")
+    assert validation_errors({**doc, "apiVersion": "kafka.strimzi.io/v1beta2"}, reduced) == [
+        "['apiVersion']: 'kafka.strimzi.io/v1beta2' is not one of ['kafka.strimzi.io/v1']",
+    ]
     bad = {**doc, "spec": {**doc["spec"], "partitions": 0, "retention": "1d"}}
-    assert validation_errors(bad, schema("kafkatopic.v1beta2.schema.yaml")) == [
+    assert validation_errors(bad, reduced) == [
         "['spec', 'partitions']: 0 is less than the minimum of 1",
         "['spec']: Additional properties are not allowed ('retention' was unexpected)",
     ]
