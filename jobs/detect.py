@@ -11,16 +11,15 @@ FlinkDeployment's Python entry point. Nothing runs at import time.
 from __future__ import annotations
 
 import sys
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from pyflink.common import Duration, Types, WatermarkStrategy
-from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
 
 from jobs import operators as op
 from jobs.config import JobConfig
+from jobs.event_time import KEYED_TIMED, keyed_by_event_time
 from jobs.steps import STEPS, step
-from udfs.anomaly import ServiceBatch, TraceObservation
 from udfs.engine import EngineConfig
 
 
@@ -29,22 +28,11 @@ class Streams(NamedTuple):
     progress: DataStream  # replay progress lines (JSON)
 
 
-class EventTime(TimestampAssigner):  # type: ignore[misc]
-    """Event time of a summary (its newest record), a trace observation or a span, in ms."""
-
-    def extract_timestamp(self, value: Any, record_timestamp: int) -> int:
-        if isinstance(value, ServiceBatch):
-            return value.max_time_ms
-        if isinstance(value, TraceObservation):
-            return value.first_ms
-        return int(value.start_ms)
-
-
 def watermarks(cfg: JobConfig) -> WatermarkStrategy:
-    return (
-        WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(cfg.out_of_orderness_ms))
-        .with_idleness(Duration.of_millis(cfg.idleness_ms))  # must precede the assigner
-        .with_timestamp_assigner(EventTime())
+    """Bounded out-of-orderness with idleness; the timestamp is the event time the decoders put on
+    every keyed element (see jobs.event_time)."""
+    return WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(cfg.out_of_orderness_ms)).with_idleness(
+        Duration.of_millis(cfg.idleness_ms)
     )
 
 
@@ -57,22 +45,22 @@ def build_pipeline(
     progress_every: int = 0,
 ) -> Streams:
     ecfg = engine_cfg or EngineConfig(out_of_orderness_ms=cfg.out_of_orderness_ms)
-    decoded = step(logs.process(op.DecodeAndSummarize(cfg, ecfg, progress_every)), "decode")
-    # decoded: ServiceBatch per (message, tenant, service); side outputs: dead letters, trace observations
+    decoded = step(logs.process(op.DecodeAndSummarize(cfg, ecfg, progress_every), KEYED_TIMED), "decode")
+    # decoded: ServiceBatch per (message, tenant, service), keyed and timed; side outputs: dead letters,
+    # trace observations (keyed by tenant and trace), progress
     dead = step(decoded.get_side_output(op.DEAD_LETTER).process(op.DeadLetterSink(cfg)), "dead_letter_sink")
     terminate(dead.set_parallelism(1), "dead_letter_end")
-    batches = step(decoded.assign_timestamps_and_watermarks(watermarks(cfg)), "watermarks")
+    batches = keyed_by_event_time(decoded, watermarks(cfg), "watermarks", "batches_keyed")
     observations = decoded.get_side_output(op.TRACE_OBSERVATIONS)
     if spans is not None:
-        spans_decoded = step(spans.process(op.DecodeSpans(cfg)), "decode_spans")
+        spans_decoded = step(spans.process(op.DecodeSpans(cfg), KEYED_TIMED), "decode_spans")
         observations = observations.union(spans_decoded)  # TraceObservation | Span
-    observations = step(observations.assign_timestamps_and_watermarks(watermarks(cfg)), "trace_watermarks")
+    timelines = keyed_by_event_time(observations, watermarks(cfg), "trace_watermarks", "traces_keyed")
     anomalies = step(
-        batches.key_by(lambda b: f"{b.tenant}\x1f{b.service}").process(op.ServiceWindow(ecfg)), "service_window"
+        batches.process(op.ServiceWindow(ecfg)), "service_window"
     )  # ServiceAnomaly (immediate at once, windowed on bucket close) | ServiceRecovered
-    facts = step(
-        observations.key_by(lambda o: f"{o.tenant}\x1f{o.trace_id}").process(op.TraceTimeline(ecfg)), "trace_timeline"
-    )  # TraceFact: learned/span call edges and error precedence
+    facts = step(timelines.process(op.TraceTimeline(ecfg)), "trace_timeline")
+    # facts: TraceFact (learned/span call edges and error precedence)
     events = step(
         anomalies.union(facts).key_by(lambda x: x.tenant).process(op.Correlate(ecfg), Types.STRING()), "correlate"
     )

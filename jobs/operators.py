@@ -11,16 +11,18 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from pyflink.common import Duration, Time, Types
+import orjson
+from pyflink.common import Duration, Row, Time, Types
 from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction, RuntimeContext
 from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig, ValueStateDescriptor
 
 from connectors.flink_sources import row_payload
 from connectors.otlp import decode_logs, decode_spans
 from jobs.config import JobConfig
+from jobs.event_time import KEYED_TIMED
 from udfs import correlate, traces, window
 from udfs.anomaly import ServiceAnomaly, ServiceBatch, TraceFact, TraceObservation
 from udfs.batch import summarize
@@ -31,7 +33,7 @@ from udfs.signals import SignalMatcher
 from udfs.timefmt import parse_time_ms
 
 DEAD_LETTER = OutputTag("dead-letter", Types.STRING())
-TRACE_OBSERVATIONS = OutputTag("trace-observations", Types.PICKLED_BYTE_ARRAY())
+TRACE_OBSERVATIONS = OutputTag("trace-observations", KEYED_TIMED)  # keyed by (tenant, trace)
 PROGRESS = OutputTag("progress", Types.STRING())
 
 # Background cleanup named explicitly, defaults off: PyFlink 2.3 builds its default RocksDB compaction-filter
@@ -48,10 +50,25 @@ STATE_TTL = (
 )
 
 
-def _value_state(ctx: RuntimeContext, name: str) -> Any:
-    desc = ValueStateDescriptor(name, Types.STRING())
+def _value_state(ctx: RuntimeContext, name: str, value_type: Any = None) -> Any:
+    desc = ValueStateDescriptor(name, value_type or Types.STRING())
     desc.enable_time_to_live(STATE_TTL)
     return ctx.get_state(desc)
+
+
+def _map_state(ctx: RuntimeContext, name: str, key_type: Any) -> Any:
+    desc = MapStateDescriptor(name, key_type, Types.STRING())
+    desc.enable_time_to_live(STATE_TTL)
+    return ctx.get_map_state(desc)
+
+
+def dumps(obj: Any) -> str:
+    """State codec output as a compact JSON string (orjson: the stdlib encoder cost more than the
+    steps themselves at every bucket close)."""
+    return orjson.dumps(obj).decode()
+
+
+loads = orjson.loads
 
 
 class SinkMetrics:
@@ -159,9 +176,10 @@ class DecodeAndSummarize(ProcessFunction):  # type: ignore[misc]
                 max_notables=self.cfg.max_notables,
                 trace_sample=self.cfg.trace_sample,
             )
-            yield from summary.batches
+            for batch in summary.batches:  # keyed and timed here: see jobs.event_time
+                yield Row(f"{batch.tenant}\x1f{batch.service}", batch), batch.max_time_ms
             for obs in summary.traces:
-                yield TRACE_OBSERVATIONS, obs
+                yield TRACE_OBSERVATIONS, (Row(f"{obs.tenant}\x1f{obs.trace_id}", obs), obs.first_ms)
         if self.progress_every and self.messages % self.progress_every == 0:
             yield PROGRESS, json.dumps({"subtask": self.subtask, "messages": self.messages, "records": self.records})
 
@@ -193,55 +211,70 @@ class DecodeSpans(ProcessFunction):  # type: ignore[misc]
                     sort_keys=True,
                 ),
             )
-        yield from decoded.spans
+        for span in decoded.spans:
+            yield Row(f"{span.tenant}\x1f{span.trace_id}", span), int(span.start_ms)
 
 
 class ServiceWindow(KeyedProcessFunction):  # type: ignore[misc]
     """Keyed by (tenant, service): buckets, baseline, immediate path; event-time timers close buckets.
 
-    The state is stored in three parts (see ``window.encode_part``) and only dirty parts are written:
-    the small "open" part per message, the "core" at bucket close, "templates" when notables arrive.
-    Decoded states are cached per key and reused while the stored strings are the ones last written,
-    so the common path decodes nothing (the JSON round trip used to cost ~6x the step itself).
+    Stored so that a message writes only what it changed: each open bucket is one MapState entry
+    (a message touches one or two; a bucket close removes one), the core (history, episode,
+    counters) is written at bucket close, the template miner when notable records arrive, and a
+    revision number with every change. The decoded state is cached per key and trusted while the
+    stored revision is the one this instance last wrote, so the common path decodes nothing; after
+    a restore or a state expiry the revision differs and the state is read back from Flink.
     """
 
-    PARTS = ("core", "open", "templates")
     MAX_CACHED = 10_000
 
     def __init__(self, engine_cfg: EngineConfig) -> None:
         self.cfg = engine_cfg.window
 
     def open(self, ctx: RuntimeContext) -> None:
-        self.stores = {part: _value_state(ctx, f"service-{part}") for part in self.PARTS}
-        self.cache: dict[str, tuple[tuple[str | None, ...], window.ServiceState]] = {}
+        self.core = _value_state(ctx, "service-core")
+        self.templates = _value_state(ctx, "service-templates")
+        self.buckets = _map_state(ctx, "service-open-buckets", Types.LONG())  # bucket start ms -> bucket
+        self.revision = _value_state(ctx, "service-revision", Types.LONG())
+        self.cache: dict[str, tuple[int, window.ServiceState]] = {}
         group = ctx.get_metrics_group()
         self.m_late = group.counter("late_records")
         self.m_immediate = group.counter("anomalies_immediate")
         self.m_windowed = group.counter("anomalies_windowed")
 
-    def _load(self, key: str, tenant: str, service: str) -> tuple[tuple[str | None, ...], window.ServiceState]:
-        raws = tuple(self.stores[p].value() for p in self.PARTS)
+    def _load(self, key: str, tenant: str, service: str) -> tuple[int, window.ServiceState | None]:
+        rev = self.revision.value()
+        if rev is None:
+            return 0, window.new_state(tenant, service) if tenant else None
         cached = self.cache.get(key)
-        if cached is not None and cached[0] == raws:
+        if cached is not None and cached[0] == rev:
             return cached
-        if raws[0] is None:
-            return raws, window.new_state(tenant, service)
-        core, opened, tpl = (json.loads(r) if r is not None else None for r in raws)
-        assert core is not None
-        return raws, window.decode_parts(core, opened, tpl)
+        core = self.core.value()
+        if core is None:  # expired by TTL apart from the revision: start over
+            return rev, window.new_state(tenant, service) if tenant else None
+        tpl = self.templates.value()
+        buckets = {str(start): loads(raw) for start, raw in self.buckets.items()}
+        return rev, window.decode_parts(loads(core), buckets, loads(tpl) if tpl is not None else None)
 
-    def _save(self, key: str, raws: tuple[str | None, ...], step: window.Step, late_before: int) -> None:
-        if step.state.late_records > late_before:
-            self.m_late.inc(step.state.late_records - late_before)
-        new = list(raws)
-        dirty = set(step.dirty) | ({"core"} if raws[0] is None else set())
-        for i, part in enumerate(self.PARTS):
-            if part in dirty:
-                new[i] = json.dumps(window.encode_part(step.state, part))
-                self.stores[part].update(new[i])
+    def _save(self, key: str, rev: int, step: window.Step, late_before: int, touched: Iterable[int],
+              closed: Iterable[int]) -> None:  # fmt: skip
+        state = step.state
+        if state.late_records > late_before:
+            self.m_late.inc(state.late_records - late_before)
+        if "core" in step.dirty or rev == 0:
+            self.core.update(dumps(window.encode_part(state, "core")))
+        if "templates" in step.dirty:
+            self.templates.update(dumps(window.encode_part(state, "templates")))
+        for start in touched:
+            bucket = state.open.get(start)
+            if bucket is not None:
+                self.buckets.put(start, dumps(window.encode_bucket(bucket)))
+        for start in closed:
+            self.buckets.remove(start)
+        self.revision.update(rev + 1)
         if len(self.cache) >= self.MAX_CACHED:
             self.cache.clear()
-        self.cache[key] = (tuple(new), step.state)
+        self.cache[key] = (rev + 1, state)
 
     def _emit(self, step: window.Step, ctx: Any) -> Iterator[Any]:
         if step.timer_at_ms is not None:
@@ -253,19 +286,23 @@ class ServiceWindow(KeyedProcessFunction):  # type: ignore[misc]
 
     def process_element(self, batch: ServiceBatch, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
         key = ctx.get_current_key()
-        raws, state = self._load(key, batch.tenant, batch.service)
+        rev, state = self._load(key, batch.tenant, batch.service)
+        assert state is not None
         late = state.late_records
         step = window.on_batch(state, batch, self.cfg, ctx.timer_service().current_watermark())
-        self._save(key, raws, step, late)
+        self._save(key, rev, step, late, touched=[b.start_ms for b in batch.buckets], closed=())
         yield from self._emit(step, ctx)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
         key = ctx.get_current_key()
-        raws, state = self._load(key, "", "")
-        if raws[0] is None:
+        rev, state = self._load(key, "", "")
+        if state is None:
             return
+        before = list(state.open)
         step = window.on_timer(state, self.cfg, timestamp)
-        self._save(key, raws, step, state.late_records)
+        if step.dirty:
+            closed = [start for start in before if start not in step.state.open]
+            self._save(key, rev, step, step.state.late_records, touched=(), closed=closed)
         yield from self._emit(step, ctx)
 
 
@@ -280,18 +317,18 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
 
     def process_element(self, item: TraceObservation | Span, ctx: KeyedProcessFunction.Context) -> Iterator[TraceFact]:
         raw = self.state.value()
-        state = traces.decode_state(json.loads(raw)) if raw else traces.new_state(item.tenant, item.trace_id)
+        state = traces.decode_state(loads(raw)) if raw else traces.new_state(item.tenant, item.trace_id)
         if isinstance(item, Span):
             step = traces.on_span(state, item, self.cfg)
         else:
             step = traces.on_observation(state, item, self.cfg)
-        self.state.update(json.dumps(traces.encode_state(step.state)))
+        self.state.update(dumps(traces.encode_state(step.state)))
         ctx.timer_service().register_event_time_timer(step.timer_at_ms)
         yield from step.emit
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
         raw = self.state.value()
-        if raw and json.loads(raw)["last_ms"] + self.cfg.ttl_ms <= timestamp:
+        if raw and loads(raw)["last_ms"] + self.cfg.ttl_ms <= timestamp:
             self.state.clear()  # eviction rule: event-time TTL after the trace was last seen
         return iter(())
 
@@ -317,10 +354,10 @@ class Correlate(KeyedProcessFunction):  # type: ignore[misc]
 
     def _load(self, tenant: str) -> correlate.TenantState:
         raw = self.state.value()
-        return correlate.decode_state(json.loads(raw)) if raw else correlate.new_state(tenant)
+        return correlate.decode_state(loads(raw)) if raw else correlate.new_state(tenant)
 
     def _finish(self, step: correlate.Step, ctx: Any) -> Iterator[str]:
-        self.state.update(json.dumps(correlate.encode_state(step.state)))
+        self.state.update(dumps(correlate.encode_state(step.state)))
         if step.timer_at_ms is not None:
             ctx.timer_service().register_event_time_timer(step.timer_at_ms)
         for event in step.emit:
@@ -336,18 +373,18 @@ class Correlate(KeyedProcessFunction):  # type: ignore[misc]
         # Everything else waits for the watermark and is applied in event-time order (see
         # correlate.enqueue); kept by event time so an append never rewrites the tenant's state.
         raw = self.pending.get(item.at_ms)
-        items = json.loads(raw) if raw else []
+        items = loads(raw) if raw else []
         items.append(correlate.encode_pending(item))
-        self.pending.put(item.at_ms, json.dumps(items))
+        self.pending.put(item.at_ms, dumps(items))
         if self.state.value() is None:
-            self.state.update(json.dumps(correlate.encode_state(correlate.new_state(item.tenant))))
+            self.state.update(dumps(correlate.encode_state(correlate.new_state(item.tenant))))
         ctx.timer_service().register_event_time_timer(item.at_ms)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[str]:
         if self.state.value() is None:
             return
         raw = self.pending.get(timestamp)
-        due = [correlate.decode_pending(v) for v in json.loads(raw)] if raw else []
+        due = [correlate.decode_pending(v) for v in loads(raw)] if raw else []
         if raw:
             self.pending.remove(timestamp)
         yield from self._finish(correlate.on_timer(self._load(""), timestamp, self.cfg, due=due), ctx)

@@ -419,3 +419,13 @@ FRAGMENTS = [p for _, p in POSITIVES] + ["room", "zoom", "503", "401", "ok", "st
 def test_groups_of_joined_phrases_cover_each_phrase(parts: list[str]) -> None:
     expected = frozenset().union(*(MATCHER.groups_in(p) for p in parts)) if parts else frozenset()
     assert MATCHER.groups_in(" . ".join(parts)) == expected
+
+
+@given(st.text(alphabet="abcdegikmnoprstuy: \n", max_size=40))
+@settings(max_examples=300, deadline=None)
+def test_unmistakable_precheck_equals_the_keyword_list(text: str) -> None:
+    from udfs.signals import _UNMISTAKABLE_KEYWORDS, _mentions_unmistakable
+
+    for k in _UNMISTAKABLE_KEYWORDS:
+        assert _mentions_unmistakable(f"x {k} y")
+    assert _mentions_unmistakable(text) == any(k in text for k in _UNMISTAKABLE_KEYWORDS)

@@ -219,6 +219,15 @@ _UNMISTAKABLE_PATTERNS: dict[Group, tuple[str, ...]] = {
 _UNMISTAKABLE_KEYWORDS = ("memory", "oom", "segfault", "sigsegv", "core dumped", "panic:")
 
 
+def _mentions_unmistakable(lowered: str) -> bool:
+    """Any of ``_UNMISTAKABLE_KEYWORDS`` in ``lowered``: the pre-check on every INFO line, spelled
+    out because ``any(k in lowered for k in ...)`` cost four times as much (tests keep them equal)."""
+    return (
+        "memory" in lowered or "oom" in lowered or "segfault" in lowered or "sigsegv" in lowered
+        or "core dumped" in lowered or "panic:" in lowered
+    )  # fmt: skip
+
+
 def _compile_groups(patterns: Mapping[Group, tuple[str, ...]]) -> tuple[re.Pattern[str], dict[str, Group]]:
     """One regex: ``\b`` then a branch per first character, each alternative a named group.
 
@@ -387,7 +396,7 @@ class SignalMatcher:
 
     @staticmethod
     def _scan_unmistakable(lowered: str) -> frozenset[Group]:
-        if not any(k in lowered for k in _UNMISTAKABLE_KEYWORDS):
+        if not _mentions_unmistakable(lowered):
             return frozenset()
         names = {m.lastgroup for m in _UNMISTAKABLE_RE.finditer(lowered)}
         return frozenset(_UNMISTAKABLE_BY_NAME[n] for n in names if n is not None)

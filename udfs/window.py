@@ -283,25 +283,35 @@ class WindowStats(NamedTuple):
     rate_ratio: float
 
 
-def window_stats(history: list[list[int]], cfg: WindowConfig) -> WindowStats:
-    """Statistics of the last closed buckets against the non-anomalous baseline before them."""
-    recent = history[-cfg.recent_buckets :]
-    window = history[-cfg.window_buckets :]
-    base = [row for row in history[: -cfg.recent_buckets] if not row[3]]
-    n_r = sum(r[1] for r in recent)
-    e_r = sum(r[2] for r in recent)
-    n_b = sum(r[1] for r in base)
-    e_b = sum(r[2] for r in base)
+def window_stats(history: list[list[int]], cfg: WindowConfig, *, with_p_value: bool = True) -> WindowStats:
+    """Statistics of the last closed buckets against the non-anomalous baseline before them.
+
+    ``with_p_value=False`` skips the binomial tail (``p_value`` is then 1.0): callers that can tell
+    from the counts alone that no decision depends on it save the only costly step. One pass over
+    the history, since this runs at every bucket close of every service."""
+    cut = len(history) - cfg.recent_buckets
+    wcut = len(history) - cfg.window_buckets
+    n_r = e_r = n_b = e_b = n_w = e_w = 0
+    for i, row in enumerate(history):
+        if i >= wcut:
+            n_w += row[1]
+            e_w += row[2]
+        if i >= cut:
+            n_r += row[1]
+            e_r += row[2]
+        elif not row[3]:
+            n_b += row[1]
+            e_b += row[2]
     p0 = (e_b + cfg.prior_rate * cfg.prior_records) / (n_b + cfg.prior_records)
     p0 = min(max(p0, 1e-6), 0.999)
-    p_value = float(binom.sf(e_r - 1, n_r, p0)) if e_r > 0 and n_r > 0 else 1.0
+    p_value = tail_p_value(e_r, n_r, p0) if with_p_value else 1.0
     rate = e_r / n_r if n_r else 0.0
     z = (rate - p0) / math.sqrt(p0 * (1 - p0) / n_r) if n_r else 0.0
     return WindowStats(
         recent_total=n_r,
         recent_failures=e_r,
-        window_total=sum(r[1] for r in window),
-        window_failures=sum(r[2] for r in window),
+        window_total=n_w,
+        window_failures=e_w,
         baseline_rate=p0,
         p_value=p_value,
         z=z,
@@ -309,21 +319,30 @@ def window_stats(history: list[list[int]], cfg: WindowConfig) -> WindowStats:
     )
 
 
+def tail_p_value(failures: int, total: int, rate: float) -> float:
+    """P(X >= failures) for X ~ Binomial(total, rate); 1.0 without failures."""
+    return float(binom.sf(failures - 1, total, rate)) if failures > 0 and total > 0 else 1.0
+
+
 def _close_bucket(
     state: ServiceState, start: int, bucket: OpenBucket, cfg: WindowConfig
 ) -> ServiceAnomaly | ServiceRecovered | None:
     _append_history(state, [start, bucket.total, bucket.failures, 0], bucket, cfg)
-    st = window_stats(state.history, cfg)
-    spike = (
-        st.p_value < cfg.alpha_enter and st.recent_failures >= cfg.min_failures and st.rate_ratio >= cfg.min_rate_ratio
-    )
+    novel_exceptions = sum(b.novel_exceptions for b in state.recent)
+    st = window_stats(state.history, cfg, with_p_value=False)
     sustained = (
         st.window_failures >= cfg.sustained_failures
         and st.window_total > 0
         and st.window_failures / st.window_total >= cfg.sustained_rate
     )
+    # The tail probability matters only with enough recent failures, a new failure mode, or for the
+    # record of a sustained episode; below that every rule is decided by the counts alone.
+    if st.recent_failures >= cfg.min_failures or novel_exceptions >= cfg.min_novel_exceptions or sustained:
+        st = st._replace(p_value=tail_p_value(st.recent_failures, st.recent_total, st.baseline_rate))
+    spike = (
+        st.p_value < cfg.alpha_enter and st.recent_failures >= cfg.min_failures and st.rate_ratio >= cfg.min_rate_ratio
+    )
     still = state.anomalous and (st.p_value < cfg.alpha_exit and st.recent_failures >= cfg.min_failures)
-    novel_exceptions = sum(b.novel_exceptions for b in state.recent)
     new_mode = novel_exceptions >= cfg.min_novel_exceptions and st.p_value < cfg.alpha_exit
     # Detected when the bucket closes: its end plus the allowed lateness, the event time of the timer.
     at_ms = start + cfg.bucket_ms + cfg.allowed_lateness_ms
@@ -482,6 +501,11 @@ def _bucket_from_json(v: list[Any]) -> OpenBucket:
         int(v[11]),
         {str(k): int(n) for k, n in v[12].items()},
     )
+
+
+def encode_bucket(bucket: OpenBucket) -> list[Any]:
+    """One open bucket, as stored on its own by adapters (``decode_parts`` reads them back)."""
+    return _bucket_to_json(bucket)
 
 
 def encode_part(state: ServiceState, part: str) -> Any:

@@ -60,13 +60,27 @@ MARKER_SERVICE = "inventory"
 # --- input ----------------------------------------------------------------------------------------
 
 
-def generate(workdir: Path, hours: float, per_message: int, files: int) -> dict[str, Any]:
-    """Write the steady input once: OTLP/JSON lines (``files`` files) and length-prefixed protobuf."""
+def generate(workdir: Path, hours: float, per_message: int, files: int, event_rate: float = 0.0) -> dict[str, Any]:
+    """Write the steady input once: OTLP/JSON lines (``files`` files) and length-prefixed protobuf.
+
+    ``event_rate`` > 0 compresses event time so the same records arrive at that many records per
+    second of event time (a busy system) instead of the scenario's ~16/s (a quiet system replayed
+    from a backlog, where every 10 s bucket of every service holds ~20 records and closing buckets,
+    not records, dominates the cost)."""
     from connectors.otlp import encode_logs_json, encode_logs_proto
     from udfs import scenarios
 
     sc = scenarios.steady(scale=hours)
-    msgs = scenarios.requests_of(sc.records, per_message, max_span_ms=2**40, by_resource=False)
+    records = list(sc.records)
+    natural = len(records) / max(1e-9, (records[-1].time_unix_nano - records[0].time_unix_nano) / 1e9)
+    if event_rate > 0:
+        t0, factor = records[0].time_unix_nano, natural / event_rate
+        records = [
+            r._replace(time_unix_nano=t, observed_time_unix_nano=t)
+            for r in records
+            for t in (t0 + int((r.time_unix_nano - t0) * factor),)
+        ]
+    msgs = scenarios.requests_of(records, per_message, max_span_ms=2**40, by_resource=False)
     paths = [workdir / f"logs-{i}.jsonl" for i in range(files)]
     handles = [p.open("wb") for p in paths]
     try:
@@ -78,10 +92,12 @@ def generate(workdir: Path, hours: float, per_message: int, files: int) -> dict[
     finally:
         for h in handles:
             h.close()
+    rate = event_rate if event_rate > 0 else natural
     info = {
-        "scenario": f"steady (scale {hours:g})", "records": len(sc.records), "messages": len(msgs),
-        "records_per_message": round(len(sc.records) / len(msgs), 1), "files": [str(p) for p in paths],
-        "first_ms": sc.records[0].time_ms, "last_ms": sc.records[-1].time_ms,
+        "scenario": f"steady (scale {hours:g}), {rate:.0f} records per second of event time",
+        "event_rate": round(rate, 1), "records": len(records), "messages": len(msgs),
+        "records_per_message": round(len(records) / len(msgs), 1), "files": [str(p) for p in paths],
+        "first_ms": records[0].time_ms, "last_ms": records[-1].time_ms,
         "json_bytes": sum(p.stat().st_size for p in paths), "proto_bytes": (workdir / "logs.protobin").stat().st_size,
     }
     (workdir / "input.json").write_text(json.dumps(info), encoding="utf-8")
@@ -135,10 +151,18 @@ def _cmd_kind(pid: int) -> str:
     return "python worker" if "python" in text or "pyflink" in text else Path(argv[0].decode()).name
 
 
+EXTRA_ROOTS: list[int] = []
+"""Processes measured besides this process tree: a standalone cluster's daemons (reparented to init)."""
+
+
+def _measured_pids() -> list[int]:
+    return [p for root in (os.getpid(), *EXTRA_ROOTS) for p in _descendants(root)]
+
+
 def cpu_snapshot() -> dict[tuple[int, int], tuple[str, str, int]]:
     """(pid, tid) -> (process kind, thread comm, utime + stime ticks) for this process tree."""
     snap: dict[tuple[int, int], tuple[str, str, int]] = {}
-    for pid in _descendants(os.getpid()):
+    for pid in _measured_pids():
         kind = _cmd_kind(pid)
         with contextlib.suppress(OSError):
             for tid in os.listdir(f"/proc/{pid}/task"):
@@ -154,7 +178,7 @@ def jvm_thread_names() -> dict[int, str]:
     jstack = shutil.which("jstack")
     if not jstack:
         return names
-    for pid in _descendants(os.getpid()):
+    for pid in _measured_pids():
         if _cmd_kind(pid) != "jvm":
             continue
         with contextlib.suppress(subprocess.SubprocessError, OSError):
@@ -311,19 +335,69 @@ def _percentiles(ms: list[float]) -> dict[str, Any]:
     return {"n": len(s), "min": round(s[0], 1), "p50": pct(50), "p90": pct(90), "p99": pct(99), "max": round(s[-1], 1)}
 
 
+def start_minicluster(cfg: Any, mode: str) -> Any:
+    """The Kafka job on the local MiniCluster (one JVM, so one embedded Python in thread mode)."""
+    from jobs.detect import build_pipeline, configure, sources
+    from jobs.runtime import local_env
+
+    env = local_env(cfg, with_kafka=True)
+    configure(env, cfg)
+    logs, spans = sources(env, cfg)
+    build_pipeline(env, cfg, logs, spans)
+    client = env.execute_async(f"logclaw-bench-{mode}")
+    return lambda: client.cancel().result()
+
+
+def start_standalone(cfg: Any, mode: str, workdir: Path, taskmanagers: int) -> Any:
+    """The Kafka job submitted with ``flink run -py`` to a standalone cluster started from
+    flink-conf/config.yaml (RocksDB state, checkpoints every 10 s) with ``taskmanagers`` TaskManagers
+    of one slot each: one JVM, so one embedded Python, per parallel subtask."""
+    from connectors.broker import free_port
+    from jobs.stack_cmd import job_env, prepare_cluster, submit_detect
+
+    stack = workdir / f"cluster-{uuid.uuid4().hex[:6]}"
+    cluster = prepare_cluster(stack, rest_port=free_port(), extra={
+        "taskmanager.numberOfTaskSlots": 1, "parallelism.default": cfg.parallelism,
+        "python.execution-mode": mode, "taskmanager.memory.process.size": "2048m",
+    })
+    cluster.start()
+    try:
+        for _ in range(taskmanagers - 1):
+            cluster.start_taskmanager()
+        cluster.wait_for_taskmanagers(taskmanagers, 120)
+        EXTRA_ROOTS[:] = cluster.pids("taskexecutor") + cluster.pids("standalonesession")
+        job_id = submit_detect(cluster, job_env(
+            cfg.bootstrap_servers, stack / "logclaw.db", LOGCLAW_LOGS_TOPIC=cfg.logs_topic,
+            LOGCLAW_INCIDENTS_TOPIC=cfg.incidents_topic, LOGCLAW_DEAD_LETTER_TOPIC=cfg.dead_letter_topic,
+            LOGCLAW_GROUP_ID=cfg.group_id, LOGCLAW_INDEX_LOGS="false", LOGCLAW_PARALLELISM=str(cfg.parallelism),
+            LOGCLAW_EXECUTION_MODE=mode,
+        ))
+    except BaseException:
+        cluster.stop()
+        raise
+
+    def stop() -> None:
+        with contextlib.suppress(Exception):
+            cluster.cancel(job_id)
+        cluster.stop()
+
+    return stop
+
+
 def run_kafka(workdir: Path, info: dict[str, Any], mode: str, parallelism: int, samples: int,
-              interval_s: float) -> dict[str, Any]:
+              interval_s: float, cluster: str = "mini", taskmanagers: int = 2) -> dict[str, Any]:
     from confluent_kafka import Producer
 
     from connectors.broker import LocalBroker
     from jobs.config import JobConfig
-    from jobs.detect import build_pipeline, configure, sources
-    from jobs.runtime import local_env
 
     run_id = uuid.uuid4().hex[:8]
     logs_topic, incidents_topic = f"bench-logs-{run_id}", f"bench-incidents-{run_id}"
     row: dict[str, Any] = {"source": "kafka", "mode": mode, "parallelism": parallelism, "format": "otlp_proto",
-                           "records": info["records"], "messages": info["messages"], "partitions": PARTITIONS}
+                           "records": info["records"], "messages": info["messages"], "partitions": PARTITIONS,
+                           "cluster": cluster}
+    if cluster == "standalone":
+        row["taskmanagers"] = taskmanagers
     with LocalBroker(log_path=workdir / f"tansu-{run_id}.log") as broker:
         broker.create_topics([logs_topic], partitions=PARTITIONS)
         broker.create_topics([incidents_topic, f"bench-dead-{run_id}"], partitions=1)
@@ -350,13 +424,12 @@ def run_kafka(workdir: Path, info: dict[str, Any], mode: str, parallelism: int, 
                         incidents_topic=incidents_topic, dead_letter_topic=f"bench-dead-{run_id}",
                         group_id=f"bench-{run_id}", index_logs=False, out_dir=str(workdir / f"out-{run_id}"),
                         execution_mode=mode, parallelism=parallelism)
-        env = local_env(cfg, with_kafka=True)
-        configure(env, cfg)
-        logs, spans = sources(env, cfg)
-        build_pipeline(env, cfg, logs, spans)
         consumer = _consumer(broker.bootstrap, incidents_topic)
         submitted = time.perf_counter()
-        client = env.execute_async(f"logclaw-bench-{mode}")
+        if cluster == "standalone":
+            stop = start_standalone(cfg, mode, workdir, taskmanagers)
+        else:
+            stop = start_minicluster(cfg, mode)
         try:
             got = wait_opened(consumer, set(starts), 300)
             snap0 = cpu_snapshot()
@@ -377,7 +450,7 @@ def run_kafka(workdir: Path, info: dict[str, Any], mode: str, parallelism: int, 
                                                                 samples, interval_s)
         finally:
             with contextlib.suppress(Exception):
-                client.cancel().result()
+                stop()
             consumer.close()
     return row
 
@@ -416,7 +489,8 @@ def child(args: argparse.Namespace) -> int:
     if args.source == "files":
         row = run_files(workdir, info, args.mode, args.index_logs == "on", args.parallelism)
     else:
-        row = run_kafka(workdir, info, args.mode, args.parallelism, args.samples, args.interval)
+        row = run_kafka(workdir, info, args.mode, args.parallelism, args.samples, args.interval,
+                        args.cluster, args.taskmanagers)
     Path(args.json_out).write_text(json.dumps(row), encoding="utf-8")
     return 0
 
@@ -426,7 +500,8 @@ def cases(args: argparse.Namespace) -> list[list[str]]:
     for source in ([args.source] if args.source else ["files", "kafka"]):
         for mode in ([args.mode] if args.mode else ["thread", "process"]):
             for index in (["off", "on"] if source == "files" else ["off"]):
-                out.append(["--source", source, "--mode", mode, "--index-logs", index])
+                case = ["--source", source, "--mode", mode, "--index-logs", index]
+                out.append(case + (["--cluster", args.cluster] if source == "kafka" else []))
     return out
 
 
@@ -453,15 +528,15 @@ def summarize_case(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
-    print(f"\n{'source':<7}{'mode':<8}{'index':<6}{'runs':>5}{'rec/s min/med/max':>26}{'end-to-end rec/s':>24}"
-          f"{'cores busy':>11}{'p50 ms':>8}{'p99 ms':>8}{'pooled p99':>11}")
+    print(f"\n{'source':<7}{'cluster':<12}{'mode':<8}{'index':<6}{'runs':>5}{'rec/s min/med/max':>26}"
+          f"{'end-to-end rec/s':>24}{'cores busy':>11}{'p50 ms':>8}{'p99 ms':>8}{'pooled p99':>11}")
     for res in results:
         rows, s = res["runs"], res["summary"]
         busy = s["cores_busy"]["median"] if s["cores_busy"] else "-"
         lat50 = s.get("latency_p50_ms") or {}
         lat99 = s.get("latency_p99_ms") or {}
         pooled = s.get("latency_pooled_ms") or {}
-        print(f"{res['source']:<7}{res['mode']:<8}{res['index_logs']:<6}{len(rows):>5}"
+        print(f"{res['source']:<7}{res.get('cluster', 'mini'):<12}{res['mode']:<8}{res['index_logs']:<6}{len(rows):>5}"
               f"{_median_min(rows, 'records_per_s'):>26}{_median_min(rows, 'end_to_end_records_per_s'):>24}"
               f"{busy:>11}{lat50.get('median', '-'):>8}{lat99.get('median', '-'):>8}{pooled.get('p99', '-'):>11}")
     for res in results:
@@ -484,7 +559,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per case (default 3)")
     parser.add_argument("--hours", type=float, default=4.0, help="event time of the steady input (default 4 h)")
     parser.add_argument("--per-message", type=int, default=200, help="records per message, 100-500 (default 200)")
+    parser.add_argument("--event-rate", type=float, default=0.0,
+                        help="records per second of event time: compress the input's event time to this rate "
+                        "(a busy system); default 0 = the scenario's own ~16/s (a quiet system's backlog)")
     parser.add_argument("--parallelism", type=int, default=2)
+    parser.add_argument("--cluster", choices=("mini", "standalone"), default="mini",
+                        help="Kafka runs: the local MiniCluster (one JVM) or a standalone cluster from flink-conf/ "
+                        "with --taskmanagers TaskManagers of one slot each (default mini)")
+    parser.add_argument("--taskmanagers", type=int, default=2, help="standalone: TaskManagers (default 2)")
     parser.add_argument("--samples", type=int, default=40, help="latency samples per Kafka run (default 40)")
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between latency samples")
     parser.add_argument("--out", type=Path, default=Path("bench-out/job_bench.json"))
@@ -502,17 +584,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="job-bench-") as tmp:
         workdir = Path(tmp)
-        info = generate(workdir, args.hours, args.per_message, files=args.parallelism)
+        info = generate(workdir, args.hours, args.per_message, files=args.parallelism, event_rate=args.event_rate)
         meta["input"] = {k: v for k, v in info.items() if k != "files"}
         print(f"input: {info['scenario']}: {info['records']} records in {info['messages']} messages "
               f"({info['records_per_message']} per message); {info['json_bytes'] >> 20} MiB JSON, "
               f"{info['proto_bytes'] >> 20} MiB protobuf", flush=True)
         for case in cases(args):
-            res: dict[str, Any] = {"source": case[1], "mode": case[3], "index_logs": case[5], "runs": []}
+            res: dict[str, Any] = {"source": case[1], "mode": case[3], "index_logs": case[5], "runs": [],
+                                   "cluster": case[7] if len(case) > 7 else "mini"}
             for rep in range(args.repeat):
                 out_json = workdir / f"row-{uuid.uuid4().hex[:8]}.json"
                 cmd = [sys.executable, "-m", "tests.bench.job_bench", *case, "--workdir", str(workdir),
                        "--json-out", str(out_json), "--parallelism", str(args.parallelism),
+                       "--taskmanagers", str(args.taskmanagers),
                        "--samples", str(args.samples), "--interval", str(args.interval)]
                 print(f"run {rep + 1}/{args.repeat}: {' '.join(case)} (load average {os.getloadavg()[0]:.2f}) ...",
                       flush=True)

@@ -1,0 +1,48 @@
+"""Timestamps, watermarks and keying in Java for elements a Python operator already keyed and timed.
+
+PyFlink's own ``assign_timestamps_and_watermarks(...with_timestamp_assigner(...))`` and
+``key_by(lambda ...)`` each add a Python operator that unpickles every element to read one field
+and pickles it again (they wrap it as ``(value, timestamp)`` and ``Row(key, value)`` for Java).
+The decoders already know both the key and the event time, so they emit
+``(Row(key, value), event_time_ms)`` themselves (``KEYED_TIMED``) and this module does the rest
+with the same Java classes PyFlink uses behind those two calls: the timestamp is read from the
+tuple, watermarks are generated, the tuple is unwrapped and the stream is keyed by the row's
+first field. The keyed stream is exactly what ``key_by`` would have produced, so keyed Python
+functions see ``value`` and ``ctx.get_current_key() == key``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyflink.common import Types, WatermarkStrategy
+from pyflink.datastream import DataStream, KeyedStream
+
+from jobs.steps import STEPS
+
+KEY = Types.STRING()
+VALUE = Types.PICKLED_BYTE_ARRAY()
+KEYED = Types.ROW([KEY, VALUE])
+KEYED_TIMED = Types.TUPLE([KEYED, Types.LONG()])
+"""What the decoders emit for keyed steps: ``(Row(key, value), event_time_ms)``."""
+
+
+def keyed_by_event_time(stream: DataStream, strategy: WatermarkStrategy, watermarks: str, unwrap: str) -> KeyedStream:
+    """``stream`` (of ``KEYED_TIMED``) with event-time timestamps and ``strategy``'s watermarks,
+    keyed by the key. ``watermarks`` and ``unwrap`` name the two Java operators (jobs/steps.py)."""
+    from pyflink.java_gateway import get_gateway
+
+    jvm = get_gateway().jvm
+    eventtime = jvm.org.apache.flink.streaming.api.functions.python.eventtime
+    j_strategy = strategy._j_watermark_strategy.withTimestampAssigner(eventtime.CustomTimestampAssigner())
+    j_timed = stream._j_data_stream.assignTimestampsAndWatermarks(j_strategy)
+    _name(j_timed, watermarks)
+    j_rows = j_timed.map(eventtime.RemoveTimestampMapFunction(), KEYED.get_java_type_info())
+    _name(j_rows, unwrap)
+    j_keyed = j_rows.keyBy(jvm.KeyByKeySelector(), Types.ROW([KEY]).get_java_type_info())
+    return KeyedStream(j_keyed, VALUE, DataStream(j_rows))
+
+
+def _name(j_stream: Any, key: str) -> None:
+    sid = STEPS[key]
+    j_stream.name(sid.name).uid(sid.uid)
