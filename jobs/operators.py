@@ -299,7 +299,9 @@ class ServiceWindow(KeyedProcessFunction):  # type: ignore[misc]
         if state is None:
             return
         before = list(state.open)
-        step = window.on_timer(state, self.cfg, timestamp)
+        # Close everything the watermark has passed, not just this timer's bucket: when a backlog moves
+        # the watermark many buckets at once, one call closes them all (in order, as separate timers would).
+        step = window.on_timer(state, self.cfg, max(timestamp, ctx.timer_service().current_watermark()))
         if step.dirty:
             closed = [start for start in before if start not in step.state.open]
             self._save(key, rev, step, step.state.late_records, touched=(), closed=closed)

@@ -126,6 +126,10 @@ class ServiceState:
     late_records: int = 0
     suppressed_immediate: int = 0
     templates: TemplateMiner | None = None
+    base_total: int = 0
+    """Sum of ``total`` over the baseline rows (``history[:-recent_buckets]`` not anomalous), kept
+    up to date by ``_append_history``; never stored: -1 after decoding means "sum it again"."""
+    base_failures: int = 0
 
 
 class Step(NamedTuple):
@@ -263,13 +267,31 @@ def _zero_fill(state: ServiceState, start: int, cfg: WindowConfig) -> None:
 
 
 def _append_history(state: ServiceState, row: list[int], detail: OpenBucket, cfg: WindowConfig) -> None:
-    state.history.append(row)
-    if len(state.history) > cfg.baseline_buckets:
-        del state.history[: len(state.history) - cfg.baseline_buckets]
+    history = state.history
+    history.append(row)
+    if len(history) > cfg.recent_buckets:  # the oldest recent row joins the baseline; its flag is final
+        _count_baseline(state, history[-cfg.recent_buckets - 1], 1)
+    if len(history) > cfg.baseline_buckets:
+        drop = len(history) - cfg.baseline_buckets
+        in_baseline = len(history) - cfg.recent_buckets
+        for i in range(min(drop, in_baseline)):
+            _count_baseline(state, history[i], -1)
+        del history[:drop]
     state.recent.append(detail)
     if len(state.recent) > cfg.recent_buckets:
         del state.recent[: len(state.recent) - cfg.recent_buckets]
     state.closed_until_ms = max(state.closed_until_ms, row[0] + cfg.bucket_ms)
+
+
+def _count_baseline(state: ServiceState, row: list[int], sign: int) -> None:
+    if not row[3] and state.base_total >= 0:
+        state.base_total += sign * row[1]
+        state.base_failures += sign * row[2]
+
+
+def _baseline_sums(history: list[list[int]], cfg: WindowConfig) -> tuple[int, int]:
+    base = history[: max(0, len(history) - cfg.recent_buckets)]
+    return sum(r[1] for r in base if not r[3]), sum(r[2] for r in base if not r[3])
 
 
 class WindowStats(NamedTuple):
@@ -283,25 +305,26 @@ class WindowStats(NamedTuple):
     rate_ratio: float
 
 
-def window_stats(history: list[list[int]], cfg: WindowConfig, *, with_p_value: bool = True) -> WindowStats:
+def window_stats(
+    history: list[list[int]], cfg: WindowConfig, *, with_p_value: bool = True, baseline: tuple[int, int] | None = None
+) -> WindowStats:
     """Statistics of the last closed buckets against the non-anomalous baseline before them.
 
-    ``with_p_value=False`` skips the binomial tail (``p_value`` is then 1.0): callers that can tell
-    from the counts alone that no decision depends on it save the only costly step. One pass over
-    the history, since this runs at every bucket close of every service."""
-    cut = len(history) - cfg.recent_buckets
-    wcut = len(history) - cfg.window_buckets
-    n_r = e_r = n_b = e_b = n_w = e_w = 0
-    for i, row in enumerate(history):
-        if i >= wcut:
-            n_w += row[1]
-            e_w += row[2]
-        if i >= cut:
+    ``baseline`` (total, failures) is the caller's running sum over the baseline rows (see
+    ``ServiceState.base_total``); without it the history is summed here. ``with_p_value=False``
+    skips the binomial tail (``p_value`` is then 1.0) for callers that can tell from the counts
+    alone that no decision depends on it. This runs at every bucket close of every service."""
+    n_b, e_b = baseline if baseline is not None else _baseline_sums(history, cfg)
+    n_r = e_r = n_w = e_w = 0
+    recent_from = len(history) - cfg.recent_buckets
+    start = max(0, len(history) - cfg.window_buckets)
+    for i in range(start, len(history)):
+        row = history[i]
+        n_w += row[1]
+        e_w += row[2]
+        if i >= recent_from:
             n_r += row[1]
             e_r += row[2]
-        elif not row[3]:
-            n_b += row[1]
-            e_b += row[2]
     p0 = (e_b + cfg.prior_rate * cfg.prior_records) / (n_b + cfg.prior_records)
     p0 = min(max(p0, 1e-6), 0.999)
     p_value = tail_p_value(e_r, n_r, p0) if with_p_value else 1.0
@@ -329,7 +352,9 @@ def _close_bucket(
 ) -> ServiceAnomaly | ServiceRecovered | None:
     _append_history(state, [start, bucket.total, bucket.failures, 0], bucket, cfg)
     novel_exceptions = sum(b.novel_exceptions for b in state.recent)
-    st = window_stats(state.history, cfg, with_p_value=False)
+    if state.base_total < 0:
+        state.base_total, state.base_failures = _baseline_sums(state.history, cfg)
+    st = window_stats(state.history, cfg, with_p_value=False, baseline=(state.base_total, state.base_failures))
     sustained = (
         st.window_failures >= cfg.sustained_failures
         and st.window_total > 0
@@ -551,7 +576,7 @@ def decode_state(obj: Mapping[str, Any]) -> ServiceState:
             f"service window state: unsupported schema_version {version!r} (this build reads {SCHEMA_VERSION})"
         )
     tpl = obj.get("templates")
-    return ServiceState(
+    state = ServiceState(
         tenant=str(obj["tenant"]),
         service=str(obj["service"]),
         namespace=str(obj["namespace"]),
@@ -567,3 +592,5 @@ def decode_state(obj: Mapping[str, Any]) -> ServiceState:
         suppressed_immediate=int(obj["suppressed_immediate"]),
         templates=TemplateMiner.from_state(tpl) if tpl is not None else None,
     )
+    state.base_total = state.base_failures = -1  # summed again at the next bucket close
+    return state
