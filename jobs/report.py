@@ -25,8 +25,19 @@ BENCHES: dict[str, tuple[str, str]] = {
                          "--json-out bench-out/codec_bench.json"),
     "engine_bench.json": ("pure engine", "python -m tests.bench.engine_bench --runs 2 --minutes 5 "
                           "--out bench-out/engine_bench.json"),
-    "job_bench.json": ("Flink job (MiniCluster)", "python -m tests.bench.job_bench --repeat 1 --hours 1 "
-                       "--samples 20 --out bench-out/job_bench.json"),
+    "job_bench.json": ("Flink job, MiniCluster: a quiet system's backlog (~16 records/s of event time)",
+                       "python -m tests.bench.job_bench --repeat 1 --hours 2 --samples 20 "
+                       "--out bench-out/job_bench.json"),
+    "job_bench_busy.json": ("Flink job, MiniCluster: a busy system (2,000 records/s of event time)",
+                            "python -m tests.bench.job_bench --source kafka --repeat 1 --hours 4 --event-rate 2000 "
+                            "--samples 20 --out bench-out/job_bench_busy.json"),
+    "job_bench_standalone.json": ("Flink job, standalone cluster (2 TaskManagers, RocksDB): quiet system's backlog",
+                                  "python -m tests.bench.job_bench --source kafka --mode thread --cluster standalone "
+                                  "--repeat 1 --hours 4 --samples 20 --out bench-out/job_bench_standalone.json"),
+    "job_bench_standalone_busy.json": ("Flink job, standalone cluster (2 TaskManagers, RocksDB): busy system",
+                                       "python -m tests.bench.job_bench --source kafka --mode thread --cluster "
+                                       "standalone --repeat 1 --hours 4 --event-rate 2000 --samples 20 "
+                                       "--out bench-out/job_bench_standalone_busy.json"),
     "ticketing_bench.json": ("ticketing worker", "LITELLM_LOCAL_MODEL_COST_MAP=True python -m "
                              "tests.bench.ticketing_bench --incidents 200 --out bench-out/ticketing_bench.json"),
 }  # fmt: skip
@@ -315,8 +326,8 @@ def bench_section(bench_dir: Path, img: Path) -> list[str]:
             )
             out += ["![engine throughput vs load](img/engine_throughput.png)", ""]
             out += below_target(rows, meta.get("target_records_per_core_s"), "best_records_per_cpu_s", "input")
-        elif name == "job_bench.json":
-            out += job_rows(obj, img)
+        elif name.startswith("job_bench"):
+            out += job_rows(obj, img, name.removesuffix(".json"))
         else:
             out += table(
                 ["mode", "incidents", "events", "first pass events/s", "replay events/s (all duplicates)"],
@@ -344,24 +355,27 @@ def below_target(rows: list[dict[str, Any]], target: Any, key: str, name: str) -
     return [f"**Below the target of {target:,} records/s per core:** " + "; ".join(low) + ".", ""]
 
 
-def job_rows(obj: dict[str, Any], img: Path) -> list[str]:
+def job_rows(obj: dict[str, Any], img: Path, stem: str = "job_bench") -> list[str]:
     rows = []
+    rate = obj.get("meta", {}).get("input", {}).get("event_rate")
     for res in obj.get("results", []):
         s = res.get("summary") or {}
 
         def med(key: str, s: dict[str, Any] = s) -> str:
             return fmt((s.get(key) or {}).get("median"))
 
-        rows.append([res["source"], res["mode"], res["index_logs"], fmt(s.get("runs")), med("records_per_s"),
-                     med("end_to_end_records_per_s"), med("cores_busy"), med("latency_p50_ms"),
-                     med("latency_p99_ms"), str(len(res.get("failures", [])))])  # fmt: skip
-    out = table(["source", "mode", "index logs", "runs", "records/s", "end-to-end records/s", "cores busy",
-                 "latency p50 ms", "latency p99 ms", "failed runs"], rows)  # fmt: skip
+        rows.append([res["source"], res.get("cluster", "mini"), res["mode"], res["index_logs"], fmt(s.get("runs")),
+                     med("records_per_s"), med("end_to_end_records_per_s"), med("cores_busy"),
+                     med("latency_p50_ms"), med("latency_p99_ms"), str(len(res.get("failures", [])))])  # fmt: skip
+    out = [f"Input: {obj.get('meta', {}).get('input', {}).get('scenario', '?')}"
+           + (f" ({rate:,} records per second of event time)." if rate else "."), ""]  # fmt: skip
+    out += table(["source", "cluster", "mode", "index logs", "runs", "records/s", "end-to-end records/s", "cores busy",
+                  "latency p50 ms", "latency p99 ms", "failed runs"], rows)  # fmt: skip
     targets = obj.get("meta", {}).get("targets", {})
     tp_target, p99_target = targets.get("records_per_s_2_cores"), targets.get("immediate_p99_ms")
     for res in obj.get("results", []):
         s = res.get("summary") or {}
-        case = f"{res['source']}/{res['mode']}/index {res['index_logs']}"
+        case = f"{res['source']}/{res.get('cluster', 'mini')}/{res['mode']}/index {res['index_logs']}"
         tp = (s.get("records_per_s") or {}).get("median")
         if tp_target and tp is not None and tp < tp_target:
             out.append(f"- **{case}: {tp:,} records/s, below the target of {tp_target:,} on 2 cores.**")
@@ -371,10 +385,11 @@ def job_rows(obj: dict[str, Any], img: Path) -> list[str]:
         if res.get("failures"):
             out.append(f"- **{case}: {len(res['failures'])} run(s) failed.**")
     out.append("")
-    has_latency = report_plots.job_charts(obj, img / "job_throughput.png", img / "job_latency.png")
-    out += ["![job throughput](img/job_throughput.png)", ""]
+    tp_img, lat_img = f"{stem}_throughput.png", f"{stem}_latency.png"
+    has_latency = report_plots.job_charts(obj, img / tp_img, img / lat_img)
+    out += [f"![job throughput](img/{tp_img})", ""]
     if has_latency:
-        out += ["![immediate path latency](img/job_latency.png)", ""]
+        out += [f"![immediate path latency](img/{lat_img})", ""]
     return out
 
 

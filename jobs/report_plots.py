@@ -154,7 +154,7 @@ def job_charts(bench: dict[str, Any], tp_path: Path, lat_path: Path) -> bool:
     labels, vals = [], []
     for res in results:
         tp = (res.get("summary") or {}).get("records_per_s") or {}
-        labels.append(f"{res['source']}\n{res['mode']}\nindex {res['index_logs']}")
+        labels.append(f"{res['source']}\n{res.get('cluster', 'mini')}\n{res['mode']}\nindex {res['index_logs']}")
         vals.append(tp.get("median", 0))
     ax.bar(range(len(vals)), vals)
     target = bench.get("meta", {}).get("targets", {}).get("records_per_s_2_cores")
@@ -163,7 +163,8 @@ def job_charts(bench: dict[str, Any], tp_path: Path, lat_path: Path) -> bool:
         ax.legend(fontsize=8)
     ax.set_xticks(range(len(labels)), labels, fontsize=8)
     ax.set_ylabel("records / s (median of runs)")
-    ax.set_title("detection job on the local MiniCluster: throughput per case")
+    rate = bench.get("meta", {}).get("input", {}).get("event_rate")
+    ax.set_title("detection job: throughput per case" + (f" ({rate:,.0f} records/s of event time)" if rate else ""))
     _save(fig, tp_path)
     samples = {f"{r['mode']}": [x for run in r["runs"] for x in run.get("latency_ms", {}).get("samples_ms", [])]
                for r in results if r["source"] == "kafka"}  # fmt: skip
