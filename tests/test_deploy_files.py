@@ -165,8 +165,12 @@ def test_flink_deployment_agrees_with_flink_conf() -> None:
     assert set(conf) - set(local) == k8s_only
     same = ("execution.checkpointing.mode", "execution.checkpointing.externalized-checkpoint-retention",
             "state.backend.type", "restart-strategy.type", "python.execution-mode",
-            "metrics.reporter.prom.factory.class", "taskmanager.numberOfTaskSlots", "execution.checkpointing.interval")
+            "metrics.reporter.prom.factory.class", "execution.checkpointing.interval")
     assert {k: str(conf[k]).lower() for k in same} == {k: str(local[k]).lower() for k in same}
+    # Deliberately different: one slot per TaskManager pod, so each parallel subtask gets its own JVM and
+    # thus its own embedded Python (the local stack keeps one TaskManager with two slots).
+    assert conf["taskmanager.numberOfTaskSlots"] == "1"
+    assert int(conf["parallelism.default"]) == flink_deployment()["spec"]["job"]["parallelism"] == 2
 
 
 def test_flink_conf_has_the_required_settings() -> None:
