@@ -51,9 +51,9 @@ bench: setup
 	-$(BIN)/python -m tests.bench.codec_bench --records 20000 --runs 3 --json-out bench-out/codec_bench.json
 	-$(BIN)/python -m tests.bench.engine_bench --runs 2 --minutes 5 --out bench-out/engine_bench.json
 	-$(BIN)/python -m tests.bench.job_bench --repeat 1 --hours 2 --samples 20 --out bench-out/job_bench.json
-	-$(BIN)/python -m tests.bench.job_bench --source kafka --repeat 1 --hours 4 --event-rate 2000 --samples 20 --out bench-out/job_bench_busy.json
-	-$(BIN)/python -m tests.bench.job_bench --source kafka --mode thread --cluster standalone --repeat 1 --hours 4 --samples 20 --out bench-out/job_bench_standalone.json
-	-$(BIN)/python -m tests.bench.job_bench --source kafka --mode thread --cluster standalone --repeat 1 --hours 4 --event-rate 2000 --samples 20 --out bench-out/job_bench_standalone_busy.json
+	-$(BIN)/python -m tests.bench.job_bench --source kafka --repeat 1 --hours 8 --event-rate 2000 --samples 20 --out bench-out/job_bench_busy.json
+	-$(BIN)/python -m tests.bench.job_bench --source kafka --mode thread --cluster standalone --repeat 1 --hours 8 --samples 20 --out bench-out/job_bench_standalone.json
+	-$(BIN)/python -m tests.bench.job_bench --source kafka --mode thread --cluster standalone --repeat 1 --hours 8 --event-rate 2000 --samples 20 --out bench-out/job_bench_standalone_busy.json
 	-LITELLM_LOCAL_MODEL_COST_MAP=True $(BIN)/python -m tests.bench.ticketing_bench --incidents 200 --out bench-out/ticketing_bench.json
 	$(BIN)/logclaw eval --json-out bench-out/eval.json
 	$(BIN)/logclaw report

@@ -67,7 +67,7 @@ class JobConfig:
     checkpoint_interval_ms: int = 10_000
     execution_mode: str = "thread"  # thread | process
     bundle_size: int = 1_000
-    bundle_time_ms: int = 100
+    bundle_time_ms: int = 0  # 0: 100 in thread mode, 25 in process mode (see flink-conf/config.yaml)
     web_port: int = 8081
 
     def __repr__(self) -> str:
@@ -113,12 +113,20 @@ class JobConfig:
             checkpoint_interval_ms=_int(env, "LOGCLAW_CHECKPOINT_INTERVAL_MS", d.checkpoint_interval_ms),
             execution_mode=_choice(env, "LOGCLAW_EXECUTION_MODE", d.execution_mode, ("thread", "process")),
             bundle_size=_int(env, "LOGCLAW_BUNDLE_SIZE", d.bundle_size, minimum=1),
-            bundle_time_ms=_int(env, "LOGCLAW_BUNDLE_TIME_MS", d.bundle_time_ms, minimum=1),
+            bundle_time_ms=_int(env, "LOGCLAW_BUNDLE_TIME_MS", d.bundle_time_ms),
             web_port=_int(env, "LOGCLAW_WEB_PORT", d.web_port, minimum=0),
         )
         cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
         cfg.validate()
         return cfg
+
+    @property
+    def effective_bundle_time_ms(self) -> int:
+        """``bundle_time_ms``, or by execution mode when 0: thread 100 ms (shorter cost throughput here),
+        process 25 ms (each Python operator on the immediate path waits for its bundle: p99 0.7 s -> 0.36 s)."""
+        if self.bundle_time_ms:
+            return self.bundle_time_ms
+        return 25 if self.execution_mode == "process" else 100
 
     def validate(self) -> None:
         if self.mode == "files" and not self.log_files:

@@ -29,14 +29,14 @@ BENCHES: dict[str, tuple[str, str]] = {
                        "python -m tests.bench.job_bench --repeat 1 --hours 2 --samples 20 "
                        "--out bench-out/job_bench.json"),
     "job_bench_busy.json": ("Flink job, MiniCluster: a busy system (2,000 records/s of event time)",
-                            "python -m tests.bench.job_bench --source kafka --repeat 1 --hours 4 --event-rate 2000 "
+                            "python -m tests.bench.job_bench --source kafka --repeat 1 --hours 8 --event-rate 2000 "
                             "--samples 20 --out bench-out/job_bench_busy.json"),
     "job_bench_standalone.json": ("Flink job, standalone cluster (2 TaskManagers, RocksDB): quiet system's backlog",
                                   "python -m tests.bench.job_bench --source kafka --mode thread --cluster standalone "
-                                  "--repeat 1 --hours 4 --samples 20 --out bench-out/job_bench_standalone.json"),
+                                  "--repeat 1 --hours 8 --samples 20 --out bench-out/job_bench_standalone.json"),
     "job_bench_standalone_busy.json": ("Flink job, standalone cluster (2 TaskManagers, RocksDB): busy system",
                                        "python -m tests.bench.job_bench --source kafka --mode thread --cluster "
-                                       "standalone --repeat 1 --hours 4 --event-rate 2000 --samples 20 "
+                                       "standalone --repeat 1 --hours 8 --event-rate 2000 --samples 20 "
                                        "--out bench-out/job_bench_standalone_busy.json"),
     "ticketing_bench.json": ("ticketing worker", "LITELLM_LOCAL_MODEL_COST_MAP=True python -m "
                              "tests.bench.ticketing_bench --incidents 200 --out bench-out/ticketing_bench.json"),

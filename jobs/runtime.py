@@ -35,7 +35,7 @@ def local_env(cfg: JobConfig, *, with_kafka: bool, web_ui: bool = False) -> Any:
     conf.set_string("python.client.executable", sys.executable)
     conf.set_string("python.execution-mode", cfg.execution_mode)
     conf.set_string("python.fn-execution.bundle.size", str(cfg.bundle_size))
-    conf.set_string("python.fn-execution.bundle.time", str(cfg.bundle_time_ms))
+    conf.set_string("python.fn-execution.bundle.time", str(cfg.effective_bundle_time_ms))
     conf.set_string("pipeline.auto-watermark-interval", "200 ms")
     conf.set_string("python.operator-chaining.enabled", "false")  # see jobs.detect.configure
     if web_ui:

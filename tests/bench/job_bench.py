@@ -359,6 +359,7 @@ def start_standalone(cfg: Any, mode: str, workdir: Path, taskmanagers: int) -> A
     cluster = prepare_cluster(stack, rest_port=free_port(), extra={
         "taskmanager.numberOfTaskSlots": 1, "parallelism.default": cfg.parallelism,
         "python.execution-mode": mode, "taskmanager.memory.process.size": "2048m",
+        "python.fn-execution.bundle.time": cfg.effective_bundle_time_ms,
     })
     cluster.start()
     try:
@@ -385,7 +386,8 @@ def start_standalone(cfg: Any, mode: str, workdir: Path, taskmanagers: int) -> A
 
 
 def run_kafka(workdir: Path, info: dict[str, Any], mode: str, parallelism: int, samples: int,
-              interval_s: float, cluster: str = "mini", taskmanagers: int = 2) -> dict[str, Any]:
+              interval_s: float, cluster: str = "mini", taskmanagers: int = 2,
+              bundle_time_ms: int = 0) -> dict[str, Any]:
     from confluent_kafka import Producer
 
     from connectors.broker import LocalBroker
@@ -423,7 +425,9 @@ def run_kafka(workdir: Path, info: dict[str, Any], mode: str, parallelism: int, 
         cfg = JobConfig(mode="kafka", bootstrap_servers=broker.bootstrap, logs_topic=logs_topic,
                         incidents_topic=incidents_topic, dead_letter_topic=f"bench-dead-{run_id}",
                         group_id=f"bench-{run_id}", index_logs=False, out_dir=str(workdir / f"out-{run_id}"),
-                        execution_mode=mode, parallelism=parallelism)
+                        execution_mode=mode, parallelism=parallelism,
+                        **({"bundle_time_ms": bundle_time_ms} if bundle_time_ms else {}))
+        row["bundle_time_ms"] = cfg.effective_bundle_time_ms
         consumer = _consumer(broker.bootstrap, incidents_topic)
         submitted = time.perf_counter()
         if cluster == "standalone":
@@ -490,7 +494,7 @@ def child(args: argparse.Namespace) -> int:
         row = run_files(workdir, info, args.mode, args.index_logs == "on", args.parallelism)
     else:
         row = run_kafka(workdir, info, args.mode, args.parallelism, args.samples, args.interval,
-                        args.cluster, args.taskmanagers)
+                        args.cluster, args.taskmanagers, args.bundle_time_ms)
     Path(args.json_out).write_text(json.dumps(row), encoding="utf-8")
     return 0
 
@@ -567,6 +571,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="Kafka runs: the local MiniCluster (one JVM) or a standalone cluster from flink-conf/ "
                         "with --taskmanagers TaskManagers of one slot each (default mini)")
     parser.add_argument("--taskmanagers", type=int, default=2, help="standalone: TaskManagers (default 2)")
+    parser.add_argument("--bundle-time-ms", type=int, default=0,
+                        help="Kafka runs: python.fn-execution.bundle.time (default 0 = the job's default)")
     parser.add_argument("--samples", type=int, default=40, help="latency samples per Kafka run (default 40)")
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between latency samples")
     parser.add_argument("--out", type=Path, default=Path("bench-out/job_bench.json"))
@@ -596,7 +602,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 out_json = workdir / f"row-{uuid.uuid4().hex[:8]}.json"
                 cmd = [sys.executable, "-m", "tests.bench.job_bench", *case, "--workdir", str(workdir),
                        "--json-out", str(out_json), "--parallelism", str(args.parallelism),
-                       "--taskmanagers", str(args.taskmanagers),
+                       "--taskmanagers", str(args.taskmanagers), "--bundle-time-ms", str(args.bundle_time_ms),
                        "--samples", str(args.samples), "--interval", str(args.interval)]
                 print(f"run {rep + 1}/{args.repeat}: {' '.join(case)} (load average {os.getloadavg()[0]:.2f}) ...",
                       flush=True)
