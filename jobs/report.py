@@ -357,7 +357,6 @@ def below_target(rows: list[dict[str, Any]], target: Any, key: str, name: str) -
 
 def job_rows(obj: dict[str, Any], img: Path, stem: str = "job_bench") -> list[str]:
     rows = []
-    rate = obj.get("meta", {}).get("input", {}).get("event_rate")
     for res in obj.get("results", []):
         s = res.get("summary") or {}
 
@@ -367,8 +366,7 @@ def job_rows(obj: dict[str, Any], img: Path, stem: str = "job_bench") -> list[st
         rows.append([res["source"], res.get("cluster", "mini"), res["mode"], res["index_logs"], fmt(s.get("runs")),
                      med("records_per_s"), med("end_to_end_records_per_s"), med("cores_busy"),
                      med("latency_p50_ms"), med("latency_p99_ms"), str(len(res.get("failures", [])))])  # fmt: skip
-    out = [f"Input: {obj.get('meta', {}).get('input', {}).get('scenario', '?')}"
-           + (f" ({rate:,} records per second of event time)." if rate else "."), ""]  # fmt: skip
+    out = [f"Input: {obj.get('meta', {}).get('input', {}).get('scenario', '?')}.", ""]
     out += table(["source", "cluster", "mode", "index logs", "runs", "records/s", "end-to-end records/s", "cores busy",
                   "latency p50 ms", "latency p99 ms", "failed runs"], rows)  # fmt: skip
     targets = obj.get("meta", {}).get("targets", {})
