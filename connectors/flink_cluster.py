@@ -75,13 +75,20 @@ def cluster_conf(base: Mapping[str, Any], overrides: Mapping[str, Any], *, has_p
     return conf
 
 
+def taskmanagers_needed(conf: Mapping[str, Any]) -> int:
+    """TaskManagers for ``parallelism.default`` subtasks at ``taskmanager.numberOfTaskSlots`` each."""
+    slots = max(1, int(conf.get("taskmanager.numberOfTaskSlots", 1)))
+    return max(1, -(-int(conf.get("parallelism.default", 1)) // slots))
+
+
 def write_conf_dir(dest: Path, conf: Mapping[str, Any], home: Path) -> Path:
-    """A FLINK_CONF_DIR: ``config.yaml`` from ``conf``, the distribution's log4j files, one local worker."""
+    """A FLINK_CONF_DIR: ``config.yaml`` from ``conf``, the distribution's log4j files, and one local
+    worker line per TaskManager the parallelism needs (``start-cluster.sh`` starts one per line)."""
     dest.mkdir(parents=True, exist_ok=True)
     for pattern in ("log4j*.properties", "logback*.xml"):
         for src in (home / "conf").glob(pattern):
             shutil.copy2(src, dest / src.name)
-    (dest / "workers").write_text("localhost\n")
+    (dest / "workers").write_text("localhost\n" * taskmanagers_needed(conf))
     (dest / "masters").write_text(f"localhost:{conf.get('rest.port', 8081)}\n")
     (dest / "config.yaml").write_text(yaml.safe_dump(dict(conf), sort_keys=True, width=1_000_000))
     return dest
@@ -89,7 +96,7 @@ def write_conf_dir(dest: Path, conf: Mapping[str, Any], home: Path) -> Path:
 
 @dataclass
 class StandaloneCluster:
-    """One JobManager and one TaskManager on loopback, configured from ``conf_dir``."""
+    """One JobManager and the ``workers`` file's TaskManagers on loopback, configured from ``conf_dir``."""
 
     conf_dir: Path
     home: Path = field(default_factory=pyflink_home)
@@ -147,7 +154,8 @@ class StandaloneCluster:
         done = self._script(["bash", str(self.home / "bin" / "start-cluster.sh")], timeout_s)
         if done.returncode != 0:
             raise ClusterError(f"start-cluster.sh exited {done.returncode}: {done.stderr.strip()[-2000:]}")
-        self.wait_for_taskmanagers(1, timeout_s)
+        workers = (self.conf_dir / "workers").read_text().split() if (self.conf_dir / "workers").exists() else []
+        self.wait_for_taskmanagers(max(1, len(workers)), timeout_s)
         return self
 
     def start_taskmanager(self, timeout_s: float = 60.0) -> None:

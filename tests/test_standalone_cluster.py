@@ -178,12 +178,14 @@ def test_detect_job_on_standalone_cluster_survives_taskmanager_kill(
         assert sorted(map(without_wall_clock, got), key=_order) == sorted(want_before, key=_order)
         completed = wait_for_checkpoint(cluster, job_id, cluster.checkpoint_counts(job_id).get("completed", 0), 120)
 
-        # kill -9 the only TaskManager mid-stream, start a fresh one, let the restart strategy recover.
-        [tm_pid] = cluster.pids("taskexecutor")
-        os.kill(tm_pid, signal.SIGKILL)
+        # kill -9 one of the two single-slot TaskManagers mid-stream, start a fresh one, let the restart
+        # strategy recover (the job needs both slots again).
+        tm_pids = cluster.pids("taskexecutor")
+        assert len(tm_pids) == 2  # flink-conf: one slot each, parallelism 2
+        os.kill(tm_pids[0], signal.SIGKILL)
         produced_after = produce(broker.bootstrap, topics["otlp_logs"], after)  # while the job is down
         cluster.start_taskmanager()
-        cluster.wait_for_taskmanagers(1, 120)
+        cluster.wait_for_taskmanagers(2, 120)
         counts = wait_for_restore(cluster, job_id, 300)
         assert counts["restored"] >= 1 and counts["completed"] >= completed
         produce(broker.bootstrap, topics["otlp_logs"], tail)
@@ -237,6 +239,8 @@ def test_conf_dir_round_trips_through_flink_yaml(tmp_path: Path) -> None:
     out = write_conf_dir(tmp_path / "conf", conf, home)
     assert load_conf(out / "config.yaml") == conf
     assert (out / "workers").read_text() == "localhost\n" and (out / "masters").read_text() == "localhost:4242\n"
+    two = write_conf_dir(tmp_path / "two", {**conf, "parallelism.default": 2, "taskmanager.numberOfTaskSlots": 1}, home)
+    assert (two / "workers").read_text() == "localhost\nlocalhost\n"
     assert (out / "log4j.properties").read_text() == "rootLogger.level = INFO\n"
     nested = tmp_path / "nested.yaml"
     nested.write_text("rest:\n  port: 1\n  address: x\nstate.backend.type: rocksdb\n")

@@ -361,9 +361,9 @@ def start_standalone(cfg: Any, mode: str, workdir: Path, taskmanagers: int) -> A
         "python.execution-mode": mode, "taskmanager.memory.process.size": "2048m",
         "python.fn-execution.bundle.time": cfg.effective_bundle_time_ms,
     })
-    cluster.start()
+    cluster.start()  # starts the TaskManagers the parallelism needs (one slot each)
     try:
-        for _ in range(taskmanagers - 1):
+        for _ in range(taskmanagers - len(cluster.pids("taskexecutor"))):
             cluster.start_taskmanager()
         cluster.wait_for_taskmanagers(taskmanagers, 120)
         EXTRA_ROOTS[:] = cluster.pids("taskexecutor") + cluster.pids("standalonesession")
