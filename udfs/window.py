@@ -492,7 +492,9 @@ def _windowed_anomaly(
 # ---- codec: versioned JSON-able dicts, never pickle -------------------------------------------
 
 
-def _bucket_to_json(b: OpenBucket) -> list[Any]:
+def encode_bucket(b: OpenBucket) -> list[Any]:
+    """One bucket's codec form; adapters also store open buckets on their own (``decode_parts``
+    reads them back)."""
     return [
         b.total,
         b.failures,
@@ -528,17 +530,12 @@ def _bucket_from_json(v: list[Any]) -> OpenBucket:
     )
 
 
-def encode_bucket(bucket: OpenBucket) -> list[Any]:
-    """One open bucket, as stored on its own by adapters (``decode_parts`` reads them back)."""
-    return _bucket_to_json(bucket)
-
-
 def encode_part(state: ServiceState, part: str) -> Any:
     """One independently stored part of the state: "open" (the buckets the watermark has not passed;
     changes with every message), "core" (history, episode, counters; changes at bucket close) or
     "templates" (the miner; changes when notable records arrive). Adapters write only dirty parts."""
     if part == "open":
-        return {str(k): _bucket_to_json(b) for k, b in state.open.items()}
+        return {str(k): encode_bucket(b) for k, b in state.open.items()}
     if part == "templates":
         return state.templates.to_state() if state.templates is not None else None
     if part != "core":
@@ -549,7 +546,7 @@ def encode_part(state: ServiceState, part: str) -> Any:
         "service": state.service,
         "namespace": state.namespace,
         "history": state.history,
-        "recent": [_bucket_to_json(b) for b in state.recent],
+        "recent": [encode_bucket(b) for b in state.recent],
         "closed_until_ms": state.closed_until_ms,
         "anomalous": state.anomalous,
         "onset_ms": state.onset_ms,
