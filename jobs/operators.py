@@ -23,7 +23,7 @@ from connectors.flink_sources import row_payload
 from connectors.otlp import decode_logs, decode_spans
 from jobs.config import JobConfig
 from jobs.event_time import KEYED_TIMED
-from udfs import correlate, traces, window
+from udfs import correlate, tenant_state, traces, window, window_state
 from udfs.anomaly import ServiceAnomaly, ServiceBatch, TraceFact, TraceObservation
 from udfs.batch import summarize
 from udfs.engine import EngineConfig
@@ -236,25 +236,25 @@ class ServiceWindow(KeyedProcessFunction):  # type: ignore[misc]
         self.templates = _value_state(ctx, "service-templates")
         self.buckets = _map_state(ctx, "service-open-buckets", Types.LONG())  # bucket start ms -> bucket
         self.revision = _value_state(ctx, "service-revision", Types.LONG())
-        self.cache: dict[str, tuple[int, window.ServiceState]] = {}
+        self.cache: dict[str, tuple[int, window_state.ServiceState]] = {}
         group = ctx.get_metrics_group()
         self.m_late = group.counter("late_records")
         self.m_immediate = group.counter("anomalies_immediate")
         self.m_windowed = group.counter("anomalies_windowed")
 
-    def _load(self, key: str, tenant: str, service: str) -> tuple[int, window.ServiceState | None]:
+    def _load(self, key: str, tenant: str, service: str) -> tuple[int, window_state.ServiceState | None]:
         rev = self.revision.value()
         if rev is None:
-            return 0, window.new_state(tenant, service) if tenant else None
+            return 0, window_state.new_state(tenant, service) if tenant else None
         cached = self.cache.get(key)
         if cached is not None and cached[0] == rev:
             return cached
         core = self.core.value()
         if core is None:  # expired by TTL apart from the revision: start over
-            return rev, window.new_state(tenant, service) if tenant else None
+            return rev, window_state.new_state(tenant, service) if tenant else None
         tpl = self.templates.value()
         buckets = {str(start): loads(raw) for start, raw in self.buckets.items()}
-        return rev, window.decode_parts(loads(core), buckets, loads(tpl) if tpl is not None else None)
+        return rev, window_state.decode_parts(loads(core), buckets, loads(tpl) if tpl is not None else None)
 
     def _save(self, key: str, rev: int, step: window.Step, late_before: int, touched: Iterable[int],
               closed: Iterable[int]) -> None:  # fmt: skip
@@ -262,13 +262,13 @@ class ServiceWindow(KeyedProcessFunction):  # type: ignore[misc]
         if state.late_records > late_before:
             self.m_late.inc(state.late_records - late_before)
         if "core" in step.dirty or rev == 0:
-            self.core.update(dumps(window.encode_part(state, "core")))
+            self.core.update(dumps(window_state.encode_part(state, "core")))
         if "templates" in step.dirty:
-            self.templates.update(dumps(window.encode_part(state, "templates")))
+            self.templates.update(dumps(window_state.encode_part(state, "templates")))
         for start in touched:
             bucket = state.open.get(start)
             if bucket is not None:
-                self.buckets.put(start, dumps(window.encode_bucket(bucket)))
+                self.buckets.put(start, dumps(window_state.encode_bucket(bucket)))
         for start in closed:
             self.buckets.remove(start)
         self.revision.update(rev + 1)
@@ -354,12 +354,12 @@ class Correlate(KeyedProcessFunction):  # type: ignore[misc]
             "resolved": group.counter("incidents_resolved"),
         }
 
-    def _load(self, tenant: str) -> correlate.TenantState:
+    def _load(self, tenant: str) -> tenant_state.TenantState:
         raw = self.state.value()
-        return correlate.decode_state(loads(raw)) if raw else correlate.new_state(tenant)
+        return tenant_state.decode_state(loads(raw)) if raw else tenant_state.new_state(tenant)
 
     def _finish(self, step: correlate.Step, ctx: Any) -> Iterator[str]:
-        self.state.update(dumps(correlate.encode_state(step.state)))
+        self.state.update(dumps(tenant_state.encode_state(step.state)))
         if step.timer_at_ms is not None:
             ctx.timer_service().register_event_time_timer(step.timer_at_ms)
         for event in step.emit:
@@ -376,17 +376,17 @@ class Correlate(KeyedProcessFunction):  # type: ignore[misc]
         # correlate.enqueue); kept by event time so an append never rewrites the tenant's state.
         raw = self.pending.get(item.at_ms)
         items = loads(raw) if raw else []
-        items.append(correlate.encode_pending(item))
+        items.append(tenant_state.encode_pending(item))
         self.pending.put(item.at_ms, dumps(items))
         if self.state.value() is None:
-            self.state.update(dumps(correlate.encode_state(correlate.new_state(item.tenant))))
+            self.state.update(dumps(tenant_state.encode_state(tenant_state.new_state(item.tenant))))
         ctx.timer_service().register_event_time_timer(item.at_ms)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[str]:
         if self.state.value() is None:
             return
         raw = self.pending.get(timestamp)
-        due = [correlate.decode_pending(v) for v in loads(raw)] if raw else []
+        due = [tenant_state.decode_pending(v) for v in loads(raw)] if raw else []
         if raw:
             self.pending.remove(timestamp)
         yield from self._finish(correlate.on_timer(self._load(""), timestamp, self.cfg, due=due), ctx)

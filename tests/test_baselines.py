@@ -1,4 +1,4 @@
-"""The naive baselines (udfs/baselines.py) and the evaluation helpers they are judged with.
+"""The naive baselines (udfs/evaluation/baselines.py) and the evaluation helpers they are judged with.
 
 Pure and fast: hand-built records with known event times; whole event lists compared in one assert.
 """
@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from udfs import baselines, scenarios
-from udfs.baselines import any_error, busiest_minute
-from udfs.evaluation import (
+from udfs.evaluation import baselines
+from udfs.evaluation.baselines import any_error, busiest_minute
+from udfs.evaluation.metrics import (
     error_rates,
     events_of_tenant,
     incidents_per_case,
@@ -24,6 +24,7 @@ from udfs.evaluation import (
 )
 from udfs.incidents import rfc3339
 from udfs.records import EMPTY_ATTRIBUTES, Level, LogRecord
+from udfs.scenarios import library as scenarios
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, a minute boundary
 

@@ -261,7 +261,7 @@ def test_broker_command_creates_default_topics_and_stops_cleanly_on_sigterm(tmp_
 
     from connectors.broker import DEFAULT_TOPICS
 
-    code = "import sys, argparse\nfrom jobs import broker_cmd\np = argparse.ArgumentParser()\n" \
+    code = "import sys, argparse\nfrom jobs.cli import broker as broker_cmd\np = argparse.ArgumentParser()\n" \
         "broker_cmd.add_arguments(p)\nsys.exit(broker_cmd.run(p.parse_args(sys.argv[1:])))"
     root = Path(__file__).resolve().parent.parent
     cmd = [sys.executable, "-c", code, "--log", str(tmp_path / "tansu.log")]
@@ -293,7 +293,7 @@ def test_jars_command_prints_the_provisioned_jars(
 ) -> None:
     import argparse
 
-    from jobs import jars_cmd
+    from jobs.cli import jars as jars_cmd
 
     parser = argparse.ArgumentParser()
     jars_cmd.add_arguments(parser)

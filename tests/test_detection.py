@@ -11,8 +11,9 @@ from typing import Any
 import jsonschema
 import pytest
 
-from udfs import engine, scenarios
-from udfs.scenarios import Expectation, Scenario
+from udfs import engine, window_state
+from udfs.scenarios import library as scenarios
+from udfs.scenarios.library import Expectation, Scenario
 from udfs.window import WindowConfig, window_stats
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "shared/contracts/incident.schema.json").read_text())
@@ -148,7 +149,8 @@ def test_one_error_in_a_quiet_bucket_is_not_significant_but_a_large_z() -> None:
 
 def test_sustained_high_error_rate_with_zero_variance_is_an_anomaly() -> None:
     from udfs.anomaly import BucketAgg, ServiceBatch
-    from udfs.window import new_state, on_batch, on_timer
+    from udfs.window import on_batch, on_timer
+    from udfs.window_state import new_state
 
     cfg = WindowConfig()
     state = new_state("t", "svc")
@@ -163,7 +165,7 @@ def test_sustained_high_error_rate_with_zero_variance_is_an_anomaly() -> None:
 
 
 def test_validation_and_auth_failures_stay_below_threshold_however_many() -> None:
-    from udfs.scenario_traffic import MIN_NS
+    from udfs.scenarios.traffic import MIN_NS
 
     sc = scenario("quiet_single_error")
     base = sc.records[0]
@@ -276,20 +278,21 @@ def test_out_of_order_records_within_lateness_count_and_later_ones_are_counted_l
 def test_running_baseline_sums_equal_a_fresh_sum_at_every_close() -> None:
     """The service window keeps its baseline sums incrementally (append, trim, anomalous flags, decode):
     after every step they must equal the sums over the history, on a fault scenario long enough to trim."""
-    from udfs import scenarios, window
+    from udfs import window, window_state
     from udfs.batch import summarize
+    from udfs.scenarios import library as scenarios
     from udfs.signals import SignalMatcher
 
     cfg = WindowConfig(baseline_buckets=40)  # trims within the scenario
     matcher = SignalMatcher()
-    states: dict[str, window.ServiceState] = {}
+    states: dict[str, window_state.ServiceState] = {}
     checked = 0
     sc = scenarios.build("cascade", scale=0.3)
     for i, msg in enumerate(scenarios.requests_of(sc.records, 200)):
         for batch in summarize(msg, matcher).batches:
-            state = states.get(batch.service) or window.new_state(batch.tenant, batch.service)
+            state = states.get(batch.service) or window_state.new_state(batch.tenant, batch.service)
             if i % 7 == 0:  # a restore: the sums are recomputed lazily
-                state = window.decode_state(json.loads(json.dumps(window.encode_state(state))))
+                state = window_state.decode_state(json.loads(json.dumps(window_state.encode_state(state))))
             state = window.on_batch(state, batch, cfg, 0).state
             state = window.on_timer(state, cfg, batch.max_time_ms - 5_000).state
             states[batch.service] = state

@@ -38,7 +38,7 @@ from connectors.broker import LocalBroker, free_port
 from jobs.config import JobConfig
 from udfs.engine import Engine
 from udfs.records import LogRecord
-from udfs.scenarios import DEFAULT_BASE_MS, build, requests_of
+from udfs.scenarios.library import DEFAULT_BASE_MS, build, requests_of
 
 ROOT = Path(__file__).resolve().parent.parent
 SPLIT_MS = DEFAULT_BASE_MS + 400_000  # 00:06:40: the fault starts at 00:06:00; (b) stops the job here
@@ -354,7 +354,7 @@ def _identity(event: dict[str, Any]) -> tuple[str, str, str]:
 
 
 def test_checkpoint_settings_are_flink2_keys_for_retained_checkpoints_and_restore(tmp_path: Path) -> None:
-    from jobs.run_cmd import checkpoint_settings
+    from jobs.cli.run import checkpoint_settings
 
     base = {
         "execution.checkpointing.storage": "filesystem",
@@ -368,8 +368,8 @@ def test_checkpoint_settings_are_flink2_keys_for_retained_checkpoints_and_restor
 
 
 def test_resolve_restore_path_picks_the_newest_completed_checkpoint(tmp_path: Path) -> None:
+    from jobs.cli.run import resolve_restore_path
     from jobs.config import ConfigError
-    from jobs.run_cmd import resolve_restore_path
 
     def chk(job: str, n: int, mtime: int | None) -> Path:
         folder = tmp_path / job / f"chk-{n}"
@@ -391,7 +391,8 @@ def test_resolve_restore_path_picks_the_newest_completed_checkpoint(tmp_path: Pa
 
 
 def test_run_flags_override_logclaw_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    from jobs import cli, run_cmd
+    from jobs import cli
+    from jobs.cli import run as run_cmd
 
     for name in [n for n in os.environ if n.startswith("LOGCLAW_")]:
         monkeypatch.delenv(name)
@@ -410,7 +411,7 @@ def test_web_ui_status_tells_rest_from_dashboard_against_local_standin(tmp_path:
     import http.server
     import threading
 
-    from jobs.run_cmd import web_ui_status
+    from jobs.cli.run import web_ui_status
 
     def serve(pages: dict[str, bytes]) -> http.server.HTTPServer:
         class Handler(http.server.BaseHTTPRequestHandler):

@@ -15,9 +15,10 @@ import pytest
 
 from connectors.otlp import encode_logs_json
 from connectors.simulate_io import write_jsonl
+from jobs.cli.replay import replay
 from jobs.config import JobConfig
-from jobs.replay import replay
-from udfs import engine, scenarios
+from udfs import engine
+from udfs.scenarios import library as scenarios
 
 pytestmark = [pytest.mark.flink, pytest.mark.timeout(600)]
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from jobs import report, report_plots
-from jobs.evaluate import DETECTORS, report_json
-from udfs import baselines
-from udfs.evaluation import StreamResult, judge_stream
+from jobs.cli import report, report_plots
+from jobs.cli.evaluate import DETECTORS, report_json
+from udfs.evaluation import baselines
+from udfs.evaluation.metrics import StreamResult, judge_stream
 from udfs.incidents import rfc3339
 from udfs.records import EMPTY_ATTRIBUTES, Level, LogRecord
 

@@ -1,4 +1,4 @@
-"""The scenario generator (udfs.scenarios) and ``logclaw simulate`` (jobs.simulate_cmd)."""
+"""The scenario generator (udfs.scenarios) and ``logclaw simulate`` (jobs.cli.simulate)."""
 
 from __future__ import annotations
 
@@ -18,10 +18,11 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from connectors import otlp
 from connectors.broker import LocalBroker
-from jobs import cli, simulate_cmd
+from jobs import cli
+from jobs.cli import simulate as simulate_cmd
 from udfs.records import DEFAULT_TENANT, Level, LogRecord, Span, SpanStatus
-from udfs.scenario_cascade import ORDER_BODY, PAYMENT_BODY, POOL_BODY
-from udfs.scenarios import DEFAULT_BASE_MS, SCENARIOS, Scenario, build, requests_of, span_requests_of
+from udfs.scenarios.cascade import ORDER_BODY, PAYMENT_BODY, POOL_BODY
+from udfs.scenarios.library import DEFAULT_BASE_MS, SCENARIOS, Scenario, build, requests_of, span_requests_of
 
 MIN_MS = 60_000
 SMALL = 0.25
@@ -364,7 +365,7 @@ def read_lines(path: Path) -> list[bytes]:
 
 
 def test_simulate_is_registered_in_the_cli() -> None:
-    assert cli.COMMANDS["simulate"][0] == "jobs.simulate_cmd"
+    assert cli.COMMANDS["simulate"][0] == "jobs.cli.simulate"
 
 
 def test_simulate_writes_gzipped_otlp_json_that_decodes_to_the_scenario(

@@ -25,11 +25,11 @@ from connectors import otlp
 from connectors.broker import LocalBroker, free_port
 from connectors.flink_cluster import StandaloneCluster, cluster_conf, load_conf, write_conf_dir
 from connectors.simulate_io import KafkaMessage, produce_messages
-from jobs.stack_cmd import CONF_TEMPLATE, cluster_overrides, job_env, prepare_cluster, submit_detect
+from jobs.cli.stack import CONF_TEMPLATE, cluster_overrides, job_env, prepare_cluster, submit_detect
 from jobs.steps import STEPS
 from udfs.engine import Engine, EngineConfig
 from udfs.records import LogRecord
-from udfs.scenarios import build, requests_of
+from udfs.scenarios.library import build, requests_of
 
 OUT_OF_ORDERNESS_MS = 5_000
 STEP_NAMES = {s.name for s in STEPS.values()}

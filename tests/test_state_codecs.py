@@ -8,7 +8,7 @@ from types import MappingProxyType
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from udfs import correlate, engine, traces, window
+from udfs import correlate, engine, tenant_state, traces, window_state
 from udfs.records import Level, LogRecord
 from udfs.templates import TemplateMiner
 
@@ -110,23 +110,23 @@ def test_each_state_codec_is_json_and_rejects_unknown_versions(events: list) -> 
     for m in stream(events):
         eng.feed(m)
     for s in eng.services.values():
-        obj = json.loads(json.dumps(window.encode_state(s)))
-        assert window.encode_state(window.decode_state(obj)) == window.encode_state(s)
+        obj = json.loads(json.dumps(window_state.encode_state(s)))
+        assert window_state.encode_state(window_state.decode_state(obj)) == window_state.encode_state(s)
     for tr in eng.traces.values():
         obj = json.loads(json.dumps(traces.encode_state(tr)))
         assert traces.encode_state(traces.decode_state(obj)) == traces.encode_state(tr)
     for c in eng.tenants.values():
-        obj = json.loads(json.dumps(correlate.encode_state(c)))
-        assert correlate.encode_state(correlate.decode_state(obj)) == correlate.encode_state(c)
+        obj = json.loads(json.dumps(tenant_state.encode_state(c)))
+        assert tenant_state.encode_state(tenant_state.decode_state(obj)) == tenant_state.encode_state(c)
     for decode, encode_any in (
-        (window.decode_state, window.encode_state),
+        (window_state.decode_state, window_state.encode_state),
         (traces.decode_state, traces.encode_state),
-        (correlate.decode_state, correlate.encode_state),
+        (tenant_state.decode_state, tenant_state.encode_state),
     ):
         states = {
-            window.decode_state: eng.services,
+            window_state.decode_state: eng.services,
             traces.decode_state: eng.traces,
-            correlate.decode_state: eng.tenants,
+            tenant_state.decode_state: eng.tenants,
         }[decode]
         for s in list(states.values())[:1]:
             bad = dict(encode_any(s), schema_version=99)  # type: ignore[arg-type]
@@ -170,7 +170,7 @@ def test_template_miner_evicts_least_recently_seen_past_its_cap() -> None:
 
 def test_tenant_graph_and_precedence_tables_are_capped_and_expire() -> None:
     cfg = correlate.CorrelateConfig(max_edges=10, max_precedence=10, fact_ttl_ms=1_000)
-    state = correlate.new_state("t")
+    state = tenant_state.new_state("t")
     from udfs.anomaly import TraceFact
 
     for i in range(100):

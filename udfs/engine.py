@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from udfs import correlate, traces, window
+from udfs import correlate, tenant_state, traces, window, window_state
 from udfs.anomaly import ServiceAnomaly, ServiceRecovered, TraceFact, TraceObservation
 from udfs.batch import summarize
 from udfs.records import LogRecord, Span
@@ -50,9 +50,9 @@ class Engine:
     def __init__(self, cfg: EngineConfig | None = None) -> None:
         self.cfg = cfg or EngineConfig()
         self.matcher = SignalMatcher()
-        self.services: dict[tuple[str, str], window.ServiceState] = {}
+        self.services: dict[tuple[str, str], window_state.ServiceState] = {}
         self.traces: dict[tuple[str, str], traces.TraceState] = {}
-        self.tenants: dict[str, correlate.TenantState] = {}
+        self.tenants: dict[str, tenant_state.TenantState] = {}
         self._timers: list[tuple[int, int, str, tuple[str, str]]] = []
         self._registered: set[tuple[int, str, tuple[str, str]]] = set()
         self._seq = 0
@@ -78,7 +78,7 @@ class Engine:
         self.counters.messages += 1
         for batch in summary.batches:
             key = (batch.tenant, batch.service)
-            state = self.services.get(key) or window.new_state(batch.tenant, batch.service, batch.namespace)
+            state = self.services.get(key) or window_state.new_state(batch.tenant, batch.service, batch.namespace)
             late_before = state.late_records
             step = window.on_batch(state, batch, self.cfg.window, self.watermark_ms)
             self.services[key] = step.state
@@ -138,10 +138,10 @@ class Engine:
         self._register(cstep.timer_at_ms, "tenant", key)
         return self._record(cstep.emit)
 
-    def _tenant(self, tenant: str) -> correlate.TenantState:
+    def _tenant(self, tenant: str) -> tenant_state.TenantState:
         state = self.tenants.get(tenant)
         if state is None:
-            state = self.tenants[tenant] = correlate.new_state(tenant)
+            state = self.tenants[tenant] = tenant_state.new_state(tenant)
         return state
 
     def _to_tenant(self, items: Iterable[ServiceAnomaly | ServiceRecovered]) -> list[dict[str, Any]]:
@@ -199,9 +199,9 @@ class Engine:
         """All keyed state and timers as JSON (the versioned codecs; never pickle)."""
         return json.dumps(
             {
-                "services": [window.encode_state(s) for s in self.services.values()],
+                "services": [window_state.encode_state(s) for s in self.services.values()],
                 "traces": [traces.encode_state(s) for s in self.traces.values()],
-                "tenants": [correlate.encode_state(s) for s in self.tenants.values()],
+                "tenants": [tenant_state.encode_state(s) for s in self.tenants.values()],
                 "timers": sorted([at, kind, list(key)] for at, _, kind, key in self._timers),
                 "max_event_ms": self.max_event_ms,
                 "watermark_ms": self.watermark_ms,
@@ -214,13 +214,13 @@ class Engine:
         obj = json.loads(snapshot)
         eng = cls(cfg)
         for s in obj["services"]:
-            st = window.decode_state(s)
+            st = window_state.decode_state(s)
             eng.services[(st.tenant, st.service)] = st
         for s in obj["traces"]:
             tt = traces.decode_state(s)
             eng.traces[(tt.tenant, tt.trace_id)] = tt
         for s in obj["tenants"]:
-            ct = correlate.decode_state(s)
+            ct = tenant_state.decode_state(s)
             eng.tenants[ct.tenant] = ct
         for at, kind, key in obj["timers"]:
             eng._register(int(at), str(kind), (str(key[0]), str(key[1])))

@@ -13,7 +13,7 @@ from udfs.scoring import ScoreConfig
 from udfs.timefmt import format_time_ms
 
 if TYPE_CHECKING:
-    from udfs.correlate import IncidentState
+    from udfs.tenant_state import IncidentState
 
 SCHEMA = "logclaw.incident/v1"
 PATTERN_GROUPS = frozenset({"oom", "crash", "resource", "dependency", "database", "timeout", "connection", "auth"})

@@ -10,7 +10,7 @@ a shared machine does not count) and per wall-second.
 
 Inputs (event time only, no clock): the ``steady`` scenario at scale 1 (8 services, 60 min, ~95 %
 INFO/DEBUG), the ``cascade`` scenario at scale 1 (with its spans, fed first as ``engine.run`` does),
-and the same background traffic (``udfs.scenario_traffic.shop``) for 10, 100 and 1000 synthetic
+and the same background traffic (``udfs.scenarios.traffic.shop``) for 10, 100 and 1000 synthetic
 services over ``--minutes`` of event time. Messages hold ``--per-message`` records across services
 (``requests_of(..., by_resource=False)``); ``max_span_ms`` is unbounded so that low-rate inputs
 still make full messages.
@@ -41,9 +41,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from udfs import correlate, engine, scenarios, traces, window
-from udfs import scenario_traffic as traffic
+from udfs import correlate, engine, tenant_state, traces, window, window_state
 from udfs.records import Level, LogRecord, Span
+from udfs.scenarios import library as scenarios
+from udfs.scenarios import traffic
 
 TARGET_PER_CORE = 100_000
 
@@ -236,14 +237,14 @@ def state_sizes(eng: engine.Engine) -> dict[str, Any]:
     """Bytes of JSON per keyed state, from the same codecs the job's state uses."""
     core, tpl, n_tpl = [], [], 0
     for s in eng.services.values():
-        obj = window.encode_state(s)
+        obj = window_state.encode_state(s)
         t = obj.pop("templates")
         core.append(len(json.dumps(obj)))
         if t is not None:
             tpl.append(len(json.dumps(t)))
             n_tpl += len(t["clusters"])
     traces_b = [len(json.dumps(traces.encode_state(s))) for s in eng.traces.values()]
-    tenants_b = [len(json.dumps(correlate.encode_state(s))) for s in eng.tenants.values()]
+    tenants_b = [len(json.dumps(tenant_state.encode_state(s))) for s in eng.tenants.values()]
     return {
         "service_states": len(core),
         "service_core_bytes_mean": round(statistics.fmean(core)) if core else 0,

@@ -9,7 +9,7 @@ messages of ``--per-message`` records across services (``requests_of(..., by_res
 unbounded event-time span so every message is full). Generated once by the parent process; each
 measured run is a child process (a fresh JVM), ``--repeat`` times per case; min/median reported.
 
-(a) ``files``: ``jobs.replay.replay`` over the messages as OTLP/JSON lines split into 2 files (one
+(a) ``files``: ``jobs.cli.replay.replay`` over the messages as OTLP/JSON lines split into 2 files (one
     FileSource split per reader, so both parallel subtasks work), with ``index_logs`` off (pure
     detection) and on (embedded SQLite store). Rate = records between the first and the last
     progress line of the decode subtasks / the time between them; end to end = records / wall time
@@ -68,7 +68,7 @@ def generate(workdir: Path, hours: float, per_message: int, files: int, event_ra
     from a backlog, where every 10 s bucket of every service holds ~20 records and closing buckets,
     not records, dominates the cost)."""
     from connectors.otlp import encode_logs_json, encode_logs_proto
-    from udfs import scenarios
+    from udfs.scenarios import library as scenarios
 
     sc = scenarios.steady(scale=hours)
     records = list(sc.records)
@@ -214,8 +214,8 @@ def cpu_report(before: dict[tuple[int, int], tuple[str, str, int]], after: dict[
 
 
 def run_files(workdir: Path, info: dict[str, Any], mode: str, index_logs: bool, parallelism: int) -> dict[str, Any]:
+    from jobs.cli.replay import replay
     from jobs.config import JobConfig
-    from jobs.replay import replay
 
     out = Path(tempfile.mkdtemp(prefix="job-bench-out-", dir=workdir))
     cfg = JobConfig(mode="files", log_files=tuple(info["files"]), out_dir=str(out), index_logs=index_logs,
@@ -266,8 +266,8 @@ def run_files(workdir: Path, info: dict[str, Any], mode: str, index_logs: bool, 
 
 def _oom_request(tenant: str, time_ms: int) -> bytes:
     from connectors.otlp import encode_logs_proto
-    from udfs import scenarios
-    from udfs.scenario_traffic import Stream, oom_lines
+    from udfs.scenarios import library as scenarios
+    from udfs.scenarios.traffic import Stream, oom_lines
 
     stream = Stream(0)
     oom_lines(stream, tenant, MARKER_SERVICE, time_ms * 1_000_000, 1, 1, scenarios.OOM_BODY)
@@ -353,7 +353,7 @@ def start_standalone(cfg: Any, mode: str, workdir: Path, taskmanagers: int) -> A
     flink-conf/config.yaml (RocksDB state, checkpoints every 10 s) with ``taskmanagers`` TaskManagers
     of one slot each: one JVM, so one embedded Python, per parallel subtask."""
     from connectors.broker import free_port
-    from jobs.stack_cmd import job_env, prepare_cluster, submit_detect
+    from jobs.cli.stack import job_env, prepare_cluster, submit_detect
 
     stack = workdir / f"cluster-{uuid.uuid4().hex[:6]}"
     cluster = prepare_cluster(stack, rest_port=free_port(), extra={

@@ -1,4 +1,4 @@
-"""The traffic generators behind ``udfs.scenarios``: realistic background and the fault shapes.
+"""The traffic generators behind ``udfs.scenarios.library``: realistic background and the fault shapes.
 
 Pure and deterministic: every random draw comes from a ``random.Random`` seeded with
 ``"{seed}/{tenant}/{service}/{purpose}"`` (string seeds hash the same in every process), so one

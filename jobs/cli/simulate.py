@@ -1,7 +1,7 @@
 """``logclaw simulate``: generate a named scenario as OTLP/JSON lines or produce it to Kafka.
 
 Each output message is one ``ExportLogsServiceRequest`` of at most ``--per-message`` records of one
-(tenant, service) within 1 s of event time (``udfs.scenarios.requests_of``), as a Collector batches.
+(tenant, service) within 1 s of event time (``udfs.scenarios.library.requests_of``), as a Collector batches.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import argparse
 import sys
 from datetime import UTC, datetime
 
-from udfs.scenarios import (
+from udfs.scenarios.library import (
     DEFAULT_BASE_MS,
     SCENARIOS,
     Expectation,

@@ -5,7 +5,7 @@ incidents; root cause = the sub-system (service.namespace) of the named root-cau
 and top-3; time-to-detect = detected_at - inject_time.
 
 The scenario library is judged the same way: ``scenario_labels`` gives each scenario tenant a label
-of the same shape (see there). Detectors (the engine and ``udfs.baselines``) are interchangeable:
+of the same shape (see there). Detectors (the engine and ``udfs.evaluation.baselines``) are interchangeable:
 the judge reads only the keys both emit."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from udfs.incidents import rfc3339
 from udfs.records import Level, LogRecord
-from udfs.scenarios import Scenario
+from udfs.scenarios.library import Scenario
 from udfs.timefmt import parse_time_ms as parse_time_ms  # re-exported for evaluation callers
 
 

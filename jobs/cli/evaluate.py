@@ -3,8 +3,8 @@ recall, false alarms per hour, precision, root-cause accuracy and time-to-detect
 
 Streams: the OpenStack fault-injection development set (``--data``, default ../shared/data/openstack-dev
 next to the project) and the scenario library (one labelled stream per scenario tenant, see
-``udfs.evaluation.scenario_labels``). The engine runs in memory (udfs.engine: the same steps as the
-Flink job); ``logclaw replay`` runs the Flink job itself. The baselines (``udfs.baselines``) see the
+``udfs.evaluation.metrics.scenario_labels``). The engine runs in memory (udfs.engine: the same steps as the
+Flink job); ``logclaw replay`` runs the Flink job itself. The baselines (``udfs.evaluation.baselines``) see the
 same decoded records, so every engine number has a naive number beside it.
 """
 
@@ -24,9 +24,9 @@ from typing import Any
 
 from connectors.files import iter_lines
 from connectors.otlp import decode_logs
-from udfs import engine, scenarios
-from udfs.baselines import BASELINES
-from udfs.evaluation import (
+from udfs import engine
+from udfs.evaluation.baselines import BASELINES
+from udfs.evaluation.metrics import (
     StreamResult,
     events_of_tenant,
     incidents_per_case,
@@ -35,8 +35,9 @@ from udfs.evaluation import (
     summarize_results,
 )
 from udfs.records import Level, LogRecord
+from udfs.scenarios import library as scenarios
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "openstack-dev"
+DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "openstack-dev"
 DETECTORS = ("engine", *BASELINES)
 SCENARIO_SCALE = 0.25
 """Background phases of the fault scenarios at 1/4 (fault shapes never scale); "steady" runs 1 h."""

@@ -7,7 +7,7 @@
   an incident naming the service with the most errors in that window as root cause (the others
   ranked after it by error count). Also with a per-tenant cooldown variant.
 
-They return incident-like events with the keys ``udfs.evaluation.judge_stream`` reads (``event``,
+They return incident-like events with the keys ``udfs.evaluation.metrics.judge_stream`` reads (``event``,
 ``tenant``, ``incident_id``, ``fingerprint``, ``opened_at``, ``detected_at``, ``service``,
 ``root_cause.service`` / ``.candidates``), only ``opened`` events. Times are event time (RFC 3339
 UTC, ms). ``any_error`` detects at the record's own time (an instant rule); ``busiest_minute``

@@ -7,8 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from udfs import engine, scenario_cascade, scenarios
-from udfs.evaluation import error_rates, parse_time_ms
+from udfs import engine
+from udfs.evaluation.metrics import error_rates, parse_time_ms
+from udfs.scenarios import cascade as scenario_cascade
+from udfs.scenarios import library as scenarios
 
 SHORT = {
     "engine": "engine",

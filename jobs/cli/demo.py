@@ -15,9 +15,9 @@ from pathlib import Path
 
 from connectors.otlp import encode_logs_json, encode_spans_json
 from connectors.simulate_io import write_jsonl
+from jobs.cli.replay import describe, replay, write_incidents
 from jobs.config import JobConfig
-from jobs.replay import describe, replay, write_incidents
-from udfs import scenarios
+from udfs.scenarios import library as scenarios
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

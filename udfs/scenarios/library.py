@@ -19,10 +19,10 @@ from operator import attrgetter
 from types import MappingProxyType
 from typing import TypeVar
 
-from udfs import scenario_cascade
-from udfs import scenario_traffic as traffic
 from udfs.records import LogRecord, Span
-from udfs.scenario_traffic import MIN_NS, S_NS, Errors, Stream
+from udfs.scenarios import cascade as scenario_cascade
+from udfs.scenarios import traffic
+from udfs.scenarios.traffic import MIN_NS, S_NS, Errors, Stream
 
 DEFAULT_BASE_MS = 1_767_225_600_000
 """2026-01-01T00:00:00Z in Unix milliseconds."""

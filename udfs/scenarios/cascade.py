@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 
 from udfs.records import EMPTY_ATTRIBUTES, Level
-from udfs.scenario_traffic import (
+from udfs.scenarios.traffic import (
     BACKGROUND_ERROR_RATE,
     CLIENT,
     MS_NS,

@@ -1,7 +1,8 @@
 """The ``logclaw`` command: one sub-command per way of running the product.
 
-Sub-commands register themselves in ``COMMANDS`` (name -> (help, add_arguments, run)); each ``run``
-returns a process exit code. Imports of heavy modules (pyflink) happen inside ``run``, so
+One module per sub-command in this package, listed in ``COMMANDS`` (name -> (module, help)); each
+module has ``add_arguments(parser)`` and ``run(args)``, which returns a process exit code. Only the
+chosen sub-command's module is imported and heavy modules (pyflink) inside ``run``, so
 ``logclaw --help`` stays fast.
 """
 
@@ -14,18 +15,18 @@ from collections.abc import Sequence
 
 # name -> module implementing `add_arguments(parser)` and `run(args) -> int`, and a one-line help.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("jobs.demo", "run the detection job on the embedded default and print the incidents"),
-    "broker": ("jobs.broker_cmd", "start the local Kafka-protocol broker (tansu) until Ctrl-C"),
-    "replay": ("jobs.replay", "run the detection job over OTLP/JSON-lines files and write incidents.jsonl"),
-    "eval": ("jobs.evaluate", "evaluate detection on the labelled OpenStack streams and the scenarios"),
-    "report": ("jobs.report", "write docs/report.md and docs/img/*.png from bench-out/*.json"),
-    "jars": ("jobs.jars_cmd", "provision the Flink Kafka connector jars (checksummed)"),
+    "demo": ("jobs.cli.demo", "run the detection job on the embedded default and print the incidents"),
+    "broker": ("jobs.cli.broker", "start the local Kafka-protocol broker (tansu) until Ctrl-C"),
+    "replay": ("jobs.cli.replay", "run the detection job over OTLP/JSON-lines files and write incidents.jsonl"),
+    "eval": ("jobs.cli.evaluate", "evaluate detection on the labelled OpenStack streams and the scenarios"),
+    "report": ("jobs.cli.report", "write docs/report.md and docs/img/*.png from bench-out/*.json"),
+    "jars": ("jobs.cli.jars", "provision the Flink Kafka connector jars (checksummed)"),
     "ticketing": ("jobs.ticketing", "turn incident events into tickets (Kafka or --once FILE)"),
-    "simulate": ("jobs.simulate_cmd", "generate a named scenario as OTLP/JSON lines or to Kafka"),
-    "up": ("jobs.stack_cmd", "start broker, Flink cluster, detection job and ticketing worker in the background"),
-    "down": ("jobs.stack_cmd", "stop everything `logclaw up` started"),
-    "run": ("jobs.run_cmd", "run the detection job on Kafka on the local MiniCluster, with the web UI"),
-    "ingest": ("jobs.ingest_cmd", "serve the OTLP/HTTP logs endpoint (POST /v1/logs, API key -> tenant) into Kafka"),
+    "simulate": ("jobs.cli.simulate", "generate a named scenario as OTLP/JSON lines or to Kafka"),
+    "up": ("jobs.cli.stack", "start broker, Flink cluster, detection job and ticketing worker in the background"),
+    "down": ("jobs.cli.stack", "stop everything `logclaw up` started"),
+    "run": ("jobs.cli.run", "run the detection job on Kafka on the local MiniCluster, with the web UI"),
+    "ingest": ("jobs.cli.ingest", "serve the OTLP/HTTP logs endpoint (POST /v1/logs, API key -> tenant) into Kafka"),
 }
 
 
@@ -51,7 +52,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     return int(args._run(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

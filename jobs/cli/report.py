@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jobs import report_plots
-from jobs.evaluate import SCENARIO_SCALE, machine
+from jobs.cli import report_plots
+from jobs.cli.evaluate import SCENARIO_SCALE, machine
 
 EVAL_CMD = ".venv/bin/logclaw eval --json-out bench-out/eval.json"
 BENCHES: dict[str, tuple[str, str]] = {
@@ -208,14 +208,14 @@ def eval_section(ev: dict[str, Any], src: Path, img: Path) -> list[str]:
         "cause = sub-system (`service.namespace`) of the incident's ranked candidates, top-1 / top-3, "
         "judged on the incident's last state; time to detect (TTD) = `detected_at` - inject time.",
         "",
-        "Baselines (`udfs/baselines.py`): *any ERROR line* opens an incident for every record at level "
+        "Baselines (`udfs/evaluation/baselines.py`): *any ERROR line* opens an incident for every record at level "
         ">= ERROR, naming its own service; *most errors in a minute* opens one per tenant for each 60 s "
         "event-time window with at least one error, naming the service with the most errors, detected "
         "when the window closes. Each also with a 5 min cooldown.",
         "",
         "### OpenStack fault-injection dev set (15 faulty + 15 fault-free rounds)", "",
         *metrics_table(dets, "openstack"),
-        f"### Scenario library (`udfs/scenarios.py`, fault scenarios at scale {meta.get('scenario_scale')}, "
+        f"### Scenario library (`udfs/scenarios/`, fault scenarios at scale {meta.get('scenario_scale')}, "
         "steady at 1 h)", "",
         "Each scenario tenant is a labelled stream: fault-free when its expectation names no root cause; "
         "otherwise inject time = `fault_start_ms`, root cause = the expected service.", "",

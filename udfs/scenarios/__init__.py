@@ -1,0 +1,6 @@
+"""Synthetic scenarios: generated OTLP traffic with known faults and what the engine should make of them.
+
+Pure, but never run in an operator: tests, the demo, ``logclaw simulate``, evaluation and benchmarks
+use them. ``library`` holds the named scenarios and message batching, ``traffic`` the background
+traffic generator, ``cascade`` the checkout outage. The engine never imports this package.
+"""
