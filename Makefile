@@ -54,6 +54,7 @@ bench: setup
 	-$(BIN)/python -m tests.bench.job_bench --source kafka --repeat 1 --hours 8 --event-rate 2000 --samples 20 --out bench-out/job_bench_busy.json
 	-$(BIN)/python -m tests.bench.job_bench --source kafka --mode thread --cluster standalone --repeat 1 --hours 8 --samples 20 --out bench-out/job_bench_standalone.json
 	-$(BIN)/python -m tests.bench.job_bench --source kafka --mode thread --cluster standalone --repeat 1 --hours 8 --event-rate 2000 --samples 20 --out bench-out/job_bench_standalone_busy.json
+	-{ [ -d .cache/drain3/drain3 ] || $(BIN)/python -m pip install -q --no-deps --target .cache/drain3 -c constraints.txt drain3 cachetools==4.2.1; }; $(BIN)/python -m tests.bench.template_bench --out bench-out/template_bench.json
 	-LITELLM_LOCAL_MODEL_COST_MAP=True $(BIN)/python -m tests.bench.ticketing_bench --incidents 200 --out bench-out/ticketing_bench.json
 	$(BIN)/logclaw eval --json-out bench-out/eval.json
 	$(BIN)/logclaw report

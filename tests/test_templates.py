@@ -208,3 +208,14 @@ def test_constructor_validates_parameters() -> None:
         TemplateMiner("acme", "pay", max_templates=0)
     with pytest.raises(ValueError):
         TemplateMiner("acme", "pay", sim_threshold=0.0)
+
+
+def test_wildcard_positions_are_no_evidence_of_similarity() -> None:
+    # Once positions 2 and 3 are "<*>", a record sharing only the first token is not similar (1/4 < 0.5):
+    # counting wildcards as matches would let generalized templates swallow unrelated records.
+    miner = TemplateMiner("acme", "pay", depth=1)
+    first = miner.add("alpha beta gamma delta", 1)
+    merged = miner.add("alpha zeta eta delta", 2)
+    other = miner.add("alpha iota kappa omega", 3)
+    assert (merged.template_id, merged.template) == (first.template_id, "alpha <*> <*> delta")
+    assert other.novel is True and other.template_id != first.template_id
