@@ -11,6 +11,12 @@ dedup by fingerprint) before any create, so a crash never leaves two tickets. Cl
 ``BEGIN IMMEDIATE`` transactions (one writer at a time across processes), and a pending row held by
 another live worker (``lease_ms`` not yet expired) is refused with ``LedgerBusy``, so several worker
 replicas never create the same ticket twice.
+
+Claims are fenced: the holder ``renew``s its claim right before each platform create (a slow
+``find`` or a retried create never outlives the lease unnoticed), and the outcome is written with
+``record(..., claimed=True)``, an ``UPDATE … WHERE state='pending' AND owner=?``; a worker whose
+claim was taken over gets ``ClaimLost`` instead of overwriting the new owner's row. The lease must
+outlast one create call (the transport's deadline plus one timeout: 60 s + 10 s by default).
 """
 
 from __future__ import annotations
@@ -52,6 +58,10 @@ CREATE TABLE IF NOT EXISTS tickets (
 
 class LedgerBusy(Exception):
     """Another live worker holds the pending claim on this key: retry the message later."""
+
+
+class ClaimLost(LedgerBusy):
+    """This worker's claim on the key was taken over (its lease ran out): retry the message later."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +163,8 @@ class TicketLedger:
                 " WHERE tenant=? AND fingerprint=? AND destination=?",
                 (key.tenant, key.fingerprint, key.destination),
             ).fetchone()
+            if row is not None and row[0] == "open":  # recorded since the caller planned a create
+                raise LedgerBusy(f"{key} already has a ticket; plan again")
             if row is not None and row[0] == "pending":
                 _state, owner, since = row
                 if owner != self.owner and now - int(since) < self.lease_ms:
@@ -170,11 +182,36 @@ class TicketLedger:
             )
             return Claim(recovering=False)
 
-    def record(self, key: LedgerKey, state: str, ref: TicketRef | None, mark: EventMark) -> None:
-        """Store the outcome of an applied event (after the platform call succeeded)."""
+    def renew(self, key: LedgerKey) -> None:
+        """Extend this worker's pending claim by a whole lease; ``ClaimLost`` if it is not ours any more."""
+        with self._transaction() as conn:
+            self._fenced(conn, key, "UPDATE tickets SET updated_at_ms=?", (self._clock_ms(),))
+
+    def _fenced(self, conn: sqlite3.Connection, key: LedgerKey, update: str, values: tuple[Any, ...]) -> None:
+        done = conn.execute(
+            update + " WHERE tenant=? AND fingerprint=? AND destination=? AND state='pending' AND owner=?",
+            (*values, key.tenant, key.fingerprint, key.destination, self.owner),
+        ).rowcount
+        if done != 1:
+            raise ClaimLost(f"{key}: the claim of {self.owner} was taken over")
+
+    def record(self, key: LedgerKey, state: str, ref: TicketRef | None, mark: EventMark, *,
+               claimed: bool = False) -> None:
+        """Store the outcome of an applied event (after the platform call succeeded). ``claimed``:
+        the outcome of a create under this worker's claim, written only while the claim is still ours."""
         if state not in STATES:
             raise ValueError(f"unknown ledger state {state!r}")
         extra = json.dumps(dict(ref.extra) if ref else {}, sort_keys=True)
+        if claimed:
+            with self._transaction() as conn:
+                self._fenced(
+                    conn, key,
+                    "UPDATE tickets SET state=?, external_id=?, url=?, extra=?, incident_id=?, last_event=?,"
+                    " last_detected_at=?, last_event_rank=?, updated_at_ms=?",
+                    (state, ref.external_id if ref else "", ref.url if ref else "", extra, mark.incident_id,
+                     mark.event, str(mark.detected_at_ms), mark.rank, self._clock_ms()),
+                )
+            return
         with self._transaction() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO tickets (tenant, fingerprint, destination, state, external_id,"

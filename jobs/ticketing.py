@@ -27,6 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -36,19 +37,15 @@ import jsonschema
 from connectors.ledger import EventMark, LedgerBusy, LedgerKey, TicketLedger, plan
 from connectors.llm import LlmFailure, LlmModel, LlmRca, build_messages, redact_value
 from connectors.logstore import EVENT_RANK, LogReader, format_time_ms, parse_time_ms
-from connectors.tickets.base import Rca, TicketClient, TicketRef, TicketView
-from connectors.tickets.retry import PermanentError, TransientError
+from connectors.tickets.base import KeyAddressed, Rca, TicketClient, TicketRef, TicketView
+from connectors.tickets.retry import PermanentError, TransientError, UnclearError
 from jobs.ticketing_config import ConfigError, TicketingConfig, add_config_arguments
 from udfs.rca import deterministic_rca
 from udfs.routing import RoutingConfig
 
 log = logging.getLogger("logclaw.ticketing")
 
-_ROOT = Path(__file__).resolve().parent.parent
-SCHEMA_CANDIDATES = (  # a vendored copy in the repo first, then the shared folder beside the project
-    _ROOT / "contracts" / "incident.schema.json",
-    _ROOT.parent / "shared" / "contracts" / "incident.schema.json",
-)
+SCHEMA_RESOURCE = ("connectors.contracts", "incident.schema.json")  # package data, shipped in the wheel
 EVIDENCE_BEFORE_MS = 60_000
 EVIDENCE_AFTER_MS = 2 * 60_000
 EVIDENCE_LOG_LINES = 20
@@ -57,15 +54,18 @@ EVIDENCE_TRACE_LINES = 30
 WARN = 13
 ERROR = 17
 KINDS = ("created", "updated", "resolved", "skipped", "failed")
+UNCLEAR_CREATE_ATTEMPTS = 3  # creates per message after unclear failures, each after a find()
 RETRYABLE = (TransientError, LedgerBusy, sqlite3.OperationalError)
 _EVIDENCE_FIELDS = ("time", "time_ms", "service", "level", "severity_number", "body", "trace_id",
                     "http_status", "exception_type", "exception_message")
 
 
 def load_validator(path: Path | None = None) -> jsonschema.protocols.Validator:
-    """A validator of the incident contract (JSON Schema 2020-12, formats checked where possible)."""
-    path = path or next((p for p in SCHEMA_CANDIDATES if p.exists()), SCHEMA_CANDIDATES[-1])
-    schema = json.loads(path.read_text(encoding="utf-8"))
+    """A validator of the incident contract (JSON Schema 2020-12, formats checked where possible):
+    the packaged copy, or ``path``."""
+    package, name = SCHEMA_RESOURCE
+    text = path.read_text(encoding="utf-8") if path else resources.files(package).joinpath(name).read_text("utf-8")
+    schema = json.loads(text)
     cls = jsonschema.validators.validator_for(schema)
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
 
@@ -218,27 +218,44 @@ class TicketingWorker:
             row = self.ledger.get(key)
             assert row is not None and row.ref is not None
             return self._change(client, key, row.ref, action, view, mark)
-        self.ledger.claim(key, mark.incident_id)  # pending row first: a crash now leads to find()
+        claim = self.ledger.claim(key, mark.incident_id)  # pending row first: a crash now leads to find()
         found = client.find(view)
         if found is not None:
             if mark.event == "opened":
-                self.ledger.record(key, "open", found, mark)
+                self.ledger.record(key, "open", found, mark, claimed=True)
                 return "skipped"
             return self._change(client, key, found, "resolve" if mark.event == "resolved" else "update",
-                                view, mark)
+                                view, mark, claimed=True)
         if mark.event == "resolved":
-            self.ledger.record(key, "resolved", None, mark)
+            if claim.recovering and isinstance(client, KeyAddressed):  # a create may have reached it
+                return self._change(client, key, client.ref_for(view), "resolve", view, mark, claimed=True)
+            self.ledger.record(key, "resolved", None, mark, claimed=True)
             return "skipped"
-        ref = client.create(view)
-        self.ledger.record(key, "open", ref, mark)
+        self.ledger.record(key, "open", self._create(client, key, view), mark, claimed=True)
         return "created"
 
+    def _create(self, client: TicketClient, key: LedgerKey, view: TicketView) -> TicketRef:
+        """Create the ticket under a freshly renewed claim. After an unclear failure (the platform may
+        have created it: a 5xx or a timeout once sent) look it up before sending the create again."""
+        for attempt in range(1, UNCLEAR_CREATE_ATTEMPTS + 1):
+            self.ledger.renew(key)  # fence: ClaimLost if another worker took the key over meanwhile
+            try:
+                return client.create(view)
+            except UnclearError as exc:
+                log.warning("%s: create unclear (%s); looking it up before trying again", client.name, exc)
+                if attempt == UNCLEAR_CREATE_ATTEMPTS:
+                    raise  # transient: the message is retried, and the pending row leads to find() first
+                found = client.find(view)
+                if found is not None:
+                    return found
+        raise AssertionError("unreachable")
+
     def _change(self, client: TicketClient, key: LedgerKey, ref: TicketRef, action: str,
-                view: TicketView, mark: EventMark) -> str:
+                view: TicketView, mark: EventMark, *, claimed: bool = False) -> str:
         if action == "resolve":
-            self.ledger.record(key, "resolved", client.resolve(ref, view), mark)
+            self.ledger.record(key, "resolved", client.resolve(ref, view), mark, claimed=claimed)
             return "resolved"
-        self.ledger.record(key, "open", client.update(ref, view), mark)
+        self.ledger.record(key, "open", client.update(ref, view), mark, claimed=claimed)
         return "updated"
 
     def evidence(self, incident: Mapping[str, Any]) -> list[dict[str, Any]]:

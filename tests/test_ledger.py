@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.ledger import Claim, EventMark, LedgerBusy, LedgerKey, LedgerRow, TicketLedger, plan
+from connectors.ledger import Claim, ClaimLost, EventMark, LedgerBusy, LedgerKey, LedgerRow, TicketLedger, plan
 from connectors.tickets.base import TicketRef
 
 KEY = LedgerKey("acme", "fp-1", "jira")
@@ -97,3 +97,53 @@ def test_tombstone_has_no_ref_and_blocks_a_late_opened(tmp_path: Path) -> None:
 def test_unknown_state_is_refused(tmp_path: Path) -> None:
     with TicketLedger(tmp_path / "l.sqlite", owner="w1") as ledger, pytest.raises(ValueError):
         ledger.record(KEY, "closed", REF, mark("resolved", 1))
+
+
+def test_record_of_a_claimed_create_is_fenced_by_the_claim_owner(tmp_path: Path) -> None:
+    """A worker whose claim was taken over (its lease ran out mid-create) must not overwrite the row."""
+    now = [1_000]
+    path = tmp_path / "ledger.sqlite"
+    with (
+        TicketLedger(path, owner="w1", lease_ms=60_000, clock_ms=lambda: now[0]) as slow,
+        TicketLedger(path, owner="w2", lease_ms=60_000, clock_ms=lambda: now[0]) as other,
+    ):
+        slow.claim(KEY, "inc-1")
+        now[0] += 60_000
+        assert other.claim(KEY, "inc-1") == Claim(recovering=True)
+        with pytest.raises(ClaimLost):
+            slow.record(KEY, "open", REF, mark("opened", 10), claimed=True)
+        with pytest.raises(ClaimLost):
+            slow.renew(KEY)
+        other.record(KEY, "open", REF, mark("opened", 10), claimed=True)
+        current = slow.get(KEY)
+        assert current is not None and (current.state, current.owner) == ("open", "w2")
+
+
+def test_renew_keeps_a_long_create_from_being_taken_over(tmp_path: Path) -> None:
+    now = [1_000]
+    path = tmp_path / "ledger.sqlite"
+    with (
+        TicketLedger(path, owner="w1", lease_ms=60_000, clock_ms=lambda: now[0]) as first,
+        TicketLedger(path, owner="w2", lease_ms=60_000, clock_ms=lambda: now[0]) as second,
+    ):
+        first.claim(KEY, "inc-1")
+        now[0] += 50_000
+        first.renew(KEY)  # e.g. after a slow find(), before the create
+        now[0] += 50_000  # 100 s after the claim, 50 s after the renewal
+        with pytest.raises(LedgerBusy):
+            second.claim(KEY, "inc-1")
+        first.record(KEY, "open", REF, mark("opened", 10), claimed=True)
+
+
+def test_a_claim_on_an_open_row_is_refused_as_stale(tmp_path: Path) -> None:
+    """Two replicas planned "create" on the same key; the second claims after the first recorded."""
+    with (
+        TicketLedger(tmp_path / "l.sqlite", owner="w1") as first,
+        TicketLedger(tmp_path / "l.sqlite", owner="w2") as second,
+    ):
+        first.claim(KEY, "inc-1")
+        first.record(KEY, "open", REF, mark("opened", 10), claimed=True)
+        with pytest.raises(LedgerBusy):
+            second.claim(KEY, "inc-1")
+        current = first.get(KEY)
+        assert current is not None and current.ref == REF

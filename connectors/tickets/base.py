@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -72,3 +72,12 @@ class TicketClient(Protocol):
     def update(self, ref: TicketRef, view: TicketView) -> TicketRef: ...
 
     def resolve(self, ref: TicketRef, view: TicketView) -> TicketRef: ...
+
+
+@runtime_checkable
+class KeyAddressed(Protocol):
+    """A destination addressed by the dedup key alone (PagerDuty's Events API): ``find`` cannot see
+    its tickets, ``create`` is idempotent, and resolving a key with nothing open is a no-op. The
+    worker uses ``ref_for`` to resolve a ticket whose create a crash kept out of the ledger."""
+
+    def ref_for(self, view: TicketView) -> TicketRef: ...

@@ -49,10 +49,12 @@ class JiraClient:
     def __repr__(self) -> str:
         return f"JiraClient(name={self.name!r}, settings={self.settings!r})"
 
-    def _call(self, method: str, path: str, *, json: Any = None, params: Mapping[str, str] | None = None) -> Response:
+    def _call(self, method: str, path: str, *, json: Any = None, params: Mapping[str, str] | None = None,
+              replay_safe: bool = True) -> Response:
         s = self.settings
         return self.transport.request(
-            method, join_url(s.base_url, path), json=json, params=params, auth=(s.email, s.api_token)
+            method, join_url(s.base_url, path), json=json, params=params, auth=(s.email, s.api_token),
+            replay_safe=replay_safe,
         )
 
     def _ref(self, key: str, issue_id: str = "") -> TicketRef:
@@ -88,7 +90,7 @@ class JiraClient:
         }
         if s.set_priority and facts.severity in JIRA_PRIORITY:
             fields["priority"] = {"name": JIRA_PRIORITY[facts.severity]}
-        body = self._call("POST", "/rest/api/3/issue", json={"fields": fields}).json or {}
+        body = self._call("POST", "/rest/api/3/issue", json={"fields": fields}, replay_safe=False).json or {}
         if "key" not in body:
             raise PermanentError(201, str(body), reason="Jira create answered without an issue key")
         return self._ref(str(body["key"]), str(body.get("id", "")))

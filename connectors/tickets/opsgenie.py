@@ -1,8 +1,9 @@
 """Opsgenie Alert API v2 client: one alert per incident, addressed by ``alias`` = the dedup key.
 
-create ``POST /v2/alerts``; find ``GET /v2/alerts/{alias}?identifierType=alias`` (404 or a closed
-alert -> None); update = a note; resolve = close. Writes are asynchronous on Opsgenie's side: they
-answer 202 with a ``requestId``.
+create ``POST /v2/alerts`` (safe to send again: Opsgenie de-duplicates open alerts by alias);
+find ``GET /v2/alerts/{alias}?identifierType=alias`` (404 or a closed alert -> None); update = a
+note; resolve = close. Writes are asynchronous on Opsgenie's side: they answer 202 with a
+``requestId``.
 """
 
 from __future__ import annotations

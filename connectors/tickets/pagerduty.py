@@ -1,7 +1,10 @@
 """PagerDuty Events API v2 client: ``POST /v2/enqueue`` trigger / acknowledge / resolve.
 
-PagerDuty deduplicates on ``dedup_key`` itself, so ``find`` returns a ref derived from the key, and
-``update`` re-sends a trigger (it lands on the open alert). Success is HTTP 202 with
+The Events API cannot look alerts up, so ``find`` answers None: the worker then sends ``create``,
+a trigger, which PagerDuty de-duplicates on ``dedup_key`` (a repeated trigger lands on the open
+alert, so sending it again after a crash or an unclear failure pages no one twice). ``update``
+re-sends a trigger; ``resolve`` of a key with no open alert is dropped by PagerDuty. ``ref_for``
+gives the ref of a key, for resolving an alert the ledger lost. Success is HTTP 202 with
 ``{"status": "success"}``.
 """
 
@@ -104,6 +107,9 @@ class PagerDutyClient:
         return event
 
     def find(self, view: TicketView) -> TicketRef | None:
+        return None  # nothing to look up: create (trigger) is idempotent by dedup_key
+
+    def ref_for(self, view: TicketView) -> TicketRef:
         return self._ref(dedup_key(view))
 
     def create(self, view: TicketView) -> TicketRef:

@@ -4,6 +4,11 @@
 a deadline, jitter, ``Retry-After``); ``HttpTransport`` sends requests through a ``requests.Session``
 and applies the policy. Times are processing time in seconds (``_s``) from the injected
 ``monotonic`` clock; ``sleep`` is injected so tests record delays instead of waiting.
+
+A request that is not safe to send twice (a create without an idempotency key) is retried only after
+a clear refusal (429, 408, no connection made). After an unclear failure (a timeout once sent, a 5xx,
+a dropped connection) the platform may have applied it, so the transport raises ``UnclearError`` and
+the caller looks the result up before sending it again.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from datetime import UTC
 from typing import Any, Literal
 
 import requests
+import urllib3
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +57,23 @@ class TransientError(TicketError):
         self.status = status
         self.attempts = attempts
         super().__init__(message)
+
+
+class UnclearError(TransientError):
+    """A request unsafe to replay failed after it may have been applied (timeout once sent, 5xx,
+    dropped connection): look the result up (``find``) before sending it again."""
+
+
+_CLEAR_STATUSES = frozenset({408, 429})  # the platform says it did not act on the request
+
+
+def _not_sent(exc: requests.RequestException) -> bool:
+    """True when the request cannot have reached the platform (no connection was made)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    cause: object = exc.args[0] if exc.args else None
+    reason = getattr(cause, "reason", cause)
+    return isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
 @dataclass(frozen=True)
@@ -217,9 +240,11 @@ class HttpTransport:
         expect: Collection[int] = (),
         classify: Classifier | None = None,
         log_as: str = "",
+        replay_safe: bool = True,
     ) -> Response:
         """Send one request under the policy. ``log_as`` replaces the URL in logs and errors when
-        the URL itself is a secret (Slack incoming webhooks)."""
+        the URL itself is a secret (Slack incoming webhooks). ``replay_safe=False`` (creates) raises
+        ``UnclearError`` at the first failure that leaves open whether the platform applied it."""
         policy = self.policy
         where = log_as or _path(url)
         started = policy.monotonic()
@@ -229,10 +254,12 @@ class HttpTransport:
             self.stats.add("requests")
             retry_after: str | None = None
             status: int | None = None
+            unclear = False
             try:
                 resp = self._send_once(method, url, json, headers, params, data, auth)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 reason = type(exc).__name__ if log_as else f"{type(exc).__name__}: {exc}"
+                unclear = not _not_sent(exc)
             else:
                 status = resp.status
                 verdict = self._verdict(resp, expect, classify)
@@ -243,6 +270,14 @@ class HttpTransport:
                     raise PermanentError(resp.status, resp.text, reason=f"{method} {where}")
                 retry_after = resp.headers.get("Retry-After") or resp.headers.get("retry-after")
                 reason = f"HTTP {resp.status}"
+                unclear = resp.status >= 500 and resp.status not in _CLEAR_STATUSES
+            if unclear and not replay_safe:
+                self.stats.add("transient_failures")
+                raise UnclearError(
+                    f"{method} {where}: may have been applied ({reason}); look it up before sending it again",
+                    status=status,
+                    attempts=attempt,
+                )
             if attempt >= policy.max_attempts:
                 self.stats.add("transient_failures")
                 raise TransientError(

@@ -44,7 +44,8 @@ class ServiceNowClient:
     def __repr__(self) -> str:
         return f"ServiceNowClient(name={self.name!r}, settings={self.settings!r})"
 
-    def _call(self, method: str, path: str, *, json: Any = None, params: Mapping[str, str] | None = None) -> Response:
+    def _call(self, method: str, path: str, *, json: Any = None, params: Mapping[str, str] | None = None,
+              replay_safe: bool = True) -> Response:
         s = self.settings
         return self.transport.request(
             method,
@@ -53,6 +54,7 @@ class ServiceNowClient:
             params=params,
             auth=(s.username, s.password),
             headers={"Content-Type": "application/json"} if json is not None else None,
+            replay_safe=replay_safe,
         )
 
     def _ref(self, record: Mapping[str, Any]) -> TicketRef:
@@ -89,7 +91,7 @@ class ServiceNowClient:
         for key in ("assignment_group", "caller_id", "category"):
             if getattr(s, key):
                 record[key] = getattr(s, key)
-        result = (self._call("POST", TABLE, json=record).json or {}).get("result") or {}
+        result = (self._call("POST", TABLE, json=record, replay_safe=False).json or {}).get("result") or {}
         if "sys_id" not in result:
             raise PermanentError(201, str(result), reason="ServiceNow create answered without sys_id")
         return self._ref(result)

@@ -93,7 +93,8 @@ class SlackClient:
         return f"SlackClient(name={self.name!r}, settings={self.settings!r})"
 
     def _call(
-        self, method: str, api_method: str, *, json: Any = None, params: dict[str, str] | None = None
+        self, method: str, api_method: str, *, json: Any = None, params: dict[str, str] | None = None,
+        replay_safe: bool = True,
     ) -> Response:
         headers = {"Authorization": f"Bearer {self.settings.bot_token}"}
         if json is not None:
@@ -105,6 +106,7 @@ class SlackClient:
             params=params,
             headers=headers,
             classify=_web_api_verdict,
+            replay_safe=replay_safe,
         )
 
     def _ref(self, channel: str, ts: str) -> TicketRef:
@@ -153,7 +155,8 @@ class SlackClient:
             message["reply_broadcast"] = mode == "resolve"
         else:
             message["metadata"] = self._metadata(view)
-        return self._call("POST", "chat.postMessage", json=message)
+        # a parent message is the ticket: never posted twice without a lookup in between
+        return self._call("POST", "chat.postMessage", json=message, replay_safe=bool(thread_ts))
 
     def create(self, view: TicketView) -> TicketRef:
         body = self._post(view, "full").json or {}

@@ -1,6 +1,7 @@
 """Zammad REST client: a ticket per incident, tagged with the fingerprint label for lookup.
 
-create ``POST /api/v1/tickets`` (first article: an HTML note) then ``POST /api/v1/tags/add``;
+create ``POST /api/v1/tickets`` (first article: an HTML note; the fingerprint tag in the same request,
+so a ticket is never there without the tag ``find`` looks for);
 find ``GET /api/v1/tickets/search?query=tags:<label>``; update ``POST /api/v1/ticket_articles``;
 resolve = a closing article then ``PUT /api/v1/tickets/{id}`` with state "closed".
 """
@@ -41,13 +42,15 @@ class ZammadClient:
     def __repr__(self) -> str:
         return f"ZammadClient(name={self.name!r}, settings={self.settings!r})"
 
-    def _call(self, method: str, path: str, *, json: Any = None, params: Mapping[str, str] | None = None) -> Response:
+    def _call(self, method: str, path: str, *, json: Any = None, params: Mapping[str, str] | None = None,
+              replay_safe: bool = True) -> Response:
         return self.transport.request(
             method,
             join_url(self.settings.base_url, path),
             json=json,
             params=params,
             headers={"Authorization": f"Token token={self.settings.token}"},
+            replay_safe=replay_safe,
         )
 
     def _ref(self, ticket: Mapping[str, Any]) -> TicketRef:
@@ -93,14 +96,13 @@ class ZammadClient:
             "group": s.group,
             "customer": s.customer,
             "article": self._article(view, "full"),
+            "tags": facts.label,  # Zammad splits a comma-separated string; the label has no comma
         }
         if s.set_priority and facts.severity in ZAMMAD_PRIORITY:
             ticket["priority"] = ZAMMAD_PRIORITY[facts.severity]
-        created = self._call("POST", "/api/v1/tickets", json=ticket).json or {}
+        created = self._call("POST", "/api/v1/tickets", json=ticket, replay_safe=False).json or {}
         if "id" not in created:
             raise PermanentError(201, str(created), reason="Zammad create answered without a ticket id")
-        tag = {"item": facts.label, "object": "Ticket", "o_id": created["id"]}
-        self._call("POST", "/api/v1/tags/add", json=tag)
         return self._ref(created)
 
     def update(self, ref: TicketRef, view: TicketView) -> TicketRef:

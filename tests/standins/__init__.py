@@ -3,7 +3,9 @@
 Each stand-in checks auth, methods, paths and payload shapes the way its platform does (and a
 little stricter: unknown fields are rejected even where the real API would ignore them), keeps
 tickets in memory, and can be told to answer the next N requests with a fault (429 + Retry-After,
-503, a 4xx) to exercise the shared retry policy.
+503, a 4xx) to exercise the shared retry policy. A fault may be aimed at one method and path, and may
+strike *after* the request was applied (the platform created the ticket, then a gateway answered 504
+or the answer never came back in time): the unclear failures that must not lead to a second ticket.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -64,6 +67,13 @@ class Fault:
     status: int
     body: Any
     headers: dict[str, str]
+    method: str | None = None  # None: any request
+    path: str | None = None  # exact path; None: any
+    after: bool = False  # apply the request first, then answer the fault
+    hang_s: float = 0.0  # wait this long before answering (longer than the client's timeout: no answer)
+
+    def matches(self, req: Request) -> bool:
+        return (self.method is None or self.method == req.method) and (self.path is None or self.path == req.path)
 
 
 def check_keys(
@@ -129,6 +139,32 @@ class StandinServer:
                     Fault(status, body if body is not None else {"error": "injected"}, headers)
                 )
 
+    def fault(
+        self,
+        status: int = 504,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+        after: bool = False,
+        hang_s: float = 0.0,
+        retry_after: str | None = None,
+        times: int = 1,
+    ) -> None:
+        """Queue a fault for the next ``times`` requests matching ``method``/``path`` (in queue order).
+
+        ``after=True`` applies the request before answering the fault; ``hang_s`` delays the answer
+        (set it beyond the client's timeout to simulate "accepted, then timed out")."""
+        headers = {"Retry-After": retry_after} if retry_after is not None else {}
+        with self._lock:
+            for _ in range(times):
+                self._faults.append(
+                    Fault(status, {"error": "injected"}, headers, method, path, after, hang_s)
+                )
+
+    def pending_faults(self) -> int:
+        with self._lock:
+            return len(self._faults)
+
     def requests_to(self, method: str, path_prefix: str) -> int:
         return sum(1 for m, p in self.log if m == method and p.startswith(path_prefix))
 
@@ -136,14 +172,21 @@ class StandinServer:
     def dispatch(self, req: Request) -> Reply:
         with self._lock:
             self.log.append((req.method, req.path))
-            fault = self._faults.popleft() if self._faults else None
-        if fault is not None:
+            fault = next((f for f in self._faults if f.matches(req)), None)
+            if fault is not None:
+                self._faults.remove(fault)
+        if fault is not None and not fault.after:
+            time.sleep(fault.hang_s)
             return Reply(fault.status, fault.body, fault.headers)
         try:
             with self._lock:
-                return self.route(req)
+                reply = self.route(req)
         except Reject as rej:
-            return Reply(rej.status, rej.body, rej.headers)
+            reply = Reply(rej.status, rej.body, rej.headers)
+        if fault is not None:
+            time.sleep(fault.hang_s)
+            return Reply(fault.status, fault.body, fault.headers)
+        return reply
 
     def route(self, req: Request) -> Reply:
         raise NotImplementedError
@@ -171,8 +214,11 @@ def _make_handler(standin: StandinServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(payload)))
             for name, value in reply.headers.items():
                 self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(payload)
+            try:
+                self.end_headers()
+                self.wfile.write(payload)
+            except OSError:  # the client gave up waiting (an injected hang): nothing left to answer
+                self.close_connection = True
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 

@@ -84,8 +84,9 @@ class ZammadStandin(StandinServer):
 
     def _create(self, body: Any) -> Reply:
         body = check_keys(
-            body, "ticket", {"title", "group", "customer", "article"}, {"priority", "state"}, status=422
+            body, "ticket", {"title", "group", "customer", "article"}, {"priority", "state", "tags"}, status=422
         )
+        tags = check_str(body.get("tags", "-"), "tags", 10_000, status=422)  # Zammad: "a,b", split on ","
         check_str(body["title"], "title", 250, status=422)
         if body["group"] not in self.groups:
             raise _unprocessable(f"No lookup value found for 'group': {body['group']!r}")
@@ -102,7 +103,7 @@ class ZammadStandin(StandinServer):
             "group": body["group"],
             "state": "new",
             "priority": body.get("priority", "2 normal"),
-            "tags": [],
+            "tags": [t.strip() for t in tags.split(",") if t.strip()] if "tags" in body else [],
             "articles": [article],
         }
         self.tickets[ticket_id] = ticket
