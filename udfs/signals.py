@@ -445,7 +445,9 @@ class SignalMatcher:
             client_error = not facts.non_auth and _client_error_in_text(lowered)
         client_error = client_error or facts.auth_only
         server_error = status is not None and 500 <= status <= 599
-        failure = (level >= Level.ERROR or server_error or facts.non_auth) and not client_error
+        # A WARNING that carries a stack trace is an exception being handled, not advice (DETECTION.md).
+        warned_exception = level >= Level.WARN and (depth > 0 or bool(record.exception_stacktrace))
+        failure = (level >= Level.ERROR or server_error or facts.non_auth or warned_exception) and not client_error
         return RecordSignals(
             groups=groups,
             pattern=facts.pattern,

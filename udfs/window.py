@@ -13,7 +13,12 @@ Principles behind the constants (not tuned to cases):
   never counts (the multiple-testing budget is ~2 900 tests per service per 8 h);
 - hysteresis: an episode ends only when the recent window is no longer significant even at 1e-2;
 - a sustained high failure rate (>= 25 % over the 300 s window, >= 30 failures) is anomalous
-  even when it never changed, because "always broken" has no spike to find.
+  even when it never changed, because "always broken" has no spike to find;
+- surprise against the service's own template history (udfs.history): an alarming record whose
+  template this service never logged is judged by how probable such a discovery was in that
+  bucket given everything the service logged before (the rate's upper credible bound). At
+  p <= 1/2 the service is a candidate without any rate gate: one never-seen exception is news in a
+  long-clean service and none in a new or noisy one; the composite score then decides.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import NamedTuple
 
 from scipy.stats import binom
 
+from udfs import history
 from udfs.anomaly import (
     Notable,
     Sample,
@@ -35,6 +41,7 @@ from udfs.anomaly import (
     SignalInfo,
     TemplateInfo,
 )
+from udfs.records import Level
 from udfs.scoring import Breakdown, significance_score, velocity_score
 from udfs.signals import DEFAULT_WEIGHTS as GROUP_WEIGHTS
 from udfs.templates import TemplateMiner
@@ -58,11 +65,11 @@ class WindowConfig:
     sustained_failures: int = 30
     immediate_repeat_ms: int = 300_000
     max_samples: int = 5
-    template_warmup_ms: int = 300_000
-    """Novelty only counts once the service has one full window (300 s) of history."""
-    min_novel_exceptions: int = 2
-    """New failure mode: this many failures with never-seen templates and exception structure in
-    the recent 30 s make the service a candidate without the spike gate (still scored)."""
+    novelty_max_p: float = 0.5
+    """A never-seen alarming template makes the service a candidate when its own history gives such a
+    discovery in that bucket a probability of at most 1/2 (less likely than not; udfs.history)."""
+    max_history_templates: int = 300
+    """Alarming templates remembered per service (the miner's own cap), least recently seen evicted."""
     group_weights: Mapping[str, float] = field(default_factory=lambda: {g.value: w for g, w in GROUP_WEIGHTS.items()})
 
     def __post_init__(self) -> None:
@@ -116,18 +123,13 @@ def _look_at_notables(state: ServiceState, notables: tuple[Notable, ...], cfg: W
     if state.templates is None:
         state.templates = TemplateMiner(state.tenant, state.service)
     miner = state.templates
-    warmed = state.first_seen_ms >= 0
     emit: list[ServiceAnomaly] = []
     for n in notables:
         match = miner.add(n.body, n.time_ms)
         bucket = state.open.get(_bucket_of(n.time_ms, cfg.bucket_ms))
         if bucket is not None:
-            if n.failure and match.novel and warmed and n.time_ms - state.first_seen_ms >= cfg.template_warmup_ms:
-                bucket.novel_failures += 1
-                if n.structural > 0:
-                    bucket.novel_exceptions += 1
-                if len(bucket.novel_ids) < cfg.max_samples:
-                    bucket.novel_ids.append(match.template_id)
+            if n.failure:
+                _remember(state, bucket, n, match.template_id, cfg)
             if n.failure or n.immediate:
                 tid = match.template_id
                 bucket.template_counts[tid] = bucket.template_counts.get(tid, 0) + 1
@@ -147,6 +149,21 @@ def _look_at_notables(state: ServiceState, notables: tuple[Notable, ...], cfg: W
         state.immediate_seen[n.immediate] = n.time_ms
         emit.append(_immediate_anomaly(state, n, match.template_id, match.template, match.novel))
     return emit
+
+
+def _remember(state: ServiceState, bucket: OpenBucket, n: Notable, template_id: str, cfg: WindowConfig) -> None:
+    """Fold one alarming record into the template history; count a discovery in its bucket."""
+    level = Level[n.level].value if n.level in Level.__members__ else 0
+    if history.remember(state.memory, template_id, level, n.time_ms, cfg.max_history_templates):
+        bucket.discoveries += 1
+        if n.structural > 0:
+            bucket.novel_exceptions += 1
+        if len(bucket.novel_ids) < cfg.max_samples:
+            bucket.novel_ids.append(template_id)
+        if bucket.first_novel_ms < 0 or n.time_ms < bucket.first_novel_ms:
+            bucket.first_novel_ms = n.time_ms
+    if template_id in bucket.novel_ids:
+        bucket.novel_failures += 1
 
 
 def _immediate_anomaly(state: ServiceState, n: Notable, template_id: str, template: str, novel: bool) -> ServiceAnomaly:
@@ -286,8 +303,11 @@ def tail_p_value(failures: int, total: int, rate: float) -> float:
 def _close_bucket(
     state: ServiceState, start: int, bucket: OpenBucket, cfg: WindowConfig
 ) -> ServiceAnomaly | ServiceRecovered | None:
+    # The bucket's discoveries are judged against the history before it, then join that history.
+    novelty_p = history.surprise(state.memory) if bucket.discoveries else 1.0
+    history.observe(state.memory, bucket.total > 0, bucket.discoveries > 0, start + cfg.bucket_ms)
+    novel = novelty_p <= cfg.novelty_max_p
     _append_history(state, [start, bucket.total, bucket.failures, 0], bucket, cfg)
-    novel_exceptions = sum(b.novel_exceptions for b in state.recent)
     if state.base_total < 0:
         state.base_total, state.base_failures = _baseline_sums(state.history, cfg)
     st = window_stats(state.history, cfg, with_p_value=False, baseline=(state.base_total, state.base_failures))
@@ -298,21 +318,21 @@ def _close_bucket(
     )
     # The tail probability matters only with enough recent failures, a new failure mode, or for the
     # record of a sustained episode; below that every rule is decided by the counts alone.
-    if st.recent_failures >= cfg.min_failures or novel_exceptions >= cfg.min_novel_exceptions or sustained:
+    if st.recent_failures >= cfg.min_failures or novel or sustained:
         st = st._replace(p_value=tail_p_value(st.recent_failures, st.recent_total, st.baseline_rate))
     spike = (
         st.p_value < cfg.alpha_enter and st.recent_failures >= cfg.min_failures and st.rate_ratio >= cfg.min_rate_ratio
     )
     still = state.anomalous and (st.p_value < cfg.alpha_exit and st.recent_failures >= cfg.min_failures)
-    new_mode = novel_exceptions >= cfg.min_novel_exceptions and st.p_value < cfg.alpha_exit
     # Detected when the bucket closes: its end plus the allowed lateness, the event time of the timer.
     at_ms = start + cfg.bucket_ms + cfg.allowed_lateness_ms
-    if spike or sustained or still or new_mode:
+    if spike or sustained or still or novel:
         state.history[-1][3] = 1
         if not state.anomalous:
             state.anomalous = True
-            state.onset_ms = _onset(state, st.baseline_rate, start)
-        return _windowed_anomaly(state, st, sustained, at_ms, cfg, novel_exceptions)
+            state.onset_ms = bucket.first_novel_ms if novel and not spike else _onset(state, st.baseline_rate, start)
+        rate = spike or sustained or still
+        return _windowed_anomaly(state, st, sustained, at_ms, cfg, 1.0 - novelty_p if novel else 0.0, rate)
     if state.anomalous:
         state.anomalous = False
         state.onset_ms = -1
@@ -333,8 +353,21 @@ def _onset(state: ServiceState, baseline_rate: float, default_ms: int) -> int:
 
 
 def _windowed_anomaly(
-    state: ServiceState, st: WindowStats, sustained: bool, at_ms: int, cfg: WindowConfig, novel_exceptions: int
+    state: ServiceState,
+    st: WindowStats,
+    sustained: bool,
+    at_ms: int,
+    cfg: WindowConfig,
+    surprise: float,
+    rate: bool,
 ) -> ServiceAnomaly:
+    """The anomaly as of this close. ``surprise`` is 1 - p of a discovery in the closing bucket (0
+    without one): statistical evidence like a significance, and "recurrence" context (DETECTION.md:
+    a never-seen template scores higher than a known one), 0.7 as the published design scores it.
+    ``rate``: the failure rate itself departs from the baseline. Without it the anomaly rests on
+    novelty alone, and the records' own categories (pattern, http, severity, structure) count in
+    proportion to the confidence that they are news: how bad a line looks says nothing about whether
+    this service logs such lines anyway. Velocity needs the rate test's own minimum of failures."""
     groups: dict[str, int] = {}
     samples: list[Sample] = []
     novel = 0
@@ -350,21 +383,23 @@ def _windowed_anomaly(
             max(max_struct, b.max_structural),
         )
     weights = cfg.group_weights
-    floor = max(2, math.ceil(0.1 * st.recent_failures))
+    # A pattern group counts when it is a real share of the failures, or when the records are news.
+    floor = 1 if surprise else max(2, math.ceil(0.1 * st.recent_failures))
     dominant = {g: n for g, n in groups.items() if n >= floor}
     pattern = max((weights.get(g, 0.0) for g in dominant), default=0.0)
-    stat = significance_score(st.p_value)
+    stat = max(significance_score(st.p_value), round(surprise, 4))
     if sustained:
         stat = max(stat, min(1.0, 2 * st.window_failures / max(1, st.window_total)))
-    velocity = velocity_score(st.rate_ratio)
-    novelty = 0.7 * min(1.0, novel / max(1, st.recent_failures) / 0.5) if novel else 0.0
+    velocity = velocity_score(st.rate_ratio) if st.recent_failures >= cfg.min_failures else 0.0
+    novelty = 0.7 * surprise
+    weight = 1.0 if rate else surprise
     breakdown = Breakdown(
-        pattern=pattern,
+        pattern=round(pattern * weight, 4),
         statistical=stat,
-        context=max(velocity, novelty),
-        http=max_http,
-        severity=max_sev,
-        structural=max_struct,
+        context=max(velocity, round(novelty, 4)),
+        http=round(max_http * weight, 4),
+        severity=round(max_sev * weight, 4),
+        structural=round(max_struct * weight, 4),
     )
     signals = [
         SignalInfo(g, weights.get(g, 0.0), f"{n} failures") for g, n in sorted(dominant.items(), key=lambda kv: -kv[1])
@@ -378,11 +413,16 @@ def _windowed_anomaly(
     )
     if velocity:
         signals.append(SignalInfo("velocity", velocity, f"{st.rate_ratio:.1f}x baseline"))
-    if novelty:
-        signals.append(SignalInfo("novel_template", round(novelty, 4), f"{novel} failures with new templates"))
-    if novel_exceptions >= cfg.min_novel_exceptions:
+    if surprise:
+        memory = state.memory
         signals.append(
-            SignalInfo("new_failure_mode", round(max_struct, 4), f"{novel_exceptions} never-seen exceptions in 30 s")
+            SignalInfo(
+                "novel_template",
+                round(surprise, 4),
+                f"{novel} failures with templates this service never logged before; by its own history "
+                f"({memory.buckets - 1:.0f} active 10 s buckets, {memory.discoveries - 1:.0f} with discoveries) "
+                f"p = {1 - surprise:.3g}",
+            )
         )
     miner = state.templates
     templates: list[TemplateInfo] = []
@@ -407,6 +447,7 @@ def _windowed_anomaly(
         ("z", round(st.z, 2)),
         ("velocity", round(st.rate_ratio, 2)),
         ("late_records", float(state.late_records)),
+        ("novelty_p", round(1.0 - surprise, 6) if surprise else 1.0),
     )
     return ServiceAnomaly(
         anomaly_id=_anomaly_id(state.tenant, state.service, "error_rate", at_ms),

@@ -12,13 +12,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from udfs import history as tmpl_history
 from udfs.anomaly import (
     BucketAgg,
     Sample,
 )
 from udfs.templates import TemplateMiner
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2 added the template history (``memory``) and per-bucket discoveries; 1 is still read."""
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass
@@ -38,6 +41,10 @@ class OpenBucket:
     novel_ids: list[str] = field(default_factory=list)
     novel_exceptions: int = 0
     template_counts: dict[str, int] = field(default_factory=dict)
+    discoveries: int = 0
+    """Alarming templates this service logged for the first time in this bucket."""
+    first_novel_ms: int = -1
+    """Event time of the bucket's first record with such a template, or -1."""
 
     def add(self, agg: BucketAgg) -> None:
         self.total += agg.total
@@ -73,6 +80,8 @@ class ServiceState:
     late_records: int = 0
     suppressed_immediate: int = 0
     templates: TemplateMiner | None = None
+    memory: tmpl_history.TemplateHistory = field(default_factory=tmpl_history.TemplateHistory)
+    """The service's alarming templates and observation counts (surprise of a new template)."""
     base_total: int = 0
     """Sum of ``total`` over the baseline rows (``history[:-recent_buckets]`` not anomalous), kept
     up to date by ``window._append_history``; never stored: -1 after decoding means "sum it again"."""
@@ -103,6 +112,8 @@ def encode_bucket(b: OpenBucket) -> list[Any]:
         b.novel_ids,
         b.novel_exceptions,
         b.template_counts,
+        b.discoveries,
+        b.first_novel_ms,
     ]
 
 
@@ -121,12 +132,14 @@ def _bucket_from_json(v: list[Any]) -> OpenBucket:
         [str(i) for i in v[10]],
         int(v[11]),
         {str(k): int(n) for k, n in v[12].items()},
+        int(v[13]) if len(v) > 13 else 0,
+        int(v[14]) if len(v) > 14 else -1,
     )
 
 
 def encode_part(state: ServiceState, part: str) -> Any:
     """One independently stored part of the state: "open" (the buckets the watermark has not passed;
-    changes with every message), "core" (history, episode, counters; changes at bucket close) or
+    changes with every message), "core" (history, episode, counters, template history; changes at bucket close) or
     "templates" (the miner; changes when notable records arrive). Adapters write only dirty parts."""
     if part == "open":
         return {str(k): encode_bucket(b) for k, b in state.open.items()}
@@ -148,6 +161,7 @@ def encode_part(state: ServiceState, part: str) -> Any:
         "first_seen_ms": state.first_seen_ms,
         "late_records": state.late_records,
         "suppressed_immediate": state.suppressed_immediate,
+        "memory": tmpl_history.encode(state.memory),
     }
 
 
@@ -165,7 +179,7 @@ def decode_parts(core: Mapping[str, Any], open_: Mapping[str, Any] | None, templ
 
 def decode_state(obj: Mapping[str, Any]) -> ServiceState:
     version = obj.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
         raise ValueError(
             f"service window state: unsupported schema_version {version!r} (this build reads {SCHEMA_VERSION})"
         )
@@ -185,6 +199,7 @@ def decode_state(obj: Mapping[str, Any]) -> ServiceState:
         late_records=int(obj["late_records"]),
         suppressed_immediate=int(obj["suppressed_immediate"]),
         templates=TemplateMiner.from_state(tpl) if tpl is not None else None,
+        memory=tmpl_history.decode(obj["memory"]) if "memory" in obj else tmpl_history.TemplateHistory(),
     )
     state.base_total = state.base_failures = -1  # summed again at the next bucket close
     return state
