@@ -16,11 +16,16 @@ from pyflink.common import WatermarkStrategy
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.datastream.connectors.file_system import FileSource, StreamFormat
 
+from connectors.otlp import MAX_MESSAGE_BYTES
+
 _SAFE = re.compile(r"[^A-Za-z0-9_]")
 
 
-def kafka_topic(env: StreamExecutionEnvironment, *, bootstrap: str, topic: str, group_id: str, name: str) -> DataStream:
-    """Rows of (value bytes, partition, offset, timestamp) from ``topic``."""
+def kafka_topic(env: StreamExecutionEnvironment, *, bootstrap: str, topic: str, group_id: str, name: str,
+                max_message_bytes: int = MAX_MESSAGE_BYTES) -> DataStream:  # fmt: skip
+    """Rows of (value bytes, partition, offset, timestamp) from ``topic``. A partition's fetch takes
+    ``max_message_bytes`` (the topics' ``max.message.bytes``), so the largest message the topic can
+    hold comes in one fetch; the decoder rejects anything larger as ``too_large``."""
     from pyflink.table import StreamTableEnvironment
 
     t_env = StreamTableEnvironment.create(env)
@@ -37,6 +42,7 @@ def kafka_topic(env: StreamExecutionEnvironment, *, bootstrap: str, topic: str, 
           'properties.bootstrap.servers' = '{bootstrap}',
           'properties.group.id' = '{group_id}',
           'properties.auto.offset.reset' = 'earliest',
+          'properties.max.partition.fetch.bytes' = '{int(max_message_bytes)}',
           'scan.startup.mode' = 'group-offsets',
           'format' = 'raw'
         )""")

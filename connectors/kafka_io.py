@@ -12,17 +12,40 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from connectors.otlp import MAX_MESSAGE_BYTES
+
+# Errors about this one message, not the broker: sending it again cannot succeed.
+_REFUSED = frozenset(
+    getattr(KafkaError, name)
+    for name in ("MSG_SIZE_TOO_LARGE", "_MSG_SIZE_TOO_LARGE", "RECORD_LIST_TOO_LARGE", "INVALID_RECORD",
+                 "CORRUPT_MESSAGE", "INVALID_MSG_SIZE", "_INVALID_ARG")
+    if hasattr(KafkaError, name)
+)  # fmt: skip
 
 
 class KafkaSinkError(RuntimeError):
-    """The broker did not acknowledge in time; the job fails and restarts from its checkpoint."""
+    """The broker did not acknowledge in time, or refused the message (``refused``: too large or
+    invalid, so a retry cannot help); the caller decides whether the job fails."""
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
+
+
+def _refused(err: Any) -> bool:
+    return isinstance(err, KafkaError) and err.code() in _REFUSED
 
 
 class KeyedProducer:
-    """Produce JSON values with a key and wait for the acknowledgement (at-least-once)."""
+    """Produce JSON values with a key and wait for the acknowledgement (at-least-once).
 
-    def __init__(self, bootstrap_servers: str, topic: str, *, timeout_s: float = 30.0) -> None:
+    ``max_message_bytes`` is the client's ``message.max.bytes``: the one size limit of the project's
+    topics (``connectors.otlp.MAX_MESSAGE_BYTES``), not librdkafka's 1 MB default."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, *, timeout_s: float = 30.0,
+                 max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:  # fmt: skip
         self.topic = topic
         self.timeout_s = timeout_s
         self._producer = Producer(
@@ -32,16 +55,17 @@ class KeyedProducer:
                 "acks": "all",
                 "linger.ms": 0,
                 "message.timeout.ms": int(timeout_s * 1000),
+                "message.max.bytes": max_message_bytes,
             }
         )
         self.sent = 0
 
     def send(self, key: str, value: Mapping[str, Any] | bytes, *, timestamp_ms: int | None = None) -> None:
-        errors: list[str] = []
+        errors: list[Any] = []
 
         def delivered(err: Any, _msg: Any) -> None:
             if err is not None:
-                errors.append(str(err))
+                errors.append(err)
 
         payload = value if isinstance(value, bytes) else json.dumps(value, sort_keys=True).encode()
         try:
@@ -49,11 +73,16 @@ class KeyedProducer:
             if timestamp_ms is not None:
                 kwargs["timestamp"] = timestamp_ms
             self._producer.produce(self.topic, **kwargs)
-        except (KafkaException, BufferError) as exc:
+        except KafkaException as exc:
+            raise KafkaSinkError(f"produce to {self.topic} failed: {exc}", refused=_refused(exc.args[0])) from exc
+        except BufferError as exc:
             raise KafkaSinkError(f"produce to {self.topic} failed: {exc}") from exc
         remaining = self._producer.flush(self.timeout_s)
         if remaining or errors:
-            raise KafkaSinkError(f"{self.topic}: not acknowledged within {self.timeout_s}s ({'; '.join(errors)})")
+            raise KafkaSinkError(
+                f"{self.topic}: not acknowledged within {self.timeout_s}s ({'; '.join(map(str, errors))})",
+                refused=not remaining and all(_refused(e) for e in errors),
+            )
         self.sent += 1
 
     def close(self) -> None:

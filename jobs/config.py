@@ -13,12 +13,14 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from connectors.otlp import MAX_MESSAGE_BYTES
+
 
 class ConfigError(ValueError):
     """A setting is invalid; the message names it."""
 
 
-def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -28,6 +30,8 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -
         raise ConfigError(f"{name}={raw!r}: expected an integer") from None
     if value < minimum:
         raise ConfigError(f"{name}={value}: must be >= {minimum}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name}={value}: must be <= {maximum}")
     return value
 
 
@@ -62,6 +66,11 @@ class JobConfig:
     out_of_orderness_ms: int = 5_000
     idleness_ms: int = 30_000
     max_body_bytes: int = 65_536
+    # Clocks of hosts that keep NTP differ by well under a second and a Collector holds a batch for
+    # seconds, so 5 min accepts every honest sender with margin; a record further ahead can only come
+    # from a wrong clock, and it would move the shared per-subtask watermark for every tenant.
+    max_future_skew_ms: int = 300_000
+    max_message_bytes: int = MAX_MESSAGE_BYTES  # the one message size limit (connectors.otlp)
     max_notables: int = 64
     trace_sample: int = 16
     checkpoint_interval_ms: int = 10_000
@@ -108,6 +117,10 @@ class JobConfig:
             out_of_orderness_ms=_int(env, "LOGCLAW_OUT_OF_ORDERNESS_MS", d.out_of_orderness_ms),
             idleness_ms=_int(env, "LOGCLAW_IDLENESS_MS", d.idleness_ms, minimum=1),
             max_body_bytes=_int(env, "LOGCLAW_MAX_BODY_BYTES", d.max_body_bytes, minimum=256),
+            max_future_skew_ms=_int(env, "LOGCLAW_MAX_FUTURE_SKEW_MS", d.max_future_skew_ms, minimum=1_000,
+                                    maximum=86_400_000),
+            max_message_bytes=_int(env, "LOGCLAW_MAX_MESSAGE_BYTES", d.max_message_bytes, minimum=65_536,
+                                   maximum=64 * 1024 * 1024),
             max_notables=_int(env, "LOGCLAW_MAX_NOTABLES", d.max_notables, minimum=1),
             trace_sample=_int(env, "LOGCLAW_TRACE_SAMPLE", d.trace_sample),
             checkpoint_interval_ms=_int(env, "LOGCLAW_CHECKPOINT_INTERVAL_MS", d.checkpoint_interval_ms),
@@ -135,3 +148,7 @@ class JobConfig:
             raise ConfigError("LOGCLAW_BOOTSTRAP_SERVERS is empty")
         if self.opensearch_url and not self.opensearch_url.startswith(("http://", "https://")):
             raise ConfigError(f"LOGCLAW_OPENSEARCH_URL={self.opensearch_url!r}: expected an http(s):// URL")
+        if not 1_000 <= self.max_future_skew_ms <= 86_400_000:
+            raise ConfigError(f"LOGCLAW_MAX_FUTURE_SKEW_MS={self.max_future_skew_ms}: must be 1000..86400000")
+        if not 65_536 <= self.max_message_bytes <= 64 * 1024 * 1024:
+            raise ConfigError(f"LOGCLAW_MAX_MESSAGE_BYTES={self.max_message_bytes}: must be 65536..67108864")

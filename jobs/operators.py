@@ -7,8 +7,8 @@ processing-time TTL as a safety net; the real eviction rules are event-time time
 
 from __future__ import annotations
 
-import base64
 import json
+import sys
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -20,7 +20,7 @@ from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction,
 from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig, ValueStateDescriptor
 
 from connectors.flink_sources import row_payload
-from connectors.otlp import decode_logs, decode_spans
+from connectors.otlp import build_dead_letter, decode_logs, decode_spans, latest_event_time_unix_nano
 from jobs.config import JobConfig
 from jobs.event_time import KEYED_TIMED
 from udfs import correlate, tenant_state, traces, window, window_state
@@ -64,8 +64,28 @@ def _map_state(ctx: RuntimeContext, name: str, key_type: Any) -> Any:
 
 def dumps(obj: Any) -> str:
     """State codec output as a compact JSON string (orjson: the stdlib encoder cost more than the
-    steps themselves at every bucket close)."""
-    return orjson.dumps(obj).decode()
+    steps themselves at every bucket close).
+
+    orjson stores integers in int64/uint64 only. The decoder lets no larger one through, but state
+    that cannot be written fails the job and every restart meets it again (a crash loop for every
+    tenant), so an integer out of range is clamped to the nearest storable value instead."""
+    try:
+        return orjson.dumps(obj).decode()
+    except TypeError:  # orjson.JSONEncodeError: "Integer exceeds 64-bit range"
+        return orjson.dumps(_clamped(obj)).decode()
+
+
+def _clamped(obj: Any) -> Any:
+    if isinstance(obj, int) and not isinstance(obj, bool):
+        return min(max(obj, _INT64_MIN), _UINT64_MAX)
+    if isinstance(obj, dict):
+        return {k: _clamped(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clamped(v) for v in obj]
+    return obj
+
+
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 
 
 loads = orjson.loads
@@ -132,33 +152,20 @@ class DecodeAndSummarize(ProcessFunction):  # type: ignore[misc]
         self.subtask = uuid.uuid4().hex
 
     def process_element(self, value: Any, ctx: ProcessFunction.Context) -> Iterator[Any]:
-        payload, partition, offset, ts_ms = row_payload(value)
+        payload, _, _, ts_ms = row_payload(value)
         decoded = decode_logs(
             payload,
             fmt=self.cfg.input_format,
             max_body_bytes=self.cfg.max_body_bytes,
             default_time_unix_nano=ts_ms * 1_000_000,
+            latest_time_unix_nano=latest_accepted_ns(self.cfg),
+            max_message_bytes=self.cfg.max_message_bytes,
         )
         self.messages += 1
         self.m_messages.inc()
         if decoded.errors:
             self.m_errors.inc(len(decoded.errors))
-            yield (
-                DEAD_LETTER,
-                json.dumps(
-                    {
-                        "topic": self.cfg.logs_topic if partition >= 0 else "file",
-                        "partition": partition,
-                        "offset": offset,
-                        "timestamp_ms": ts_ms,
-                        "errors": [
-                            {"reason": e.reason, "detail": e.detail, "record_index": e[2]} for e in decoded.errors
-                        ],
-                        "payload_base64": base64.b64encode(payload).decode("ascii"),
-                    },
-                    sort_keys=True,
-                ),
-            )
+            yield DEAD_LETTER, dead_letter(self.cfg, self.cfg.logs_topic, value, decoded.errors)
         records = decoded.records
         if records:
             self.records += len(records)
@@ -190,27 +197,40 @@ class DecodeAndSummarize(ProcessFunction):  # type: ignore[misc]
             writer.close()
 
 
+def latest_accepted_ns(cfg: JobConfig) -> int:
+    """The latest event time (ns) a record may carry when it is decoded now: receive time plus the
+    configured skew. Receive time is this operator's clock, not the Kafka timestamp: producers stamp
+    messages with the event time (ingest did), and on a backlog the clock is only later, never earlier."""
+    return latest_event_time_unix_nano(int(time.time() * 1000), max_future_skew_ms=cfg.max_future_skew_ms)
+
+
+def dead_letter(cfg: JobConfig, topic: str, value: Any, errors: Any) -> str:
+    """The dead letter for one input message (a Kafka row or a file line), bounded in size."""
+    payload, partition, offset, ts_ms = row_payload(value)
+    return build_dead_letter(topic=topic if partition >= 0 else "file", partition=partition, offset=offset,
+                             timestamp_ms=ts_ms, errors=errors, payload=payload, max_bytes=cfg.max_message_bytes)
+
+
 class DecodeSpans(ProcessFunction):  # type: ignore[misc]
+    """Bytes in; spans keyed by (tenant, trace id) out. Bad spans and unreadable messages go to the
+    dead-letter side output as logs do (one letter per message, every bad span listed)."""
+
     def __init__(self, cfg: JobConfig) -> None:
         self.cfg = cfg
 
+    def open(self, ctx: RuntimeContext) -> None:
+        group = ctx.get_metrics_group()
+        self.m_spans = group.counter("spans_in")
+        self.m_errors = group.counter("span_decode_errors")
+
     def process_element(self, value: Any, ctx: ProcessFunction.Context) -> Iterator[Any]:
-        payload, partition, offset, _ = row_payload(value)
-        decoded = decode_spans(payload, fmt=self.cfg.input_format)
+        payload, _, _, _ = row_payload(value)
+        decoded = decode_spans(payload, fmt=self.cfg.input_format, latest_time_unix_nano=latest_accepted_ns(self.cfg),
+                               max_message_bytes=self.cfg.max_message_bytes)  # fmt: skip
         if decoded.errors:
-            yield (
-                DEAD_LETTER,
-                json.dumps(
-                    {
-                        "topic": self.cfg.spans_topic or "file",
-                        "partition": partition,
-                        "offset": offset,
-                        "errors": [{"reason": e.reason, "detail": e.detail} for e in decoded.errors],
-                        "payload_base64": base64.b64encode(payload).decode("ascii"),
-                    },
-                    sort_keys=True,
-                ),
-            )
+            self.m_errors.inc(len(decoded.errors))
+            yield DEAD_LETTER, dead_letter(self.cfg, self.cfg.spans_topic, value, decoded.errors)
+        self.m_spans.inc(len(decoded.spans))
         for span in decoded.spans:
             yield Row(f"{span.tenant}\x1f{span.trace_id}", span), int(span.start_ms)
 
@@ -443,24 +463,55 @@ class DeadLetterSink(ProcessFunction):  # type: ignore[misc]
         if self.cfg.mode == "kafka":
             from connectors.kafka_io import KeyedProducer
 
-            self.producer = KeyedProducer(self.cfg.bootstrap_servers, self.cfg.dead_letter_topic)
+            self.producer = KeyedProducer(self.cfg.bootstrap_servers, self.cfg.dead_letter_topic,
+                                          max_message_bytes=self.cfg.max_message_bytes)
         else:
             from pathlib import Path
 
             out = Path(self.cfg.out_dir or ".")
             out.mkdir(parents=True, exist_ok=True)
             self.file = (out / "dead-letter.jsonl").open("a", encoding="utf-8")
-        self.m = ctx.get_metrics_group().counter("dead_letters")
+        group = ctx.get_metrics_group()
+        self.m = group.counter("dead_letters")
+        self.m_cut = group.counter("dead_letters_cut")
+        self.m_dropped = group.counter("dead_letters_dropped")
 
     def process_element(self, value: str, ctx: ProcessFunction.Context) -> Iterator[Any]:
         if self.producer is not None:
-            obj = json.loads(value)
-            self.producer.send(f"{obj['topic']}-{obj['partition']}-{obj['offset']}", value.encode())
+            self._send(value)
         elif self.file is not None:
             self.file.write(value + "\n")
             self.file.flush()
         self.m.inc()
         return iter(())
+
+    def _send(self, value: str) -> None:
+        """Send one dead letter. One the topic refuses as too large or invalid (its limit is below
+        ours) is sent again without its payload, and dropped (counted, logged) if even that is
+        refused: a dead letter never fails the job. An unreachable broker still does, as for
+        incidents: the job restarts from its checkpoint and nothing is lost."""
+        from connectors.kafka_io import KafkaSinkError
+
+        assert self.producer is not None
+        obj = json.loads(value)
+        key = f"{obj['topic']}-{obj['partition']}-{obj['offset']}"
+        try:
+            self.producer.send(key, value.encode())
+            return
+        except KafkaSinkError as exc:
+            if not exc.refused:
+                raise
+            first = exc
+        obj.update(payload_base64="", payload_truncated=True, errors=obj["errors"][:10],
+                   errors_truncated=len(obj["errors"]) > 10, refused=str(first)[:500])
+        self.m_cut.inc()
+        try:
+            self.producer.send(key, json.dumps(obj, sort_keys=True).encode())
+        except KafkaSinkError as exc:
+            if not exc.refused:
+                raise
+            self.m_dropped.inc()
+            print(f"dead letter {key} dropped: the topic refused it ({exc})", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         for resource in (getattr(self, "file", None), getattr(self, "producer", None)):

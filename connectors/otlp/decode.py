@@ -12,7 +12,7 @@ import orjson
 from connectors.otlp.logs_json import _decode_logs_json
 from connectors.otlp.logs_pb import _decode_logs_pb
 from connectors.otlp.spans import _decode_spans_json, _decode_spans_pb
-from connectors.otlp.values import _BOM, _D, _FORMATS, _Bad, _whole
+from connectors.otlp.values import _BOM, _D, _FORMATS, MAX_MESSAGE_BYTES, MAX_TIME_UNIX_NANO, _Bad, _whole
 from udfs.records import (
     Decoded,
     DecodedSpans,
@@ -43,7 +43,9 @@ def _load_json(data: bytes) -> Any:
     raise _Bad("invalid_json", message)
 
 
-def _dispatch(data: bytes, fmt: str, kind: type[_D], on_pb: Callable[[bytes], _D], on_json: Callable[[Any], _D]) -> _D:
+def _dispatch(
+    data: bytes, fmt: str, max_bytes: int, kind: type[_D], on_pb: Callable[[bytes], _D], on_json: Callable[[Any], _D]
+) -> _D:
     if fmt not in _FORMATS:
         raise ValueError(f"fmt must be one of {_FORMATS}, not {fmt!r}")
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -51,6 +53,8 @@ def _dispatch(data: bytes, fmt: str, kind: type[_D], on_pb: Callable[[bytes], _D
     data = bytes(data)
     if not data:
         return _whole(kind, "empty", "zero-length message")
+    if len(data) > max_bytes:
+        return _whole(kind, "too_large", f"{len(data)} bytes is over the message size limit of {max_bytes}")
     try:
         if fmt == "proto" or (fmt == "auto" and not _looks_like_json(data)):
             return on_pb(data)
@@ -70,23 +74,42 @@ def _dispatch(data: bytes, fmt: str, kind: type[_D], on_pb: Callable[[bytes], _D
 
 
 def decode_logs(
-    data: bytes, *, fmt: str = "auto", max_body_bytes: int = 65536, default_time_unix_nano: int = 0
+    data: bytes,
+    *,
+    fmt: str = "auto",
+    max_body_bytes: int = 65536,
+    default_time_unix_nano: int = 0,
+    latest_time_unix_nano: int = MAX_TIME_UNIX_NANO,
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
 ) -> Decoded:
     """Decode one ``ExportLogsServiceRequest`` (``fmt``: "proto", "json" or "auto" = sniff).
 
     Event time is ``timeUnixNano``, else ``observedTimeUnixNano``, else ``default_time_unix_nano``
-    (the caller passes the Kafka message timestamp, in ns). Bodies are cut to ``max_body_bytes``
-    UTF-8 bytes. Never raises on bad ``data``; see the module docstring for the error contract.
+    (the caller passes the Kafka message timestamp, in ns); a record whose event time is after
+    ``latest_time_unix_nano`` (see ``latest_event_time_unix_nano``) is a ``future_timestamp`` error.
+    Bodies are cut to ``max_body_bytes`` UTF-8 bytes; a message over ``max_message_bytes`` is one
+    ``too_large`` error. Never raises on bad ``data``; see the module docstring for the error contract.
     """
     if max_body_bytes < 0:
         raise ValueError("max_body_bytes must be >= 0")
     return _dispatch(
-        data, fmt, Decoded,
-        lambda raw: _decode_logs_pb(raw, max_body_bytes, default_time_unix_nano),
-        lambda doc: _decode_logs_json(doc, max_body_bytes, default_time_unix_nano),
+        data, fmt, max_message_bytes, Decoded,
+        lambda raw: _decode_logs_pb(raw, max_body_bytes, default_time_unix_nano, latest_time_unix_nano),
+        lambda doc: _decode_logs_json(doc, max_body_bytes, default_time_unix_nano, latest_time_unix_nano),
     )  # fmt: skip
 
 
-def decode_spans(data: bytes, *, fmt: str = "auto") -> DecodedSpans:
-    """Decode one ``ExportTraceServiceRequest`` (protobuf or OTLP/JSON) into spans and errors."""
-    return _dispatch(data, fmt, DecodedSpans, _decode_spans_pb, _decode_spans_json)
+def decode_spans(
+    data: bytes,
+    *,
+    fmt: str = "auto",
+    latest_time_unix_nano: int = MAX_TIME_UNIX_NANO,
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
+) -> DecodedSpans:
+    """Decode one ``ExportTraceServiceRequest`` (protobuf or OTLP/JSON) into spans and errors; a span
+    starting or ending after ``latest_time_unix_nano`` is a ``future_timestamp`` error."""
+    return _dispatch(
+        data, fmt, max_message_bytes, DecodedSpans,
+        lambda raw: _decode_spans_pb(raw, latest_time_unix_nano),
+        lambda doc: _decode_spans_json(doc, latest_time_unix_nano),
+    )  # fmt: skip

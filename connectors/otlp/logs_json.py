@@ -48,13 +48,13 @@ def _json_scope(obj: Any) -> _Scope:
 
 
 def _json_log(
-    rec: Any, resource: _Resource, scope: _Scope, max_body: int, default_time: int, index: int
+    rec: Any, resource: _Resource, scope: _Scope, max_body: int, default_time: int, latest: int, index: int
 ) -> LogRecord | DecodeError:
     if not isinstance(rec, dict):
         return DecodeError("wrong_type", "a log record is not a JSON object", index)
     observed = _json_time(rec, "observedTimeUnixNano", "observed_time_unix_nano")
     time = _json_time(rec, "timeUnixNano", "time_unix_nano") or observed or default_time
-    bad_time = _check_time(time, index)
+    bad_time = _check_time(time, index, latest)
     if bad_time is not None:
         return bad_time
     number = _json_enum(_field(rec, "severityNumber", "severity_number"), _SEVERITY_BY_NAME, "severity")
@@ -85,7 +85,7 @@ def _json_groups(doc: Any, outer: tuple[str, str], inner: tuple[str, str], items
             yield group.get("resource"), scoped.get("scope"), _json_list(_field(scoped, *items), items[0])
 
 
-def _decode_logs_json(doc: Any, max_body: int, default_time: int) -> Decoded:
+def _decode_logs_json(doc: Any, max_body: int, default_time: int, latest: int) -> Decoded:
     records: list[LogRecord] = []
     errors: list[DecodeError] = []
     index = -1
@@ -106,7 +106,7 @@ def _decode_logs_json(doc: Any, max_body: int, default_time: int) -> Decoded:
         for rec in recs:
             index += 1
             try:
-                out = _json_log(rec, resource, scope, max_body, default_time, index)
+                out = _json_log(rec, resource, scope, max_body, default_time, latest, index)
             except _Bad as bad:
                 out = DecodeError(bad.reason, bad.detail, index)
             if isinstance(out, LogRecord):

@@ -12,7 +12,6 @@ from connectors.otlp.values import (
     _NO_ATTRS,
     _ZERO_SPAN,
     _ZERO_TRACE,
-    MAX_TIME_UNIX_NANO,
     MIN_TIME_UNIX_NANO,
     _Bad,
     _cap,
@@ -138,7 +137,7 @@ def _pb_body(raw: bytes) -> str:
     return render_text(_pb_any(_parse_pb(common_pb2.AnyValue, raw, "body")))
 
 
-def _decode_logs_pb(data: bytes, max_body: int, default_time: int) -> Decoded:
+def _decode_logs_pb(data: bytes, max_body: int, default_time: int, latest: int) -> Decoded:
     try:
         view = _LogsView.FromString(data)
     except PbDecodeError as exc:
@@ -150,7 +149,7 @@ def _decode_logs_pb(data: bytes, max_body: int, default_time: int) -> Decoded:
     add, fail, new, level_of = records.append, errors.append, _new_record, _LEVEL_BY_NUMBER
     attributes_of, text_of, body_of, id_of = _pb_attributes, _pb_text, _pb_body, _pb_id
     attr_memo, text_memo, zero_trace, zero_span = _attrs_memo, _text_memo, _ZERO_TRACE, _ZERO_SPAN
-    min_t, max_t, cap_chars = MIN_TIME_UNIX_NANO, MAX_TIME_UNIX_NANO, max_body // 4
+    min_t, max_t, cap_chars = MIN_TIME_UNIX_NANO, latest, max_body // 4
     index = -1
     for resource_logs in view.resource_logs:
         for scope_logs in resource_logs.scope_logs:
@@ -167,7 +166,7 @@ def _decode_logs_pb(data: bytes, max_body: int, default_time: int) -> Decoded:
                 observed = rec.observed_time_unix_nano
                 time = rec.time_unix_nano or observed or default_time
                 if time < min_t or time > max_t:
-                    fail(_time_error(time, index))
+                    fail(_time_error(time, index, max_t))
                     continue
                 try:
                     number, raw = rec.severity_number, rec.severity_text

@@ -35,9 +35,15 @@ from udfs.records import (
 # Spans.
 
 
-def _pb_span(span: Any, tenant: str, service: str, index: int) -> Span | DecodeError:
+def _span_times(start: int, end: int, latest: int, index: int) -> DecodeError | None:
+    """A span is exported once it ended: its start and (when set) its end must be valid times no
+    later than ``latest`` (receive time + the maximum future skew)."""
+    return _check_time(start, index, latest) or (_check_time(end, index, latest) if end else None)
+
+
+def _pb_span(span: Any, tenant: str, service: str, latest: int, index: int) -> Span | DecodeError:
     start = span.start_time_unix_nano
-    bad_time = _check_time(start, index)
+    bad_time = _span_times(start, span.end_time_unix_nano, latest, index)
     if bad_time is not None:
         return bad_time
     try:
@@ -52,7 +58,7 @@ def _pb_span(span: Any, tenant: str, service: str, index: int) -> Span | DecodeE
     )  # fmt: skip
 
 
-def _decode_spans_pb(data: bytes) -> DecodedSpans:
+def _decode_spans_pb(data: bytes, latest: int) -> DecodedSpans:
     try:
         view = _SpansView.FromString(data)
     except PbDecodeError as exc:
@@ -74,7 +80,7 @@ def _decode_spans_pb(data: bytes) -> DecodedSpans:
                 try:
                     if spoiled is not None:
                         raise spoiled
-                    out = _pb_span(span, tenant, service, index)
+                    out = _pb_span(span, tenant, service, latest, index)
                 except _Bad as bad:
                     out = DecodeError(bad.reason, bad.detail, index)
                 if isinstance(out, Span):
@@ -84,11 +90,12 @@ def _decode_spans_pb(data: bytes) -> DecodedSpans:
     return DecodedSpans(tuple(spans), tuple(errors))
 
 
-def _json_span(obj: Any, tenant: str, service: str, index: int) -> Span | DecodeError:
+def _json_span(obj: Any, tenant: str, service: str, latest: int, index: int) -> Span | DecodeError:
     if not isinstance(obj, dict):
         return DecodeError("wrong_type", "a span is not a JSON object", index)
     start = _json_time(obj, "startTimeUnixNano", "start_time_unix_nano")
-    bad_time = _check_time(start, index)
+    end = _json_time(obj, "endTimeUnixNano", "end_time_unix_nano")
+    bad_time = _span_times(start, end, latest, index)
     if bad_time is not None:
         return bad_time
     status = _json_object(obj.get("status"), "status")
@@ -97,13 +104,12 @@ def _json_span(obj: Any, tenant: str, service: str, index: int) -> Span | Decode
         tenant, service, _json_id(_field(obj, "traceId", "trace_id"), 16, "traceId"),
         _json_id(_field(obj, "spanId", "span_id"), 8, "spanId"),
         _json_id(_field(obj, "parentSpanId", "parent_span_id"), 8, "parentSpanId"),
-        _json_str(obj.get("name"), "name"), _json_enum(obj.get("kind"), _KIND_BY_NAME, "kind"), start,
-        _json_time(obj, "endTimeUnixNano", "end_time_unix_nano"),
+        _json_str(obj.get("name"), "name"), _json_enum(obj.get("kind"), _KIND_BY_NAME, "kind"), start, end,
         _STATUSES.get(code, SpanStatus.UNSET), _json_str(status.get("message"), "status message"),
     )  # fmt: skip
 
 
-def _decode_spans_json(doc: Any) -> DecodedSpans:
+def _decode_spans_json(doc: Any, latest: int) -> DecodedSpans:
     spans: list[Span] = []
     errors: list[DecodeError] = []
     index = -1
@@ -125,7 +131,7 @@ def _decode_spans_json(doc: Any) -> DecodedSpans:
             try:
                 if spoiled is not None:
                     raise spoiled
-                out = _json_span(obj, tenant, service, index)
+                out = _json_span(obj, tenant, service, latest, index)
             except _Bad as bad:
                 out = DecodeError(bad.reason, bad.detail, index)
             if isinstance(out, Span):

@@ -35,6 +35,14 @@ from udfs.records import (
 
 MIN_TIME_UNIX_NANO = 946_684_800 * 1_000_000_000  # 2000-01-01T00:00:00Z
 MAX_TIME_UNIX_NANO = 4_102_444_800 * 1_000_000_000  # 2100-01-01T00:00:00Z
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+"""The one size limit of a Kafka message, in bytes: ``max.message.bytes`` of the otlp_logs/otlp_spans
+topics (deploy/kafka/topics.yaml) and the Collector's exporter, the job's fetch size, every producer's
+``message.max.bytes`` and the bound on a dead letter; a larger input message is one decode error."""
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # OTLP intValue; also what the state codec (orjson) stores
+UINT64_MAX = 2**64 - 1  # OTLP fixed64 times
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1  # OTLP enums (severityNumber, span kind, status code)
+_MAX_INT_DIGITS = 20  # no int64/uint64 has more; longer text is rejected before int() reads it
 _MAX_DEPTH = 64  # nesting of AnyValue arrays/kvlists
 _MEMO_LIMIT = 8192
 _ZERO_TRACE = bytes(16)
@@ -146,7 +154,7 @@ def _json_any(value: Any, depth: int) -> AttrValue:
         if isinstance(item, bool):
             return item
     elif kind == "i":
-        return _json_int(item, "intValue")
+        return _json_int(item, "intValue")  # int64, as the protobuf field
     elif kind == "d":
         return _json_float(item)
     elif kind == "y":
@@ -186,20 +194,32 @@ def _json_list(value: Any, what: str) -> list[Any]:
     return value
 
 
-def _json_int(value: Any, what: str) -> int:
+def _json_int(value: Any, what: str, low: int = INT64_MIN, high: int = INT64_MAX) -> int:
+    """A JSON integer (number or decimal string) in ``low..high``; anything else is this record's error.
+
+    Digits are counted before ``int()`` reads them: past 4,300 digits ``int()`` raises, and a number
+    beyond 64 bits would reach the state codec (orjson), which cannot store it."""
     if type(value) is int:
-        return value
-    if isinstance(value, str) and _INT_RE.fullmatch(value):
-        return int(value)
-    if type(value) is float and value.is_integer():
-        return int(value)
-    raise _Bad("wrong_type", f"{what} is not an integer")
+        number = value
+    elif isinstance(value, str) and _INT_RE.fullmatch(value):
+        if len(value.lstrip("-").lstrip("0")) > _MAX_INT_DIGITS:
+            raise _Bad("int_out_of_range", f"{what} has {len(value)} digits: outside {low}..{high}")
+        number = int(value)
+    elif type(value) is float and value.is_integer():
+        if not low <= value <= high:
+            raise _Bad("int_out_of_range", f"{what} = {value:g} is outside {low}..{high}")
+        number = int(value)
+    else:
+        raise _Bad("wrong_type", f"{what} is not an integer")
+    if not low <= number <= high:
+        raise _Bad("int_out_of_range", f"{what} = {str(number)[:40]} is outside {low}..{high}")
+    return number
 
 
 def _json_enum(value: Any, names: Mapping[str, int], what: str) -> int:
     if isinstance(value, str) and value in names:
         return names[value]
-    return 0 if value is None else _json_int(value, what)
+    return 0 if value is None else _json_int(value, what, INT32_MIN, INT32_MAX)
 
 
 def _json_float(value: Any) -> float:
@@ -274,13 +294,16 @@ def _resource(attrs: Attributes) -> _Resource:
 
 
 def _http_status(value: AttrValue) -> int | None:
+    """An HTTP status is 100..599 (RFC 9110); any other number or text is no status."""
     if type(value) is int:
-        return value
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
-    if type(value) is float and value.is_integer():
-        return int(value)
-    return None
+        status = value
+    elif isinstance(value, str):  # int() only ever sees three digits
+        status = int(value) if len(value) == 3 and value.isascii() and value.isdigit() else 0
+    elif type(value) is float:
+        status = int(value) if 100 <= value <= 599 and value.is_integer() else 0
+    else:
+        return None
+    return status if 100 <= status <= 599 else None
 
 
 def _lift(attrs: dict[str, AttrValue]) -> _Lifted:
@@ -309,15 +332,31 @@ def _level(number: int, text: str) -> Level:
     return _LEVEL_BY_TEXT.get(text.strip().lower(), Level.UNSPECIFIED)
 
 
-def _check_time(time: int, index: int) -> DecodeError | None:
-    if MIN_TIME_UNIX_NANO <= time <= MAX_TIME_UNIX_NANO:
+def latest_event_time_unix_nano(received_ms: int, *, max_future_skew_ms: int) -> int:
+    """The latest event time (ns) a record received at ``received_ms`` (Unix ms) may carry.
+
+    Watermarks are per subtask, not per tenant: one record from the future would close every other
+    tenant's windows and make their records late, so a record more than the skew ahead of the time
+    it was received is a decode error. Never past ``MAX_TIME_UNIX_NANO``."""
+    return min(MAX_TIME_UNIX_NANO, (received_ms + max_future_skew_ms) * 1_000_000)
+
+
+def _check_time(time: int, index: int, latest: int = MAX_TIME_UNIX_NANO) -> DecodeError | None:
+    if MIN_TIME_UNIX_NANO <= time <= latest:
         return None
-    return _time_error(time, index)
+    return _time_error(time, index, latest)
 
 
-def _time_error(time: int, index: int) -> DecodeError:
+def _time_error(time: int, index: int, latest: int = MAX_TIME_UNIX_NANO) -> DecodeError:
     if not time:
         return DecodeError("missing_timestamp", "no timestamp: every candidate field is 0", index)
+    if latest < time <= MAX_TIME_UNIX_NANO:
+        return DecodeError(
+            "future_timestamp",
+            f"{time} ns is {(time - latest) // 1_000_000} ms past the latest accepted event time {latest} ns"
+            " (receive time + the maximum future skew)",
+            index,
+        )
     return DecodeError("absurd_timestamp", f"{time} ns is outside 2000-01-01..2100-01-01", index)
 
 
@@ -350,7 +389,7 @@ def _field(obj: dict[str, Any], camel: str, snake: str) -> Any:
 
 def _json_time(obj: dict[str, Any], camel: str, snake: str) -> int:
     value = _field(obj, camel, snake)
-    return 0 if value is None else _json_int(value, camel)
+    return 0 if value is None else _json_int(value, camel, INT64_MIN, UINT64_MAX)  # < 0: absurd_timestamp
 
 
 def _json_str(value: Any, what: str) -> str:
