@@ -43,6 +43,8 @@ class CorrelateConfig:
     max_samples: int = 10
     max_traces: int = 10
     learned_edge_min: int = 2
+    max_known_templates: int = 2_000
+    """Discovered template texts remembered per tenant (bounded; least recently seen forgotten)."""
 
 
 class Step(NamedTuple):
@@ -83,6 +85,8 @@ def enqueue(state: TenantState, item: Pending, cfg: CorrelateConfig) -> Step:
 
 
 def on_anomaly(state: TenantState, a: ServiceAnomaly, cfg: CorrelateConfig) -> Step:
+    if a.kind == "novel_template" and _background(state, a, cfg):
+        return Step(state, (), _next_timer(state, cfg))
     state.recent[a.service] = max(state.recent.get(a.service, a.at_ms), a.at_ms)
     _expire_recent(state, a.at_ms, cfg)
     blast = blast_radius_score(len(state.recent))
@@ -113,6 +117,25 @@ def on_anomaly(state: TenantState, a: ServiceAnomaly, cfg: CorrelateConfig) -> S
         if grew or severer or after[2] != before[2]:
             events.append(to_contract("updated", target, ranking, a.at_ms, cfg.score))
     return Step(state, tuple(events), _next_timer(state, cfg))
+
+
+def _background(state: TenantState, a: ServiceAnomaly, cfg: CorrelateConfig) -> bool:
+    """Learn the tenant's discovered templates; True when ``a`` is no news for the tenant: a report
+    of an unremarkable discovery, or novelty whose templates another service of the tenant already
+    discovered (shared libraries log the same lines: a template that recurs in the tenant is
+    background, DETECTION.md). Such anomalies neither open incidents nor count for blast radius."""
+    texts = [t.template for t in a.templates if t.novel]
+    known = bool(texts) and all(
+        t in state.known_templates and state.known_templates[t] < a.onset_ms for t in texts
+    )
+    for t in texts:
+        state.known_templates[t] = max(state.known_templates.get(t, a.at_ms), a.at_ms)
+    if len(state.known_templates) > cfg.max_known_templates:
+        for t in sorted(state.known_templates, key=lambda k: (state.known_templates[k], k))[
+            : len(state.known_templates) - cfg.max_known_templates
+        ]:
+            del state.known_templates[t]
+    return a.path == "discovery" or known
 
 
 def on_fact(state: TenantState, f: TraceFact, cfg: CorrelateConfig) -> Step:

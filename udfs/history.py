@@ -3,11 +3,13 @@
 An *alarming* record is a failure (ERROR and above, a 5xx, a failure pattern) or a WARNING that
 carries a stack trace (DETECTION.md stage 1). The history remembers which alarming templates the
 service has logged (count, first and last seen, highest level) and how much the service has been
-observed (active buckets), with exponential forgetting so old behaviour fades.
+observed (buckets since it first appeared), with exponential forgetting so old behaviour fades.
 
-Estimator (the principle, no constant fitted to a case): every event-time bucket in which the
-service logged anything is a trial that either does or does not reveal an alarming template the
-service never logged before. With ``K`` such buckets among ``B`` active buckets and a uniform prior,
+Estimator (the principle, no constant fitted to a case): every event-time bucket since the service
+first appeared is a trial that either does or does not reveal an alarming template the service
+never logged before (busy or idle: a service that has existed for ten minutes without an alarming
+line is ten minutes of evidence, and an idle service that suddenly fails is the typical real
+fault). With ``K`` such buckets among ``B`` buckets and a uniform prior,
 the per-bucket discovery probability has the posterior Beta(K + 1, B - K + 1). We judge by the
 probability the history cannot rule out, its upper 95 % credible bound (for K = 0 the "rule of
 three", about 3 / B), because a short history proves little. That bound is the *surprise* ``p`` of a
@@ -49,7 +51,7 @@ class TemplateHistory:
     """Alarming templates of one service and the decayed observation counts (event time, ms)."""
 
     buckets: float = 0.0
-    """Decayed number of closed buckets in which the service logged anything."""
+    """Decayed number of buckets observed since the service first appeared."""
     discoveries: float = 0.0
     """Decayed number of those buckets with an alarming template the service logged for the first time."""
     updated_ms: int = -1
@@ -91,12 +93,13 @@ def remember(h: TemplateHistory, template_id: str, level: int, at_ms: int, max_t
     return True
 
 
-def observe(h: TemplateHistory, active: bool, discovered: bool, at_ms: int) -> None:
-    """Fold a closed bucket into the counts (after it was judged, so it never judges itself)."""
+def observe(h: TemplateHistory, discovered: bool, at_ms: int, bucket_ms: int) -> None:
+    """Fold a closed bucket ending at ``at_ms`` into the counts, with the quiet buckets since the
+    last one (after it was judged, so it never judges itself)."""
+    elapsed = 1.0 if h.updated_ms < 0 else max(1.0, (at_ms - h.updated_ms) / bucket_ms)
     decay(h, at_ms)
-    if active:
-        h.buckets += 1.0
-        h.discoveries += 1.0 if discovered else 0.0
+    h.buckets += elapsed
+    h.discoveries += 1.0 if discovered else 0.0
 
 
 def surprise(h: TemplateHistory) -> float:

@@ -13,7 +13,8 @@ from typing import Any
 from udfs.anomaly import Sample, ServiceAnomaly, ServiceRecovered, SignalInfo, TemplateInfo, TraceFact
 from udfs.scoring import Breakdown
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2 added ``known_templates``; 1 is still read."""
 
 
 @dataclass
@@ -66,6 +67,8 @@ class TenantState:
     suppressed: int = 0
     pending: dict[int, list[Pending]] = field(default_factory=dict)
     """Windowed anomalies, recoveries and trace facts waiting for the watermark, by event time ms."""
+    known_templates: dict[str, int] = field(default_factory=dict)
+    """Alarming template texts any service of the tenant has discovered -> last event time (ms)."""
     pending_heap: list[int] = field(default_factory=list)
     """Min-heap of ``pending``'s keys (derived; rebuilt on decode, never encoded)."""
 
@@ -185,12 +188,13 @@ def encode_state(state: TenantState) -> dict[str, Any]:
         "precedence": state.precedence,
         "failing_traces": state.failing_traces,
         "suppressed": state.suppressed,
+        "known_templates": state.known_templates,
         "pending": [encode_pending(p) for at in sorted(state.pending) for p in state.pending[at]],
     }
 
 
 def decode_state(obj: Mapping[str, Any]) -> TenantState:
-    if obj.get("schema_version") != SCHEMA_VERSION:
+    if obj.get("schema_version") not in (1, SCHEMA_VERSION):
         raise ValueError(f"tenant state: unsupported schema_version {obj.get('schema_version')!r}")
     state = TenantState(
         tenant=str(obj["tenant"]),
@@ -200,6 +204,7 @@ def decode_state(obj: Mapping[str, Any]) -> TenantState:
         precedence={str(k): [int(v[0]), int(v[1])] for k, v in obj["precedence"].items()},
         failing_traces={str(k): [str(x) for x in v] for k, v in obj["failing_traces"].items()},
         suppressed=int(obj["suppressed"]),
+        known_templates={str(k): int(v) for k, v in obj.get("known_templates", {}).items()},
     )
     for raw in obj.get("pending", []):
         hold(state, decode_pending(raw))

@@ -17,7 +17,7 @@ Principles behind the constants (not tuned to cases):
 - surprise against the service's own template history (udfs.history): an alarming record whose
   template this service never logged is judged by how probable such a discovery was in that
   bucket given everything the service logged before (the rate's upper credible bound). At
-  p <= 1/2 the service is a candidate without any rate gate: one never-seen exception is news in a
+  p <= 1/4 the service is a candidate without any rate gate: one never-seen exception is news in a
   long-clean service and none in a new or noisy one; the composite score then decides.
 """
 
@@ -65,9 +65,10 @@ class WindowConfig:
     sustained_failures: int = 30
     immediate_repeat_ms: int = 300_000
     max_samples: int = 5
-    novelty_max_p: float = 0.5
+    novelty_max_p: float = 0.25
     """A never-seen alarming template makes the service a candidate when its own history gives such a
-    discovery in that bucket a probability of at most 1/2 (less likely than not; udfs.history)."""
+    discovery in that bucket a probability of at most 1/4: odds of 3 to 1 against it, the least that
+    counts as evidence rather than chance (udfs.history). Weaker surprises are left to the rate test."""
     max_history_templates: int = 300
     """Alarming templates remembered per service (the miner's own cap), least recently seen evicted."""
     group_weights: Mapping[str, float] = field(default_factory=lambda: {g.value: w for g, w in GROUP_WEIGHTS.items()})
@@ -305,7 +306,7 @@ def _close_bucket(
 ) -> ServiceAnomaly | ServiceRecovered | None:
     # The bucket's discoveries are judged against the history before it, then join that history.
     novelty_p = history.surprise(state.memory) if bucket.discoveries else 1.0
-    history.observe(state.memory, bucket.total > 0, bucket.discoveries > 0, start + cfg.bucket_ms)
+    history.observe(state.memory, bucket.discoveries > 0, start + cfg.bucket_ms, cfg.bucket_ms)
     novel = novelty_p <= cfg.novelty_max_p
     _append_history(state, [start, bucket.total, bucket.failures, 0], bucket, cfg)
     if state.base_total < 0:
@@ -337,7 +338,35 @@ def _close_bucket(
         state.anomalous = False
         state.onset_ms = -1
         return ServiceRecovered(state.tenant, state.service, at_ms)
+    if bucket.discoveries:
+        return _discovery(state, bucket, at_ms, novelty_p)
     return None
+
+
+def _discovery(state: ServiceState, bucket: OpenBucket, at_ms: int, novelty_p: float) -> ServiceAnomaly:
+    """A discovery this service's history makes unremarkable: reported to the tenant (path
+    "discovery") so that its template counts as known there, never scored or opened."""
+    miner = state.templates
+    templates = []
+    for tid in bucket.novel_ids:
+        info = miner.describe(tid) if miner is not None else None
+        if info is not None:
+            templates.append(TemplateInfo(tid, info.template, 1, True))
+    return ServiceAnomaly(
+        anomaly_id=_anomaly_id(state.tenant, state.service, "discovery", at_ms),
+        tenant=state.tenant,
+        service=state.service,
+        namespace=state.namespace,
+        path="discovery",
+        kind="novel_template",
+        at_ms=at_ms,
+        onset_ms=bucket.first_novel_ms,
+        breakdown=Breakdown(),
+        signals=(),
+        stats=(("novelty_p", round(novelty_p, 6)),),
+        samples=(),
+        templates=tuple(templates),
+    )
 
 
 def _onset(state: ServiceState, baseline_rate: float, default_ms: int) -> int:
@@ -393,6 +422,7 @@ def _windowed_anomaly(
     velocity = velocity_score(st.rate_ratio) if st.recent_failures >= cfg.min_failures else 0.0
     novelty = 0.7 * surprise
     weight = 1.0 if rate else surprise
+    kind = "error_rate" if rate else "novel_template"
     breakdown = Breakdown(
         pattern=round(pattern * weight, 4),
         statistical=stat,
@@ -420,7 +450,7 @@ def _windowed_anomaly(
                 "novel_template",
                 round(surprise, 4),
                 f"{novel} failures with templates this service never logged before; by its own history "
-                f"({memory.buckets - 1:.0f} active 10 s buckets, {memory.discoveries - 1:.0f} with discoveries) "
+                f"({memory.buckets - 1:.0f} 10 s buckets, {memory.discoveries - 1:.0f} with discoveries) "
                 f"p = {1 - surprise:.3g}",
             )
         )
@@ -450,12 +480,12 @@ def _windowed_anomaly(
         ("novelty_p", round(1.0 - surprise, 6) if surprise else 1.0),
     )
     return ServiceAnomaly(
-        anomaly_id=_anomaly_id(state.tenant, state.service, "error_rate", at_ms),
+        anomaly_id=_anomaly_id(state.tenant, state.service, kind, at_ms),
         tenant=state.tenant,
         service=state.service,
         namespace=state.namespace,
         path="windowed",
-        kind="error_rate",
+        kind=kind,
         at_ms=at_ms,
         onset_ms=state.onset_ms,
         breakdown=breakdown,
