@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from udfs.anomaly import ServiceAnomaly, ServiceRecovered, TraceFact
+from udfs.history import discovery_bound
 from udfs.incidents import to_contract
 from udfs.rootcause import Ranking, ServiceFacts, rank
 from udfs.scoring import Breakdown, ScoreConfig, blast_radius_score
@@ -43,6 +44,8 @@ class CorrelateConfig:
     max_samples: int = 10
     max_traces: int = 10
     learned_edge_min: int = 2
+    novelty_max_p: float = 0.25
+    """The tenant-level counterpart of ``WindowConfig.novelty_max_p`` (the same odds of 3 to 1)."""
     max_known_templates: int = 2_000
     """Discovered template texts remembered per tenant (bounded; least recently seen forgotten)."""
 
@@ -121,13 +124,23 @@ def on_anomaly(state: TenantState, a: ServiceAnomaly, cfg: CorrelateConfig) -> S
 
 def _background(state: TenantState, a: ServiceAnomaly, cfg: CorrelateConfig) -> bool:
     """Learn the tenant's discovered templates; True when ``a`` is no news for the tenant: a report
-    of an unremarkable discovery, or novelty whose templates another service of the tenant already
+    of an unremarkable discovery; novelty whose templates another service of the tenant already
     discovered (shared libraries log the same lines: a template that recurs in the tenant is
-    background, DETECTION.md). Such anomalies neither open incidents nor count for blast radius."""
+    background, DETECTION.md); or novelty in a tenant whose services discover new alarming templates
+    routinely (the same estimator as udfs.history one level up: its discoveries per bucket of the
+    tenant's age must make this one improbable too). Such anomalies neither open incidents nor
+    count for blast radius."""
     texts = [t.template for t in a.templates if t.novel]
     known = bool(texts) and all(
         t in state.known_templates and state.known_templates[t] < a.onset_ms for t in texts
     )
+    stats = dict(a.stats)
+    # The tenant's own history, one level up: its services' discoveries per bucket of its age.
+    state.age_buckets = max(state.age_buckets, int(stats.get("history_buckets", 0.0)))
+    others = [t for t in state.discoveries if t < a.onset_ms]
+    tenant_p = discovery_bound(len(others), state.age_buckets)
+    state.discoveries.append(a.at_ms)
+    del state.discoveries[: max(0, len(state.discoveries) - cfg.max_known_templates)]
     for t in texts:
         state.known_templates[t] = max(state.known_templates.get(t, a.at_ms), a.at_ms)
     if len(state.known_templates) > cfg.max_known_templates:
@@ -135,7 +148,7 @@ def _background(state: TenantState, a: ServiceAnomaly, cfg: CorrelateConfig) -> 
             : len(state.known_templates) - cfg.max_known_templates
         ]:
             del state.known_templates[t]
-    return a.path == "discovery" or known
+    return a.path == "discovery" or known or tenant_p > cfg.novelty_max_p
 
 
 def on_fact(state: TenantState, f: TraceFact, cfg: CorrelateConfig) -> Step:

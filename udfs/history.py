@@ -103,10 +103,14 @@ def observe(h: TemplateHistory, discovered: bool, at_ms: int, bucket_ms: int) ->
 
 
 def surprise(h: TemplateHistory) -> float:
-    """P(a discovery in one active bucket) that the history cannot rule out: the upper
-    ``CREDIBILITY`` bound of Beta(K + 1, B - K + 1), in (0, 1)."""
-    k = min(max(0.0, h.discoveries), h.buckets)
-    return float(beta.ppf(CREDIBILITY, k + 1.0, h.buckets - k + 1.0))
+    """P(a discovery in one bucket) that the service's history cannot rule out."""
+    return discovery_bound(h.discoveries, h.buckets)
+
+
+def discovery_bound(discoveries: float, buckets: float) -> float:
+    """Upper ``CREDIBILITY`` bound of Beta(K + 1, B - K + 1), in (0, 1): K discoveries in B buckets."""
+    k = min(max(0.0, discoveries), max(0.0, buckets))
+    return float(beta.ppf(CREDIBILITY, k + 1.0, max(0.0, buckets) - k + 1.0))
 
 
 def encode(h: TemplateHistory) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from udfs.anomaly import Sample, ServiceAnomaly, ServiceRecovered, SignalInfo, T
 from udfs.scoring import Breakdown
 
 SCHEMA_VERSION = 2
-"""2 added ``known_templates``; 1 is still read."""
+"""2 added ``known_templates``, ``discoveries`` and ``age_buckets``; 1 is still read."""
 
 
 @dataclass
@@ -68,6 +68,10 @@ class TenantState:
     pending: dict[int, list[Pending]] = field(default_factory=dict)
     """Windowed anomalies, recoveries and trace facts waiting for the watermark, by event time ms."""
     known_templates: dict[str, int] = field(default_factory=dict)
+    discoveries: list[int] = field(default_factory=list)
+    """Event times of the discoveries any service of the tenant reported (bounded)."""
+    age_buckets: int = 0
+    """The longest service history reported (buckets): a lower bound of the tenant's age."""
     """Alarming template texts any service of the tenant has discovered -> last event time (ms)."""
     pending_heap: list[int] = field(default_factory=list)
     """Min-heap of ``pending``'s keys (derived; rebuilt on decode, never encoded)."""
@@ -189,6 +193,8 @@ def encode_state(state: TenantState) -> dict[str, Any]:
         "failing_traces": state.failing_traces,
         "suppressed": state.suppressed,
         "known_templates": state.known_templates,
+        "discoveries": state.discoveries,
+        "age_buckets": state.age_buckets,
         "pending": [encode_pending(p) for at in sorted(state.pending) for p in state.pending[at]],
     }
 
@@ -205,6 +211,8 @@ def decode_state(obj: Mapping[str, Any]) -> TenantState:
         failing_traces={str(k): [str(x) for x in v] for k, v in obj["failing_traces"].items()},
         suppressed=int(obj["suppressed"]),
         known_templates={str(k): int(v) for k, v in obj.get("known_templates", {}).items()},
+        discoveries=[int(t) for t in obj.get("discoveries", [])],
+        age_buckets=int(obj.get("age_buckets", 0)),
     )
     for raw in obj.get("pending", []):
         hold(state, decode_pending(raw))

@@ -363,7 +363,7 @@ def _discovery(state: ServiceState, bucket: OpenBucket, at_ms: int, novelty_p: f
         onset_ms=bucket.first_novel_ms,
         breakdown=Breakdown(),
         signals=(),
-        stats=(("novelty_p", round(novelty_p, 6)),),
+        stats=(("novelty_p", round(novelty_p, 6)), ("history_buckets", round(state.memory.buckets))),
         samples=(),
         templates=tuple(templates),
     )
@@ -478,6 +478,7 @@ def _windowed_anomaly(
         ("velocity", round(st.rate_ratio, 2)),
         ("late_records", float(state.late_records)),
         ("novelty_p", round(1.0 - surprise, 6) if surprise else 1.0),
+        ("history_buckets", round(state.memory.buckets)),
     )
     return ServiceAnomaly(
         anomaly_id=_anomaly_id(state.tenant, state.service, kind, at_ms),
