@@ -125,6 +125,8 @@ def summarize_results(results: Sequence[StreamResult]) -> dict[str, Any]:
         "precision": round(true / opened, 3) if opened else None,
         "rc_top1": round(sum(1 for r in detected if r.rc_top1) / len(detected), 3) if detected else None,
         "rc_top3": round(sum(1 for r in detected if r.rc_top3) / len(detected), 3) if detected else None,
+        # Right root cause (top-1) over *all* failing rounds: a missed round counts as wrong.
+        "rc_top1_all": round(sum(1 for r in detected if r.rc_top1) / len(failing), 3) if failing else None,
         "ttd_median_s": round(statistics.median(ttds) / 1000, 1) if ttds else None,
         "ttd_p90_s": round((_pct(ttds, 0.9) or 0) / 1000, 1) if ttds else None,
     }
