@@ -112,10 +112,9 @@ def on_batch(state: ServiceState, batch: ServiceBatch, cfg: WindowConfig, waterm
         state.open.setdefault(agg.start_ms, OpenBucket()).add(agg)
     emit: list[ServiceAnomaly] = []
     if batch.notables:
-        dirty.add("templates")
+        # Notables feed the miner ("templates") and the template history, which lives in "core".
+        dirty.update(("templates", "core"))
         emit.extend(_look_at_notables(state, batch.notables, cfg))
-        if emit or state.suppressed_immediate:
-            dirty.add("core")
     timer = _next_timer(state, cfg)
     return Step(state, tuple(emit), timer, frozenset(dirty))
 
