@@ -426,7 +426,8 @@ class IncidentSink(ProcessFunction):  # type: ignore[misc]
         if self.cfg.mode == "kafka":
             from connectors.kafka_io import KeyedProducer
 
-            self.producer = KeyedProducer(self.cfg.bootstrap_servers, self.cfg.incidents_topic)
+            self.producer = KeyedProducer(self.cfg.bootstrap_servers, self.cfg.incidents_topic,
+                                          max_message_bytes=self.cfg.max_message_bytes)
         group = ctx.get_metrics_group()
         # A sum, not a gauge (see SinkMetrics): mean lag = detection_lag_ms_total / incident_events_out.
         self.m_lag = group.counter("detection_lag_ms_total")

@@ -271,3 +271,43 @@ def test_2000_generated_and_mutated_payloads_never_raise_and_every_record_is_acc
     for reason in ("int_out_of_range", "future_timestamp", "bad_trace_id", "too_deep", "invalid_utf8",
                    "invalid_protobuf", "invalid_json", "absurd_timestamp", "wrong_type"):
         assert tally.by_reason.get(reason, 0) > 0, (reason, tally.by_reason)
+
+
+def test_a_dead_letter_the_topic_refuses_is_sent_without_its_payload_then_dropped_never_raised() -> None:
+    from connectors.kafka_io import KafkaSinkError
+    from jobs.operators import DeadLetterSink
+
+    class Counter:
+        def __init__(self) -> None:
+            self.n = 0
+
+        def inc(self, by: int = 1) -> None:
+            self.n += by
+
+    class Producer:
+        def __init__(self, refuse: int, transient: bool = False) -> None:
+            self.refuse, self.transient, self.sent = refuse, transient, []  # type: list[bytes]
+
+        def send(self, key: str, value: bytes) -> None:
+            if self.transient:
+                raise KafkaSinkError("not acknowledged within 30 s")
+            if self.refuse:
+                self.refuse -= 1
+                raise KafkaSinkError("Broker: Message size too large", refused=True)
+            self.sent.append(value)
+
+    letter = build_dead_letter(topic="otlp_logs", partition=1, offset=9, timestamp_ms=0,
+                               errors=(DecodeError("absurd_timestamp", "7 ns", 3),), payload=b"x" * 1000)
+    sink = DeadLetterSink(JobConfig())
+    sink.m, sink.m_cut, sink.m_dropped = Counter(), Counter(), Counter()
+    sink.producer = Producer(refuse=1)
+    sink._send(letter)
+    sent = json.loads(sink.producer.sent[0])
+    assert (sent["offset"], sent["payload_base64"], sent["errors"][0]["reason"]) == (9, "", "absurd_timestamp")
+    assert "too large" in sent["refused"] and sink.m_cut.n == 1
+    sink.producer = Producer(refuse=2)
+    sink._send(letter)  # refused twice: dropped and counted, the job goes on
+    assert sink.producer.sent == [] and sink.m_dropped.n == 1
+    sink.producer = Producer(refuse=0, transient=True)
+    with pytest.raises(KafkaSinkError):  # an unreachable broker still fails the job: restart, nothing lost
+        sink._send(letter)

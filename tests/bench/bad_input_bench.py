@@ -373,7 +373,8 @@ class JobTally:
     indexed: int = 0
     dead_letters: int = 0
     dead_records: int = 0
-    restarts: int = -1
+    restarts: int = -1  # the job's numRestarts metric
+    failures: int = -1  # entries in the job's exception history
     status: str = ""
     seconds: float = 0.0
 
@@ -481,10 +482,18 @@ def run_job(payloads: Sequence[Payload], broker: Any, store_path: str, *, timeou
             if tally.accounted:
                 break
         time.sleep(2)  # anything late (a duplicate after a restart) would show in the counts below
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/jobs/{job_id}/metrics?get=numRestarts",
-                                    timeout=5) as resp:  # fmt: skip
-            metrics = json.loads(resp.read())
-        tally.restarts = int(float(metrics[0]["value"])) if metrics else -1
+
+        def rest(path: str) -> Any:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/jobs/{job_id}{path}", timeout=5) as resp:
+                return json.loads(resp.read())
+
+        for _ in range(30):  # the REST metric store fetches every few seconds
+            metrics = rest("/metrics?get=numRestarts")
+            if metrics:
+                tally.restarts = int(float(metrics[0]["value"]))
+                break
+            time.sleep(1)
+        tally.failures = len(rest("/exceptions").get("exceptionHistory", {}).get("entries", []))
         tally.status = str(client.get_job_status().result())
     finally:
         client.cancel().result()
@@ -532,8 +541,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         figures["job"] = {k: getattr(job, k) for k in ("payloads", "expected_indexed", "indexed",
                                                         "expected_dead_letters", "dead_letters",
                                                         "expected_dead_records", "dead_records", "restarts",
-                                                        "status")} | {"seconds": round(job.seconds, 1)}
-        ok = ok and job.accounted and job.restarts == 0 and job.status.endswith("RUNNING")
+                                                        "failures", "status")} | {"seconds": round(job.seconds, 1)}
+        ok = ok and job.accounted and job.restarts == job.failures == 0 and job.status.endswith("RUNNING")
     figures["ok"] = ok
     text = json.dumps(figures, indent=2)
     print(text)
