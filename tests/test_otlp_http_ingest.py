@@ -24,6 +24,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ from udfs.records import LogRecord
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z in ns
 NOW = T0 + 90_000_000_000  # the server's clock in these tests
-KEYS = {"key-acme-1": "acme", "key-globex-2": "globex"}
+KEYS = {"key-acme-1-0123456789": "acme", "key-globex-2-0123456789": "globex"}
 PB, JS = "application/x-protobuf", "application/json"
 
 
@@ -81,11 +82,12 @@ class Running:
             conn.close()
 
 
-@pytest.fixture
-def ingest() -> Iterator[Running]:
+@contextmanager
+def serve(**options: Any) -> Iterator[Running]:
+    """The real server on a loopback port with a recording producer; ``options`` go to ``IngestServer``."""
     producer = RecordingProducer()
-    server = IngestServer(("127.0.0.1", 0), keys=KEYS, producer=producer, max_body_bytes=64 * 1024,
-                          retry_after_s=7, clock_ns=lambda: NOW)
+    server = IngestServer(("127.0.0.1", 0), keys=KEYS, producer=producer,
+                          **{"max_body_bytes": 64 * 1024, "retry_after_s": 7, "clock_ns": lambda: NOW, **options})
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
@@ -96,7 +98,13 @@ def ingest() -> Iterator[Running]:
         thread.join(5)
 
 
-def headers(content_type: str = PB, key: str | None = "key-acme-1", **extra: str) -> dict[str, str]:
+@pytest.fixture
+def ingest() -> Iterator[Running]:
+    with serve() as running:
+        yield running
+
+
+def headers(content_type: str = PB, key: str | None = "key-acme-1-0123456789", **extra: str) -> dict[str, str]:
     out = {"Content-Type": content_type, **extra}
     if key is not None:
         out[API_KEY_HEADER] = key
@@ -188,7 +196,7 @@ def test_protobuf_request_goes_to_the_topic_as_one_message_with_the_key_tenant_o
 
 
 def test_tenant_is_set_when_the_client_sends_none_and_keys_map_to_their_own_tenant(ingest: Running) -> None:
-    status, _, _ = ingest.post(pb_request(None).SerializeToString(), headers(key="key-globex-2"))
+    status, _, _ = ingest.post(pb_request(None).SerializeToString(), headers(key="key-globex-2-0123456789"))
     assert status == 200
     got = produced_records(ingest)
     assert got == [r._replace(tenant="globex", resource_attributes={**r.resource_attributes, "tenant.id": "globex"})
@@ -231,7 +239,7 @@ def test_partial_success_counts_and_explains_rejected_records_json(ingest: Runni
     assert partial["errorMessage"] == (
         "3 of 4 log records rejected: bad_trace_id x1 (record 0: traceId is not 32 hex digits); "
         "absurd_timestamp x1 (record 2: 17 ns is outside 2000-01-01..2100-01-01); "
-        "out_of_range x1 (a number does not fit its protobuf field (e.g. beyond int64))")
+        "int_out_of_range x1 (record 3: intValue has 22 digits: outside -9223372036854775808..9223372036854775807)")
     assert produced_records(ingest) == honest(json.dumps(json_request("acme", [good])).encode(), "json")
 
 
@@ -262,7 +270,7 @@ def test_empty_request_is_a_success_without_a_message(ingest: Running) -> None:
 # --- refused requests -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key", [None, "", "key-acme-1x", "KEY-ACME-1"])
+@pytest.mark.parametrize("key", [None, "", "key-acme-1-0123456789x", "KEY-ACME-1-0123456789", "key-acme-1"])
 def test_missing_or_unknown_api_key_is_401(ingest: Running, key: str | None) -> None:
     status, _, body = ingest.post(pb_request("acme").SerializeToString(), headers(key=key))
     assert (status, status_of(body)) == (401, (code_pb2.UNAUTHENTICATED, "missing or unknown x-logclaw-api-key header"))
@@ -358,17 +366,32 @@ def test_unreachable_broker_is_503_within_the_ack_timeout_with_the_real_producer
     assert took < 6.5
 
 
-def test_keep_alive_connection_survives_a_refused_request(ingest: Running) -> None:
+def test_a_refused_request_closes_the_connection_and_the_client_reconnects(ingest: Running) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", ingest.port, timeout=10)
     try:
         raw = pb_request("acme").SerializeToString()
         conn.request("POST", "/v1/logs", body=raw, headers=headers(key="nope"))
         first = conn.getresponse()
         first.read()
-        conn.request("POST", "/v1/logs", body=raw, headers=headers())
+        conn.request("POST", "/v1/logs", body=raw, headers=headers())  # http.client opens a new connection
         second = conn.getresponse()
         second.read()
-        assert (first.status, second.status) == (401, 200)
+        assert (first.status, first.getheader("Connection"), second.status) == (401, "close", 200)
+    finally:
+        conn.close()
+
+
+def test_keep_alive_connection_survives_a_request_refused_after_its_body_was_read(ingest: Running) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", ingest.port, timeout=10)
+    try:
+        conn.request("POST", "/v1/logs", body=b"\xff\x00garbage", headers=headers())
+        first = conn.getresponse()
+        first.read()
+        sock = conn.sock
+        conn.request("POST", "/v1/logs", body=pb_request("acme").SerializeToString(), headers=headers())
+        second = conn.getresponse()
+        second.read()
+        assert (first.status, second.status, conn.sock is sock) == (400, 200, True)
     finally:
         conn.close()
 
@@ -401,7 +424,7 @@ def emit_oom_burst(provider: Any, count: int, base_ns: int) -> None:
 
 
 def test_official_sdk_exporter_delivers_through_the_endpoint(ingest: Running) -> None:
-    provider = sdk_provider(ingest.server.url, "key-globex-2", "inventory", "acme")
+    provider = sdk_provider(ingest.server.url, "key-globex-2-0123456789", "inventory", "acme")
     emit_oom_burst(provider, 5, T0)
     assert provider.force_flush(10_000)
     provider.shutdown()
@@ -417,9 +440,10 @@ def test_official_sdk_exporter_delivers_through_the_endpoint(ingest: Running) ->
 
 
 def test_keys_file_json_and_yaml(tmp_path: Path) -> None:
-    (tmp_path / "k.json").write_text('{"abc": "acme", " def ": "globex"}')
-    (tmp_path / "k.yaml").write_text("# keys\nabc: acme\ndef: globex\n")
-    assert load_api_keys(tmp_path / "k.json") == load_api_keys(tmp_path / "k.yaml") == {"abc": "acme", "def": "globex"}
+    abc, def_ = "abc-0123456789abcdef", "def-0123456789abcdef"
+    (tmp_path / "k.json").write_text(f'{{"{abc}": "acme", " {def_} ": "globex"}}')
+    (tmp_path / "k.yaml").write_text(f"# keys\n{abc}: acme\n{def_}: globex\n")
+    assert load_api_keys(tmp_path / "k.json") == load_api_keys(tmp_path / "k.yaml") == {abc: "acme", def_: "globex"}
     for bad in ("[]", "{}", "abc: ''", "abc: [1]", "a: b: c"):
         (tmp_path / "bad.yaml").write_text(bad)
         with pytest.raises(ValueError, match=r"bad\.yaml"):
@@ -456,7 +480,7 @@ def test_sdk_oom_burst_through_ingest_and_broker_opens_an_immediate_incident_aga
     logs_topic, incidents_topic, dead_topic = (f"ingest-{n}-{tag}" for n in ("logs", "incidents", "dead"))
     broker.create_topics([logs_topic, incidents_topic, dead_topic], partitions=1)
     keys = tmp_path / "keys.yaml"
-    keys.write_text("secret-key-7: tenant-seven\n")
+    keys.write_text("secret-key-7-0123456789: tenant-seven\n")
     port = free_port()
     out = tmp_path / "ingest.out"
     with out.open("wb") as sink:
@@ -473,7 +497,8 @@ def test_sdk_oom_burst_through_ingest_and_broker_opens_an_immediate_incident_aga
         assert f"ingest: listening on http://127.0.0.1:{port}/v1/logs" in out.read_text()
 
         base_ns = time.time_ns() - 5_000_000_000
-        provider = sdk_provider(f"http://127.0.0.1:{port}/v1/logs", "secret-key-7", "payment-api", "someone-else")
+        provider = sdk_provider(f"http://127.0.0.1:{port}/v1/logs", "secret-key-7-0123456789", "payment-api",
+                                "someone-else")
         emit_oom_burst(provider, 20, base_ns)
         assert provider.force_flush(20_000)
         provider.shutdown()
