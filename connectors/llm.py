@@ -23,7 +23,7 @@ import jinja2
 
 from connectors.tickets.base import Rca
 from udfs.rca import RcaParseError, parse_rca_json
-from udfs.redact import redact
+from udfs.redact import redact, redact_value
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +49,6 @@ def data_json(value: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("`", "\\u0060")
 
 
-def redact_value(value: Any) -> Any:
-    """Redact every string inside a JSON-like value (keys included)."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, Mapping):
-        return {redact(str(k)): redact_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact_value(v) for v in value]
-    return value
 
 
 def evidence_line(doc: Mapping[str, Any]) -> str:

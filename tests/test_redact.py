@@ -261,11 +261,6 @@ def test_ordinary_log_lines_stay_readable(text: str) -> None:
     assert redact(text) == text
 
 
-@pytest.mark.xfail(
-    reason="connectors.llm.redact_value redacts keys and values separately; it should delegate to "
-    "udfs.redact.redact_value (not this change's file)",
-    strict=False,
-)
 def test_password_field_in_incident_facts_does_not_reach_the_prompt() -> None:
     incident = {"incident_id": "inc-1", "severity": "high", "stats": {"password": "correct horse battery"}}
     prompt = "\n".join(m["content"] for m in build_messages(incident, []))
