@@ -44,6 +44,9 @@ class CorrelateConfig:
     max_samples: int = 10
     max_traces: int = 10
     learned_edge_min: int = 2
+    witness_ms: int = 30_000
+    """A never-seen error that opened no incident is a root-cause candidate of an incident whose onset
+    follows it within the recent window the service step judges (3 buckets of 10 s)."""
     novelty_max_p: float = 0.25
     """The tenant-level counterpart of ``WindowConfig.novelty_max_p`` (the same odds of 3 to 1)."""
     max_known_templates: int = 2_000
@@ -89,7 +92,7 @@ def enqueue(state: TenantState, item: Pending, cfg: CorrelateConfig) -> Step:
 
 def on_anomaly(state: TenantState, a: ServiceAnomaly, cfg: CorrelateConfig) -> Step:
     if a.kind == "novel_template" and _background(state, a, cfg):
-        return Step(state, (), _next_timer(state, cfg))
+        return Step(state, tuple(_witnessed(state, a, cfg)), _next_timer(state, cfg))
     state.recent[a.service] = max(state.recent.get(a.service, a.at_ms), a.at_ms)
     _expire_recent(state, a.at_ms, cfg)
     blast = blast_radius_score(len(state.recent))
@@ -148,7 +151,34 @@ def _background(state: TenantState, a: ServiceAnomaly, cfg: CorrelateConfig) -> 
             : len(state.known_templates) - cfg.max_known_templates
         ]:
             del state.known_templates[t]
-    return a.path == "discovery" or known or tenant_p > cfg.novelty_max_p
+    background = a.path == "discovery" or known or tenant_p > cfg.novelty_max_p
+    if background and not known:
+        state.witnesses[a.service] = [a.onset_ms, a.at_ms]
+        for svc in [s for s, (_, at) in state.witnesses.items() if at < a.at_ms - cfg.correlation_ms]:
+            del state.witnesses[svc]
+    return background
+
+
+def _witnessed(state: TenantState, a: ServiceAnomaly, cfg: CorrelateConfig) -> list[dict[str, Any]]:
+    """A never-seen error that was no incident on its own may still be where an open incident
+    started: rank again, and say so when the root cause changes."""
+    events: list[dict[str, Any]] = []
+    if a.service not in state.witnesses:
+        return events
+    for fp in sorted(state.incidents):
+        inc = state.incidents[fp]
+        if a.service in inc.services or not _covers(inc, a.onset_ms, cfg):
+            continue
+        ranking = _ranking(state, inc, cfg)
+        root = ranking.chain[0] if ranking.chain else inc.root
+        if root != inc.root:
+            inc.root = root
+            events.append(to_contract("updated", inc, ranking, a.at_ms, cfg.score))
+    return events
+
+
+def _covers(inc: IncidentState, onset_ms: int, cfg: CorrelateConfig) -> bool:
+    return inc.opened_at_ms - cfg.witness_ms <= onset_ms <= inc.last_activity_ms
 
 
 def on_fact(state: TenantState, f: TraceFact, cfg: CorrelateConfig) -> Step:
@@ -327,6 +357,11 @@ def call_graph(state: TenantState, cfg: CorrelateConfig) -> dict[str, set[str]]:
 
 def _ranking(state: TenantState, inc: IncidentState, cfg: CorrelateConfig) -> Ranking:
     facts = [ServiceFacts(e.service, e.onset_ms, e.score, e.top_signal) for e in inc.services.values()]
+    facts += [
+        ServiceFacts(svc, onset, 0.0, "never-seen error, no incident on its own")
+        for svc, (onset, _) in sorted(state.witnesses.items())
+        if svc not in inc.services and _covers(inc, onset, cfg)
+    ]
     prec: dict[tuple[str, str], int] = {}
     for key, (count, _) in state.precedence.items():
         a, b = key.split("|")

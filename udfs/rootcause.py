@@ -1,7 +1,8 @@
 """Root-cause ranking over the services of one incident (DETECTION.md "Correlation and root cause").
 
 Four pieces of evidence, each in [0, 1], weighted:
-- onset (0.35): whose anomaly started first; later starters lose 1/60 per second of delay;
+- onset (0.35): whose anomaly started first (full credit); later starters get at most half,
+  losing 1/60 of it per second of delay;
 - depth (0.25): sits deepest in the call graph among the anomalous services (called by anomalous
   services, calls none) — from spans when the tenant has any, else learned from trace order;
 - precedence (0.25): its failures come before other anomalous services' failures in shared traces
@@ -74,8 +75,10 @@ def rank(
     for f in sorted(facts, key=lambda x: (x.onset_ms, x.service)):
         reasons: list[str] = []
         delay_s = (f.onset_ms - t0) / 1000.0
-        onset = max(0.0, 1.0 - delay_s / 60.0)
-        reasons.append("its anomaly started first" if delay_s <= 0 else f"started {delay_s:.0f} s after the first")
+        # First is categorical: errors propagate between services in milliseconds, so "0.2 s after
+        # the first" is still second. Later starters get at most half, fading over a minute.
+        onset = 1.0 if delay_s <= 0 else 0.5 * max(0.0, 1.0 - delay_s / 60.0)
+        reasons.append("its anomaly started first" if delay_s <= 0 else f"started {delay_s:.1f} s after the first")
         callees = sorted(set(_reach(calls, f.service)) & names)
         callers = sorted(set(_reach(reverse, f.service)) & names)
         if callers and not callees:

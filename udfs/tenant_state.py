@@ -14,7 +14,7 @@ from udfs.anomaly import Sample, ServiceAnomaly, ServiceRecovered, SignalInfo, T
 from udfs.scoring import Breakdown
 
 SCHEMA_VERSION = 2
-"""2 added ``known_templates``, ``discoveries`` and ``age_buckets``; 1 is still read."""
+"""2 added ``known_templates``, ``discoveries``, ``age_buckets`` and ``witnesses``; 1 is still read."""
 
 
 @dataclass
@@ -70,6 +70,9 @@ class TenantState:
     known_templates: dict[str, int] = field(default_factory=dict)
     discoveries: list[int] = field(default_factory=list)
     """Event times of the discoveries any service of the tenant reported (bounded)."""
+    witnesses: dict[str, list[int]] = field(default_factory=dict)
+    """service -> [onset_ms, at_ms] of its latest never-seen alarming template that was no incident
+    on its own (a root-cause candidate for an incident around it)."""
     age_buckets: int = 0
     """The longest service history reported (buckets): a lower bound of the tenant's age."""
     """Alarming template texts any service of the tenant has discovered -> last event time (ms)."""
@@ -195,6 +198,7 @@ def encode_state(state: TenantState) -> dict[str, Any]:
         "known_templates": state.known_templates,
         "discoveries": state.discoveries,
         "age_buckets": state.age_buckets,
+        "witnesses": state.witnesses,
         "pending": [encode_pending(p) for at in sorted(state.pending) for p in state.pending[at]],
     }
 
@@ -213,6 +217,7 @@ def decode_state(obj: Mapping[str, Any]) -> TenantState:
         known_templates={str(k): int(v) for k, v in obj.get("known_templates", {}).items()},
         discoveries=[int(t) for t in obj.get("discoveries", [])],
         age_buckets=int(obj.get("age_buckets", 0)),
+        witnesses={str(k): [int(v[0]), int(v[1])] for k, v in obj.get("witnesses", {}).items()},
     )
     for raw in obj.get("pending", []):
         hold(state, decode_pending(raw))
