@@ -16,11 +16,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from udfs.records import Attributes, AttrValue, LogRecord
+from udfs.anomaly import ServiceBatch
+from udfs.records import Attributes, AttrValue, LogRecord, Span, SpanStatus
 from udfs.timefmt import format_time_ms as format_time_ms  # re-exported: one implementation
 from udfs.timefmt import parse_time_ms as parse_time_ms
 
@@ -63,8 +64,13 @@ class LogReader(Protocol):
 
 
 class LogWriter(Protocol):
-    def write_logs(self, records: Sequence[LogRecord]) -> int:
-        """Store (or overwrite) one doc per record; returns the number of docs accepted."""
+    def write_logs(self, records: Sequence[LogRecord], metrics: Sequence[MetricRow] = ()) -> int:
+        """Store (or overwrite) one doc per record, and add ``metrics`` to their buckets (the same
+        message's summary, written with it); returns the number of log docs accepted."""
+        ...
+
+    def write_metrics(self, metrics: Sequence[MetricRow]) -> int:
+        """Add per-bucket counts (``MetricRow``) to the ``metrics`` rows; returns the rows touched."""
         ...
 
     def write_anomalies(self, anomalies: Sequence[Mapping[str, Any]]) -> int:
@@ -175,3 +181,99 @@ def check_keys(doc: Mapping[str, Any], keys: Sequence[str], what: str) -> None:
 
 def clamp_limit(limit: int) -> int:
     return max(0, min(int(limit), MAX_LIMIT))
+
+
+# -- per-service bucket metrics and the incident list -----------------------------------------------
+
+METRIC_FIELDS = ("total", "failures", "client_errors", "spans", "span_errors", "span_ms_sum")
+"""Additive counts per (tenant, service, 10 s bucket): log records, failures (signals stage 1),
+4xx client errors, spans, failed spans and the sum of span durations in ms (mean latency =
+``span_ms_sum / spans``). Each message adds its own counts, so a bucket's row is the sum over every
+message that touched it. Upserts add, so a replay from a checkpoint counts what it replays again:
+the charts show shape, detection never reads them."""
+
+
+class MetricRow(NamedTuple):
+    tenant: str
+    service: str
+    bucket_ms: int
+    total: int = 0
+    failures: int = 0
+    client_errors: int = 0
+    spans: int = 0
+    span_errors: int = 0
+    span_ms_sum: int = 0
+
+    def counts(self) -> dict[str, int]:
+        return {name: int(getattr(self, name)) for name in METRIC_FIELDS}
+
+
+def metric_rows(batches: Iterable[ServiceBatch]) -> list[MetricRow]:
+    """One row per (tenant, service, bucket) of one message's summary (``udfs.batch.summarize``)."""
+    return [MetricRow(batch.tenant, batch.service, bucket.start_ms, bucket.total, bucket.failures,
+                      bucket.client_errors)
+            for batch in batches for bucket in batch.buckets]
+
+
+def span_metric_rows(spans: Iterable[Span], bucket_ms: int = 10_000) -> list[MetricRow]:
+    """Span counts, failed spans and summed durations per (tenant, service, bucket of the start)."""
+    acc: dict[tuple[str, str, int], list[int]] = {}
+    for span in spans:
+        start = span.start_ms
+        key = (span.tenant, span.service, start - start % bucket_ms)
+        counts = acc.setdefault(key, [0, 0, 0])
+        counts[0] += 1
+        counts[1] += span.status == SpanStatus.ERROR
+        counts[2] += max(0, (span.end_unix_nano - span.start_unix_nano) // 1_000_000)
+    return [MetricRow(t, s, b, spans=c[0], span_errors=c[1], span_ms_sum=c[2]) for (t, s, b), c in acc.items()]
+
+
+def merge_metric_rows(rows: Iterable[MetricRow]) -> list[MetricRow]:
+    """Rows of one key added together (one upsert per key and write)."""
+    acc: dict[tuple[str, str, int], list[int]] = {}
+    for row in rows:
+        counts = acc.setdefault((row.tenant, row.service, row.bucket_ms), [0] * len(METRIC_FIELDS))
+        for i, name in enumerate(METRIC_FIELDS):
+            counts[i] += getattr(row, name)
+    return [MetricRow(t, s, b, *c) for (t, s, b), c in acc.items()]
+
+
+def metric_doc_id(row: MetricRow) -> str:
+    digest = hashlib.sha1(f"{row.tenant}\x1f{row.service}\x1f{row.bucket_ms}".encode("utf-8", "surrogatepass"),
+                          usedforsecurity=False)
+    return digest.hexdigest()[:20]
+
+
+INCIDENT_STATE_FIELDS = ("tenant", "incident_id", "severity", "state", "service", "root_service", "score",
+                         "opened_ms", "detected_ms", "resolved_ms", "duration_ms", "event_rank", "title",
+                         "summary", "services")
+
+
+def incident_state(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The list view of an incident after ``event`` (its latest event): what the incident list filters,
+    sorts and searches on. ``state`` is ``open`` or ``resolved``; ``duration_ms`` is resolved minus
+    opened (event time) or None while open; ``services`` are the detecting, root-cause and affected ones."""
+    opened_ms = parse_time_ms(event["opened_at"])
+    resolved_ms = parse_time_ms(event["resolved_at"]) if event.get("resolved_at") else None
+    if event["event"] == "resolved" and resolved_ms is None:
+        resolved_ms = parse_time_ms(event["detected_at"])
+    root = str((event.get("root_cause") or {}).get("service") or event.get("service") or "")
+    services = list(dict.fromkeys([str(event.get("service", "")), root,
+                                   *[str(s) for s in event.get("affected_services") or ()]]))
+    return {
+        "tenant": event["tenant"],
+        "incident_id": event["incident_id"],
+        "severity": str(event.get("severity", "")),
+        "state": "resolved" if event["event"] == "resolved" else "open",
+        "service": str(event.get("service", "")),
+        "root_service": root,
+        "score": float(event.get("score") or 0.0),
+        "opened_ms": opened_ms,
+        "detected_ms": parse_time_ms(event["detected_at"]),
+        "resolved_ms": resolved_ms,
+        "duration_ms": None if resolved_ms is None else max(0, resolved_ms - opened_ms),
+        "event_rank": EVENT_RANK.get(event["event"], 9),
+        "title": str(event.get("title", "")),
+        "summary": str(event.get("summary", "")),
+        "services": [s for s in services if s],
+    }

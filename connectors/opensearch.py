@@ -33,19 +33,23 @@ from opensearchpy.exceptions import TransportError
 from connectors.logstore import (
     EVENT_RANK,
     LogDoc,
+    MetricRow,
     check_keys,
     clamp_limit,
     format_time_ms,
     incident_event_id,
+    incident_state,
     log_doc,
     log_doc_ids,
+    merge_metric_rows,
+    metric_doc_id,
     parse_time_ms,
     utc_day,
 )
 from udfs.records import LogRecord
 
 TEMPLATES_DIR = Path(__file__).with_name("opensearch_templates")
-FAMILIES = ("logs", "anomalies", "incidents")
+FAMILIES = ("logs", "anomalies", "incidents", "incident_state", "metrics")
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 _INCIDENT_HELPER_FIELDS = ("detected_at_ms", "event_rank")
 _NDJSON = {"content-type": "application/x-ndjson"}
@@ -111,6 +115,12 @@ class _Doc:
     doc_id: str
     lines: bytes  # action line + source line, each ending in "\n"
     source: str = field(repr=False)
+    action: str = "index"  # or "update" (metrics: a scripted upsert that adds)
+
+
+# Adds each count in params.add to the bucket's document; the upsert is the first message's counts.
+METRICS_SCRIPT = ("for (e in params.add.entrySet()) { ctx._source[e.getKey()] = "
+                  "(ctx._source[e.getKey()] == null ? 0 : ctx._source[e.getKey()]) + e.getValue(); }")
 
 
 def index_tenant(tenant: str) -> str:
@@ -135,6 +145,16 @@ def anomalies_index(prefix: str, tenant: str, time_ms: int) -> str:
 
 def incidents_index(prefix: str, tenant: str) -> str:
     return f"{prefix}-incidents-{index_tenant(tenant)}"
+
+
+def incident_state_index(prefix: str, tenant: str) -> str:
+    """One document per incident (id = incident id): its latest state, for the console's list."""
+    return f"{prefix}-incident_state-{index_tenant(tenant)}"
+
+
+def metrics_index(prefix: str, tenant: str, time_ms: int) -> str:
+    """Per-bucket counts (``connectors.logstore.MetricRow``), per tenant and UTC event day (ISM deletes)."""
+    return f"{prefix}-metrics-{index_tenant(tenant)}-{utc_day(time_ms)}"
 
 
 def load_templates(prefix: str = "logclaw") -> dict[str, dict[str, Any]]:
@@ -243,10 +263,23 @@ class OpenSearchSink:
 
     # -- LogWriter -------------------------------------------------------------------------------
 
-    def write_logs(self, records: Sequence[LogRecord]) -> int:
+    def write_logs(self, records: Sequence[LogRecord], metrics: Sequence[MetricRow] = ()) -> int:
         for doc_id, record in zip(log_doc_ids(records), records, strict=True):
             self._add(logs_index(self.prefix, record.tenant, record.time_ms), doc_id, log_doc(record))
+        self.write_metrics(metrics)  # same buffer, so the same bulk request as the logs
         return len(records)
+
+    def write_metrics(self, metrics: Sequence[MetricRow]) -> int:
+        merged = merge_metric_rows(metrics)
+        for row in merged:
+            counts = row.counts()
+            upsert = {"tenant": row.tenant, "service": row.service, "bucket_ms": row.bucket_ms,
+                      "time": format_time_ms(row.bucket_ms), **counts}
+            body = {"script": {"source": METRICS_SCRIPT, "lang": "painless", "params": {"add": counts}},
+                    "upsert": upsert}
+            self._add(metrics_index(self.prefix, row.tenant, row.bucket_ms), metric_doc_id(row), body,
+                      action="update")
+        return len(merged)
 
     def write_anomalies(self, anomalies: Sequence[Mapping[str, Any]]) -> int:
         for anomaly in anomalies:
@@ -266,6 +299,10 @@ class OpenSearchSink:
             doc["detected_at_ms"] = parse_time_ms(event["detected_at"])
             doc["event_rank"] = EVENT_RANK.get(event["event"], 9)
             self._add(incidents_index(self.prefix, event["tenant"]), incident_event_id(event), doc)
+            # The list's row: events of one tenant arrive in order (one correlator per tenant), so the
+            # last one written is the latest.
+            self._add(incident_state_index(self.prefix, event["tenant"]), str(event["incident_id"]),
+                      incident_state(event))
         return len(events)
 
     def flush(self) -> None:
@@ -285,13 +322,16 @@ class OpenSearchSink:
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _add(self, index: str, doc_id: str, doc: Mapping[str, Any]) -> None:
+    def _add(self, index: str, doc_id: str, doc: Mapping[str, Any], action: str = "index") -> None:
         source = json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        action = json.dumps({"index": {"_index": index, "_id": doc_id}}, separators=(",", ":"))
-        lines = f"{action}\n{source}\n".encode("utf-8", "surrogatepass")
+        meta: dict[str, Any] = {"_index": index, "_id": doc_id}
+        if action == "update":
+            meta["retry_on_conflict"] = 5  # two decode subtasks may add to one bucket at once
+        action_line = json.dumps({action: meta}, separators=(",", ":"))
+        lines = f"{action_line}\n{source}\n".encode("utf-8", "surrogatepass")
         if self._buffer and self._buffer_bytes + len(lines) > self.max_batch_bytes:
             self.flush()
-        self._buffer.append(_Doc(index, doc_id, lines, source))
+        self._buffer.append(_Doc(index, doc_id, lines, source, action))
         self._buffer_bytes += len(lines)
         self.stats.max_buffered_docs = max(self.stats.max_buffered_docs, len(self._buffer))
         if len(self._buffer) >= self.max_buffer_docs or self._buffer_bytes >= self.max_batch_bytes:
@@ -334,7 +374,7 @@ class OpenSearchSink:
             raise SinkError(f"POST _bulk: malformed response for {len(sent)} docs: {response!r:.300}")
         retry = []
         for doc, item in zip(sent, items, strict=True):
-            result = item.get("index") if isinstance(item, Mapping) else None
+            result = item.get(doc.action) if isinstance(item, Mapping) else None
             if not isinstance(result, Mapping) or result.get("_id") != doc.doc_id:
                 raise SinkError(f"POST _bulk: response item {item!r:.200} does not match {doc.doc_id}")
             status = result.get("status")

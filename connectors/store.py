@@ -19,17 +19,24 @@ from typing import Any
 
 from connectors.logstore import (
     EVENT_RANK,
+    INCIDENT_STATE_FIELDS,
     LogDoc,
+    MetricRow,
     check_keys,
     clamp_limit,
     incident_event_id,
+    incident_state,
     log_doc,
     log_doc_ids,
+    merge_metric_rows,
     parse_time_ms,
 )
 from udfs.records import LogRecord
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+METRICS_RETENTION_MS = 7 * 24 * 3600 * 1000
+"""Metrics rows older than this (event time, behind the newest bucket written) are deleted."""
+_RETENTION_EVERY = 500  # write calls between retention passes
 
 
 class StoreError(RuntimeError):
@@ -86,6 +93,79 @@ CREATE INDEX IF NOT EXISTS incident_events_incident
     ON incident_events (tenant, incident_id, detected_at_ms, event_rank);
 """
 
+# Schema version 2 (``docs/console.md``): per-bucket metrics and the incident list (latest state).
+_SCHEMA_V2 = """
+CREATE TABLE IF NOT EXISTS metrics (
+    tenant TEXT NOT NULL,
+    service TEXT NOT NULL,
+    bucket_ms INTEGER NOT NULL,
+    total INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0,
+    client_errors INTEGER NOT NULL DEFAULT 0,
+    spans INTEGER NOT NULL DEFAULT 0,
+    span_errors INTEGER NOT NULL DEFAULT 0,
+    span_ms_sum INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant, service, bucket_ms)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS metrics_tenant_bucket ON metrics (tenant, bucket_ms);
+CREATE TABLE IF NOT EXISTS incidents (
+    rid INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    incident_id TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    state TEXT NOT NULL,
+    service TEXT NOT NULL,
+    root_service TEXT NOT NULL,
+    score REAL NOT NULL,
+    opened_ms INTEGER NOT NULL,
+    detected_ms INTEGER NOT NULL,
+    resolved_ms INTEGER,
+    duration_ms INTEGER,
+    event_rank INTEGER NOT NULL,
+    title TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    services TEXT NOT NULL,
+    UNIQUE (tenant, incident_id)
+);
+CREATE INDEX IF NOT EXISTS incidents_tenant_opened ON incidents (tenant, opened_ms);
+CREATE VIRTUAL TABLE IF NOT EXISTS incidents_fts USING fts5(
+    title, summary, services, content='incidents', content_rowid='rid'
+);
+CREATE TRIGGER IF NOT EXISTS incidents_fts_insert AFTER INSERT ON incidents BEGIN
+    INSERT INTO incidents_fts (rowid, title, summary, services) VALUES (new.rid, new.title, new.summary, new.services);
+END;
+CREATE TRIGGER IF NOT EXISTS incidents_fts_delete AFTER DELETE ON incidents BEGIN
+    INSERT INTO incidents_fts (incidents_fts, rowid, title, summary, services)
+    VALUES ('delete', old.rid, old.title, old.summary, old.services);
+END;
+CREATE TRIGGER IF NOT EXISTS incidents_fts_update AFTER UPDATE ON incidents BEGIN
+    INSERT INTO incidents_fts (incidents_fts, rowid, title, summary, services)
+    VALUES ('delete', old.rid, old.title, old.summary, old.services);
+    INSERT INTO incidents_fts (rowid, title, summary, services) VALUES (new.rid, new.title, new.summary, new.services);
+END;
+"""
+
+_METRIC_UPSERT = (
+    "INSERT INTO metrics (tenant, service, bucket_ms, total, failures, client_errors, spans, span_errors,"
+    " span_ms_sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, service, bucket_ms) DO UPDATE SET"
+    " total = total + excluded.total, failures = failures + excluded.failures,"
+    " client_errors = client_errors + excluded.client_errors, spans = spans + excluded.spans,"
+    " span_errors = span_errors + excluded.span_errors, span_ms_sum = span_ms_sum + excluded.span_ms_sum"
+)
+# The latest event wins (event time, then opened < updated < resolved); a replayed older event never
+# rolls the list back.
+_INCIDENT_UPSERT = (
+    "INSERT INTO incidents (tenant, incident_id, severity, state, service, root_service, score, opened_ms,"
+    " detected_ms, resolved_ms, duration_ms, event_rank, title, summary, services)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, incident_id) DO UPDATE SET"
+    " severity = excluded.severity, state = excluded.state, service = excluded.service,"
+    " root_service = excluded.root_service, score = excluded.score, opened_ms = excluded.opened_ms,"
+    " detected_ms = excluded.detected_ms, resolved_ms = excluded.resolved_ms, duration_ms = excluded.duration_ms,"
+    " event_rank = excluded.event_rank, title = excluded.title, summary = excluded.summary,"
+    " services = excluded.services"
+    " WHERE (excluded.detected_ms, excluded.event_rank) >= (incidents.detected_ms, incidents.event_rank)"
+)
+
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -117,8 +197,12 @@ class EmbeddedStore:
     Safe to open from several processes; one instance may be shared by threads (a lock serializes).
     """
 
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0,
+                 metrics_retention_ms: int = METRICS_RETENTION_MS) -> None:
         self.path = str(path)
+        self.metrics_retention_ms = metrics_retention_ms
+        self._writes = 0
+        self._newest_bucket_ms = 0
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None,
                                      check_same_thread=False)
@@ -141,8 +225,15 @@ class EmbeddedStore:
             row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
             found = row[0] if row else None
             if found is None:
-                for statement in _statements(_SCHEMA):
+                for statement in _statements(_SCHEMA + _SCHEMA_V2):
                     conn.execute(statement)
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            elif found == 1:  # version 1 -> 2: add metrics and the incident list, filled from the events
+                for statement in _statements(_SCHEMA_V2):
+                    conn.execute(statement)
+                events = [json.loads(row[0]) for row in conn.execute(
+                    "SELECT doc FROM incident_events ORDER BY detected_at_ms, event_rank")]
+                conn.executemany(_INCIDENT_UPSERT, [_incident_row(event) for event in events])
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
             elif found != SCHEMA_VERSION:
                 newer = found > SCHEMA_VERSION
@@ -170,17 +261,34 @@ class EmbeddedStore:
 
     # -- LogWriter -------------------------------------------------------------------------------
 
-    def write_logs(self, records: Sequence[LogRecord]) -> int:
+    def write_logs(self, records: Sequence[LogRecord], metrics: Sequence[MetricRow] = ()) -> int:
         rows = []
         for doc_id, record in zip(log_doc_ids(records), records, strict=True):
             doc = log_doc(record)
             rows.append((doc_id, doc["tenant"], doc["service"], doc["time_ms"], doc["severity_number"],
                          doc["trace_id"], doc["body"], doc["exception_message"], _dumps(doc)))
-        with self._transaction() as conn:
+        with self._transaction() as conn:  # one transaction per message: logs and their bucket counts
             conn.executemany(
                 "INSERT OR REPLACE INTO logs (id, tenant, service, time_ms, severity_number, trace_id,"
                 " body, exception_message, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self._upsert_metrics(conn, metrics)
         return len(rows)
+
+    def write_metrics(self, metrics: Sequence[MetricRow]) -> int:
+        with self._transaction() as conn:
+            return self._upsert_metrics(conn, metrics)
+
+    def _upsert_metrics(self, conn: sqlite3.Connection, metrics: Sequence[MetricRow]) -> int:
+        merged = merge_metric_rows(metrics)
+        if not merged:
+            return 0
+        conn.executemany(_METRIC_UPSERT, merged)
+        self._newest_bucket_ms = max(self._newest_bucket_ms, max(row.bucket_ms for row in merged))
+        self._writes += 1
+        if self._writes % _RETENTION_EVERY == 1:  # retention: by event time, behind the newest bucket
+            conn.execute("DELETE FROM metrics WHERE bucket_ms < ?",
+                         (self._newest_bucket_ms - self.metrics_retention_ms,))
+        return len(merged)
 
     def write_anomalies(self, anomalies: Sequence[Mapping[str, Any]]) -> int:
         rows = []
@@ -204,6 +312,7 @@ class EmbeddedStore:
             conn.executemany(
                 "INSERT OR REPLACE INTO incident_events (tenant, id, incident_id, event, detected_at_ms,"
                 " event_rank, doc) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            conn.executemany(_INCIDENT_UPSERT, [_incident_row(event) for event in events])
         return len(rows)
 
     def flush(self) -> None:
@@ -281,6 +390,12 @@ class EmbeddedStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _incident_row(event: Mapping[str, Any]) -> tuple[Any, ...]:
+    state = incident_state(event)
+    state["services"] = " ".join(state["services"])
+    return tuple(state[name] for name in INCIDENT_STATE_FIELDS)
 
 
 def _dumps(doc: Mapping[str, Any]) -> str:

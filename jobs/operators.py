@@ -20,6 +20,7 @@ from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction,
 from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig, ValueStateDescriptor
 
 from connectors.flink_sources import row_payload
+from connectors.logstore import metric_rows, span_metric_rows
 from connectors.otlp import build_dead_letter, decode_logs, decode_spans, latest_event_time_unix_nano
 from jobs.config import JobConfig
 from jobs.event_time import KEYED_TIMED
@@ -170,12 +171,6 @@ class DecodeAndSummarize(ProcessFunction):  # type: ignore[misc]
         if records:
             self.records += len(records)
             self.m_records.inc(len(records))
-            if self.writer is not None:
-                # Flushed per message (one bulk request): PyFlink has no checkpoint hook, so nothing
-                # may sit in a buffer that the checkpoint already counts as done.
-                self.m_indexed.inc(self.writer.write_logs(records))
-                self.writer.flush()
-                self.sink_metrics.sync()
             summary = summarize(
                 records,
                 self.matcher,
@@ -183,6 +178,13 @@ class DecodeAndSummarize(ProcessFunction):  # type: ignore[misc]
                 max_notables=self.cfg.max_notables,
                 trace_sample=self.cfg.trace_sample,
             )
+            if self.writer is not None:
+                # Logs and the message's per-bucket counts (the console's charts) in one write, flushed
+                # per message (one bulk request / one transaction): PyFlink has no checkpoint hook, so
+                # nothing may sit in a buffer that the checkpoint already counts as done.
+                self.m_indexed.inc(self.writer.write_logs(records, metric_rows(summary.batches)))
+                self.writer.flush()
+                self.sink_metrics.sync()
             for batch in summary.batches:  # keyed and timed here: see jobs.event_time
                 yield Row(f"{batch.tenant}\x1f{batch.service}", batch), batch.max_time_ms
             for obs in summary.traces:
@@ -219,6 +221,7 @@ class DecodeSpans(ProcessFunction):  # type: ignore[misc]
         self.cfg = cfg
 
     def open(self, ctx: RuntimeContext) -> None:
+        self.writer = open_writer(self.cfg) if self.cfg.index_logs else None
         group = ctx.get_metrics_group()
         self.m_spans = group.counter("spans_in")
         self.m_errors = group.counter("span_decode_errors")
@@ -231,8 +234,17 @@ class DecodeSpans(ProcessFunction):  # type: ignore[misc]
             self.m_errors.inc(len(decoded.errors))
             yield DEAD_LETTER, dead_letter(self.cfg, self.cfg.spans_topic, value, decoded.errors)
         self.m_spans.inc(len(decoded.spans))
+        if self.writer is not None and decoded.spans:  # span counts and durations per bucket (latency charts)
+            self.writer.write_metrics(span_metric_rows(decoded.spans))
+            self.writer.flush()
         for span in decoded.spans:
             yield Row(f"{span.tenant}\x1f{span.trace_id}", span), int(span.start_ms)
+
+    def close(self) -> None:
+        writer = getattr(self, "writer", None)
+        if writer is not None:
+            writer.flush()
+            writer.close()
 
 
 class ServiceWindow(KeyedProcessFunction):  # type: ignore[misc]

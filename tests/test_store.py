@@ -244,7 +244,8 @@ def test_unknown_newer_schema_version_is_refused(tmp_path: Any) -> None:
     EmbeddedStore(path).close()
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
-    with pytest.raises(StoreError, match=r"schema version 2 is newer than .* \(1\); upgrade LogClaw"):
+    with pytest.raises(StoreError, match=rf"schema version {SCHEMA_VERSION + 1} is newer than .* "
+                       rf"\({SCHEMA_VERSION}\); upgrade LogClaw"):
         EmbeddedStore(path)
 
 

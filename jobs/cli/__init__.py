@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "down": ("jobs.cli.stack", "stop everything `logclaw up` started"),
     "run": ("jobs.cli.run", "run the detection job on Kafka on the local MiniCluster, with the web UI"),
     "ingest": ("jobs.cli.ingest", "serve the OTLP/HTTP logs endpoint (POST /v1/logs, API key -> tenant) into Kafka"),
+    "ui": ("jobs.cli.ui", "serve the incident console (incidents, services, logs, traces, health) on 127.0.0.1"),
+    "incidents": ("jobs.cli.incidents", "list, show or search incidents in the store (terminal console)"),
 }
 
 

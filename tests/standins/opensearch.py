@@ -2,7 +2,9 @@
 
 No OpenSearch server can run on these machines, so the writer/reader are tested against this:
 ``http.server`` on 127.0.0.1:0 in a thread. It implements ``GET /``, ``PUT /_index_template/<n>``,
-``POST /_bulk`` (NDJSON), ``POST /<index-pattern>/_search`` (the query DSL subset the reader uses)
+``POST /_bulk`` (NDJSON: ``index`` actions, and ``update`` actions carrying exactly the metrics
+script of ``connectors.opensearch`` with an upsert), ``POST /<index-pattern>/_search`` (the query DSL
+subset the readers use, ``from``/``size`` paging and the ``terms``/``avg`` aggregations)
 and ``HEAD``/``GET /<index>``. Anything else, or any request of the wrong shape, gets a 400/404
 with an OpenSearch-style error body, and is recorded in ``violations`` so tests can assert none
 happened. It is programmable: fail the next N requests (``fail_next``) or single bulk items
@@ -28,7 +30,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 _INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9_.+-]*$")
 _TEMPLATE_KEYS = {"index_patterns", "template", "priority", "version", "composed_of", "_meta", "data_stream"}
 _TEMPLATE_INNER_KEYS = {"settings", "mappings", "aliases"}
-_SEARCH_KEYS = {"query", "sort", "size", "from", "track_total_hits", "_source"}
+_SEARCH_KEYS = {"query", "sort", "size", "from", "track_total_hits", "_source", "aggs"}
+# The only script the stand-in runs (connectors.opensearch.METRICS_SCRIPT, repeated here on purpose:
+# a changed script must be changed here too, as it would have to be checked against a real cluster).
+METRICS_SCRIPT = ("for (e in params.add.entrySet()) { ctx._source[e.getKey()] = "
+                  "(ctx._source[e.getKey()] == null ? 0 : ctx._source[e.getKey()]) + e.getValue(); }")
 _SEARCH_PARAMS = {"ignore_unavailable", "allow_no_indices", "expand_wildcards"}
 _RANGE_OPS = {"gte", "gt", "lte", "lt"}
 _MULTI_MATCH_KEYS = {"query", "fields", "type", "operator"}
@@ -185,12 +191,14 @@ class OpenSearchStandin:
         items = []
         for action_line, source_line in zip(lines[0::2], lines[1::2], strict=True):
             action = _json_line(action_line)
-            if not isinstance(action, dict) or len(action) != 1 or next(iter(action)) != "index":
+            if not isinstance(action, dict) or len(action) != 1 or next(iter(action)) not in ("index", "update"):
                 raise BadRequest(
                     400, "illegal_argument_exception", f"unsupported bulk action {action_line:.100}"
                 )
-            meta = action["index"]
-            if not isinstance(meta, dict) or set(meta) != {"_index", "_id"}:
+            kind = next(iter(action))
+            meta = action[kind]
+            allowed = {"_index", "_id"} | ({"retry_on_conflict"} if kind == "update" else set())
+            if not isinstance(meta, dict) or not {"_index", "_id"} <= set(meta) <= allowed:
                 raise BadRequest(
                     400, "illegal_argument_exception", f"action needs exactly _index and _id: {meta}"
                 )
@@ -202,9 +210,32 @@ class OpenSearchStandin:
             source = _json_line(source_line)
             if not isinstance(source, dict):
                 raise BadRequest(400, "mapper_parsing_exception", "source is not an object")
-            items.append({"index": self._index_one(index, doc_id, source)})
-        errors = any(item["index"]["status"] >= 300 for item in items)
+            if kind == "update":
+                source = self._scripted(index, doc_id, source)
+            result = self._index_one(index, doc_id, source)
+            items.append({kind: result})
+        errors = any(next(iter(item.values()))["status"] >= 300 for item in items)
         return 200, {"took": 1, "errors": errors, "items": items}
+
+    def _scripted(self, index: str, doc_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """An ``update`` with the metrics script and an upsert: the new document's source."""
+        script, upsert = body.get("script"), body.get("upsert")
+        if set(body) != {"script", "upsert"} or not isinstance(script, dict) or not isinstance(upsert, dict):
+            raise BadRequest(400, "x_content_parse_exception", f"update needs script and upsert: {body!r:.100}")
+        if set(script) != {"source", "lang", "params"} or script["lang"] != "painless":
+            raise BadRequest(400, "x_content_parse_exception", f"bad script {script!r:.100}")
+        if script["source"] != METRICS_SCRIPT:
+            raise BadRequest(400, "illegal_argument_exception", "stand-in runs only the metrics script")
+        add = script["params"].get("add") if isinstance(script["params"], dict) else None
+        if not isinstance(add, dict) or not all(isinstance(v, int) for v in add.values()):
+            raise BadRequest(400, "script_exception", f"params.add must map names to integers: {add!r:.100}")
+        current = self.indices.get(index, {}).get(doc_id)
+        if current is None:
+            return upsert
+        updated = dict(current)
+        for key, value in add.items():
+            updated[key] = (updated.get(key) or 0) + value
+        return updated
 
     def _index_one(self, index: str, doc_id: str, source: dict[str, Any]) -> dict[str, Any]:
         failure = self._item_failures.get(doc_id)
@@ -252,12 +283,20 @@ class OpenSearchStandin:
         ]
         for key, descending in reversed(_sort_keys(body.get("sort", []))):  # stable: last key first
             hits.sort(key=functools.partial(_sort_value, key), reverse=descending)
-        return 200, {
+        start = body.get("from", 0)
+        if not isinstance(start, int) or start < 0 or start + size > 10_000:
+            raise BadRequest(400, "illegal_argument_exception", f"Result window is too large, from + size "
+                             f"must be less than or equal to: [10000] but was [{start}+{size}]")
+        answer: dict[str, Any] = {
             "took": 1,
             "timed_out": False,
             "_shards": {"total": 1, "successful": 1, "failed": 0},
-            "hits": {"total": {"value": len(hits), "relation": "eq"}, "max_score": None, "hits": hits[:size]},
+            "hits": {"total": {"value": len(hits), "relation": "eq"}, "max_score": None,
+                     "hits": hits[start:start + size]},
         }
+        if "aggs" in body:
+            answer["aggregations"] = _aggregations(body["aggs"], [hit["_source"] for hit in hits])
+        return 200, answer
 
     def _resolve(self, target: str, ignore_unavailable: bool) -> list[str]:
         names: list[str] = []
@@ -269,6 +308,31 @@ class OpenSearchStandin:
             elif not ignore_unavailable:
                 raise BadRequest(404, "index_not_found_exception", f"no such index [{part}]")
         return names
+
+
+def _aggregations(aggs: Any, docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """``terms`` (field, size) and ``avg`` (field) aggregations; anything else is a 400."""
+    if not isinstance(aggs, dict) or not aggs:
+        raise BadRequest(400, "parsing_exception", "aggs must be a non-empty object")
+    out: dict[str, Any] = {}
+    for name, spec in aggs.items():
+        if not isinstance(spec, dict) or len(spec) != 1:
+            raise BadRequest(400, "parsing_exception", f"aggregation [{name}] must have one type")
+        ((kind, arg),) = spec.items()
+        if kind == "terms" and isinstance(arg, dict) and set(arg) <= {"field", "size"} and "field" in arg:
+            counts: dict[Any, int] = {}
+            for doc in docs:
+                for value in _values(doc, arg["field"]):
+                    counts[value] = counts.get(value, 0) + 1
+            ranked = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))[: arg.get("size", 10)]
+            out[name] = {"doc_count_error_upper_bound": 0, "sum_other_doc_count": 0,
+                         "buckets": [{"key": key, "doc_count": n} for key, n in ranked]}
+        elif kind == "avg" and isinstance(arg, dict) and set(arg) == {"field"}:
+            values = [v for doc in docs for v in _values(doc, arg["field"]) if isinstance(v, int | float)]
+            out[name] = {"value": sum(values) / len(values) if values else None}
+        else:
+            raise BadRequest(400, "parsing_exception", f"unsupported aggregation [{kind}] in [{name}]")
+    return out
 
 
 def _error(status: int, error_type: str, reason: str) -> dict[str, Any]:

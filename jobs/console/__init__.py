@@ -1,0 +1,1 @@
+"""The incident console: `logclaw ui` (see jobs/console/app.py)."""
