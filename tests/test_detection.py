@@ -145,8 +145,29 @@ def test_second_tenant_with_identical_service_names_never_merges() -> None:
 # ---- stage 1 / 2 requirements --------------------------------------------------------------------
 
 
-def test_one_error_in_a_quiet_bucket_is_not_an_incident() -> None:
-    assert opened(replay("quiet_single_error")) == []
+def test_one_plain_error_in_a_quiet_service_is_decided_by_how_long_the_service_was_clean() -> None:
+    """The same bare ERROR line (no pattern, no traceback): after ~4 clean minutes it is weak evidence
+    (no incident); after 15 clean minutes its own history makes it news (one incident)."""
+    assert opened(replay("quiet_single_error", scale=0.25)) == []
+    [inc] = opened(replay("quiet_single_error", scale=1.0))
+    assert inc["service"] == "audit" and inc["root_cause"]["service"] == "audit"
+    assert any(s["name"] == "novel_template" for s in inc["signals"])
+
+
+def test_recurring_background_errors_are_not_news() -> None:
+    check_expectation(replay("recurring_errors"), scenario("recurring_errors").expectations[0])
+    assert opened(replay("recurring_errors", scale=1.0)) == []
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_one_never_seen_exception_in_a_long_clean_service_is_an_incident(seed: int) -> None:
+    sc = scenario("novel_exception", seed=seed)
+    events = replay("novel_exception", seed=seed)
+    check_expectation(events, sc.expectations[0])
+    [inc] = opened(events)
+    novel = next(s for s in inc["signals"] if s["name"] == "novel_template")
+    assert "never logged before" in novel["detail"] and "p = " in novel["detail"]
+    assert inc["path"] == "windowed"
 
 
 def test_one_error_in_a_quiet_bucket_is_not_significant_but_a_large_z() -> None:

@@ -61,6 +61,7 @@ def is_fault_line(r: LogRecord) -> bool:
 def test_scenario_names_are_the_documented_ones() -> None:
     assert list(SCENARIOS) == [
         "steady", "room_booked", "error_spike", "oom_burst", "cascade", "two_tenants", "quiet_single_error",
+        "recurring_errors", "novel_exception",
     ]
     with pytest.raises(KeyError, match="unknown scenario 'nope'"):
         build("nope")
@@ -182,7 +183,26 @@ def test_quiet_single_error_has_one_error_among_info_lines() -> None:
     assert err.body == "unexpected error handling request"
     assert len({r.service for r in s.records}) == 1
     assert 19 * MIN_MS < s.records[-1].time_ms - DEFAULT_BASE_MS <= 20 * MIN_MS
+    # DETECTION.md: one error in a quiet service is decided by evidence and severity, not forbidden.
+    assert [(e.tenant, e.min_incidents, e.max_incidents) for e in s.expectations] == [(DEFAULT_TENANT, 0, 1)]
+
+
+def test_recurring_errors_repeat_one_template_from_the_start() -> None:
+    s = build("recurring_errors", scale=SMALL)
+    errs = errors(s.records)
+    assert len(errs) >= 20 and {e.service for e in errs} == {"reports"}
+    assert errs[0].time_ms - DEFAULT_BASE_MS < 30_000  # background from the first minute, not news later
     assert [(e.tenant, e.max_incidents) for e in s.expectations] == [(DEFAULT_TENANT, 0)]
+
+
+def test_novel_exception_is_one_traceback_after_a_clean_warm_up() -> None:
+    s = build("novel_exception", scale=SMALL)
+    [err] = errors(s.records)
+    assert err.service == "billing" and err.exception_type == "KeyError"
+    assert "Traceback (most recent call last)" in err.exception_stacktrace
+    assert err.time_ms - DEFAULT_BASE_MS >= 6 * MIN_MS
+    [exp] = s.expectations
+    assert (exp.root_cause, exp.min_incidents, exp.max_incidents) == ("billing", 1, 1)
 
 
 # ------------------------------------------------------------------------------------------ error_spike

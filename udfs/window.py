@@ -44,7 +44,7 @@ from udfs.anomaly import (
 from udfs.records import Level
 from udfs.scoring import Breakdown, significance_score, velocity_score
 from udfs.signals import DEFAULT_WEIGHTS as GROUP_WEIGHTS
-from udfs.templates import TemplateMiner
+from udfs.templates import TemplateMatch, TemplateMiner
 from udfs.window_state import OpenBucket, ServiceState
 
 
@@ -129,7 +129,7 @@ def _look_at_notables(state: ServiceState, notables: tuple[Notable, ...], cfg: W
         bucket = state.open.get(_bucket_of(n.time_ms, cfg.bucket_ms))
         if bucket is not None:
             if n.failure:
-                _remember(state, bucket, n, match.template_id, cfg)
+                _remember(state, bucket, n, match, cfg)
             if n.failure or n.immediate:
                 tid = match.template_id
                 bucket.template_counts[tid] = bucket.template_counts.get(tid, 0) + 1
@@ -151,8 +151,9 @@ def _look_at_notables(state: ServiceState, notables: tuple[Notable, ...], cfg: W
     return emit
 
 
-def _remember(state: ServiceState, bucket: OpenBucket, n: Notable, template_id: str, cfg: WindowConfig) -> None:
+def _remember(state: ServiceState, bucket: OpenBucket, n: Notable, match: TemplateMatch, cfg: WindowConfig) -> None:
     """Fold one alarming record into the template history; count a discovery in its bucket."""
+    template_id = match.template_id
     level = Level[n.level].value if n.level in Level.__members__ else 0
     if history.remember(state.memory, template_id, level, n.time_ms, cfg.max_history_templates):
         bucket.discoveries += 1
@@ -160,6 +161,8 @@ def _remember(state: ServiceState, bucket: OpenBucket, n: Notable, template_id: 
             bucket.novel_exceptions += 1
         if len(bucket.novel_ids) < cfg.max_samples:
             bucket.novel_ids.append(template_id)
+            # A template that is new here was created from this record: its text is the record's.
+            bucket.novel_texts.append(match.template)
         if bucket.first_novel_ms < 0 or n.time_ms < bucket.first_novel_ms:
             bucket.first_novel_ms = n.time_ms
     if template_id in bucket.novel_ids:
@@ -345,12 +348,8 @@ def _close_bucket(
 def _discovery(state: ServiceState, bucket: OpenBucket, at_ms: int, novelty_p: float) -> ServiceAnomaly:
     """A discovery this service's history makes unremarkable: reported to the tenant (path
     "discovery") so that its template counts as known there, never scored or opened."""
-    miner = state.templates
-    templates = []
-    for tid in bucket.novel_ids:
-        info = miner.describe(tid) if miner is not None else None
-        if info is not None:
-            templates.append(TemplateInfo(tid, info.template, 1, True))
+    pairs = zip(bucket.novel_ids, bucket.novel_texts, strict=False)
+    templates = [TemplateInfo(tid, text, 1, True) for tid, text in pairs]
     return ServiceAnomaly(
         anomaly_id=_anomaly_id(state.tenant, state.service, "discovery", at_ms),
         tenant=state.tenant,
@@ -362,7 +361,7 @@ def _discovery(state: ServiceState, bucket: OpenBucket, at_ms: int, novelty_p: f
         onset_ms=bucket.first_novel_ms,
         breakdown=Breakdown(),
         signals=(),
-        stats=(("novelty_p", round(novelty_p, 6)), ("history_buckets", round(state.memory.buckets))),
+        stats=(("novelty_p", round(novelty_p, 6)), ("history_buckets", float(round(state.memory.buckets)))),
         samples=(),
         templates=tuple(templates),
     )
@@ -433,13 +432,14 @@ def _windowed_anomaly(
     signals = [
         SignalInfo(g, weights.get(g, 0.0), f"{n} failures") for g, n in sorted(dominant.items(), key=lambda kv: -kv[1])
     ]
-    signals.append(
-        SignalInfo(
-            "error_rate_spike" if not sustained else "sustained_failure",
-            stat,
-            f"{st.recent_failures}/{st.recent_total} in 30 s vs baseline {st.baseline_rate:.2%}",
+    if rate:
+        signals.append(
+            SignalInfo(
+                "error_rate_spike" if not sustained else "sustained_failure",
+                significance_score(st.p_value) if not sustained else stat,
+                f"{st.recent_failures}/{st.recent_total} in 30 s vs baseline {st.baseline_rate:.2%}",
+            )
         )
-    )
     if velocity:
         signals.append(SignalInfo("velocity", velocity, f"{st.rate_ratio:.1f}x baseline"))
     if surprise:
@@ -456,7 +456,7 @@ def _windowed_anomaly(
     miner = state.templates
     templates: list[TemplateInfo] = []
     if miner is not None:
-        novel_ids = {i for b in state.recent for i in b.novel_ids}
+        discovered = {i: t for b in state.recent for i, t in zip(b.novel_ids, b.novel_texts, strict=False)}
         seen: set[str] = set()
         for s in samples:
             if s.template_id and s.template_id not in seen:
@@ -464,7 +464,9 @@ def _windowed_anomaly(
                 info = miner.describe(s.template_id)
                 if info is not None:
                     in_window = sum(b.template_counts.get(s.template_id, 0) for b in state.recent)
-                    templates.append(TemplateInfo(s.template_id, info.template, in_window, s.template_id in novel_ids))
+                    novel_text = discovered.get(s.template_id)
+                    text = novel_text if novel_text is not None else info.template
+                    templates.append(TemplateInfo(s.template_id, text, in_window, novel_text is not None))
     stats = (
         ("recent_failures", float(st.recent_failures)),
         ("recent_total", float(st.recent_total)),
@@ -477,7 +479,7 @@ def _windowed_anomaly(
         ("velocity", round(st.rate_ratio, 2)),
         ("late_records", float(state.late_records)),
         ("novelty_p", round(1.0 - surprise, 6) if surprise else 1.0),
-        ("history_buckets", round(state.memory.buckets)),
+        ("history_buckets", float(round(state.memory.buckets))),
     )
     return ServiceAnomaly(
         anomaly_id=_anomaly_id(state.tenant, state.service, kind, at_ms),

@@ -45,6 +45,9 @@ class OpenBucket:
     """Alarming templates this service logged for the first time in this bucket."""
     first_novel_ms: int = -1
     """Event time of the bucket's first record with such a template, or -1."""
+    novel_texts: list[str] = field(default_factory=list)
+    """Masked text of the record that discovered each of ``novel_ids`` (same order): unlike the
+    template, which generalizes as records arrive, it does not depend on arrival order."""
 
     def add(self, agg: BucketAgg) -> None:
         self.total += agg.total
@@ -114,6 +117,7 @@ def encode_bucket(b: OpenBucket) -> list[Any]:
         b.template_counts,
         b.discoveries,
         b.first_novel_ms,
+        b.novel_texts,
     ]
 
 
@@ -134,6 +138,7 @@ def _bucket_from_json(v: list[Any]) -> OpenBucket:
         {str(k): int(n) for k, n in v[12].items()},
         int(v[13]) if len(v) > 13 else 0,
         int(v[14]) if len(v) > 14 else -1,
+        [str(t) for t in v[15]] if len(v) > 15 else [],
     )
 
 

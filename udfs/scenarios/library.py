@@ -229,9 +229,61 @@ def quiet_single_error(*, seed: int = 0, base_ms: int = DEFAULT_BASE_MS, scale: 
                   QUIET_ERROR_BODY)
     return _finish(
         "quiet_single_error",
-        "a quiet INFO-only service with one ERROR line: no incident",
+        "a quiet INFO-only service with one ERROR line (no pattern, no traceback): decided by evidence, at most "
+        "one incident",
+        stream,
+        [Expectation("default", max_incidents=1)],
+    )
+
+
+RECURRING_BODY = "nightly export {n} failed: timeout contacting object storage"
+NOVEL_EXCEPTION = (
+    "KeyError",
+    "'currency'",
+    "Traceback (most recent call last):\n"
+    '  File "/app/billing/jobs.py", line 88, in run_invoice_job\n'
+    "    total = price_in(invoice)\n"
+    '  File "/app/billing/money.py", line 41, in price_in\n'
+    "    rate = rates[invoice['currency']]\n"
+    "KeyError: 'currency'",
+)
+
+
+def recurring_errors(*, seed: int = 0, base_ms: int = DEFAULT_BASE_MS, scale: float = 1.0) -> Scenario:
+    """"reports" logs the same ERROR every ~20 s from the start, beside a healthy "ledger"."""
+    _check(scale)
+    start = base_ms * 1_000_000
+    end = start + QUIET.ns(scale)
+    stream = Stream(seed)
+    traffic.recurring_error(stream, "default", "reports", start, end, 20 * S_NS, RECURRING_BODY)
+    traffic.shop(stream, "default", ("ledger",), start, end, Errors(rate=0.0))
+    return _finish(
+        "recurring_errors",
+        "one service logs the same ERROR about every 20 s from the start: background, no incident",
         stream,
         [Expectation("default", max_incidents=0)],
+    )
+
+
+def novel_exception(*, seed: int = 0, base_ms: int = DEFAULT_BASE_MS, scale: float = 1.0) -> Scenario:
+    """Clean services for the warm-up, then one never-seen KeyError with a traceback in "billing"."""
+    _check(scale)
+    start = base_ms * 1_000_000
+    fault = start + WARMUP.ns(scale)
+    end = fault + TAIL.ns(scale)
+    stream = Stream(seed)
+    traffic.shop(stream, "default", ("frontend", "orders", "billing"), start, end, Errors(rate=0.0))
+    traffic.exception_once(stream, "default", "billing", fault, NOVEL_EXCEPTION)
+    return _finish(
+        "novel_exception",
+        "services clean for the warm-up, then one never-seen exception with a traceback: one incident",
+        stream,
+        [
+            Expectation(
+                "default", max_incidents=1, min_incidents=1, root_cause="billing",
+                fault_start_ms=_ms(fault), detect_within_ms=30_000,
+            )
+        ],
     )
 
 
@@ -244,6 +296,8 @@ SCENARIOS: Mapping[str, Callable[..., Scenario]] = MappingProxyType(
         "cascade": cascade,
         "two_tenants": two_tenants,
         "quiet_single_error": quiet_single_error,
+        "recurring_errors": recurring_errors,
+        "novel_exception": novel_exception,
     }
 )
 

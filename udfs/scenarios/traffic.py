@@ -263,6 +263,33 @@ def quiet(
     stream.log(svc, error_ns, Level.ERROR, body, trace_id=new_trace_id(rng), span_id=new_span_id(rng))
 
 
+def recurring_error(
+    stream: Stream, tenant: str, name: str, start_ns: int, end_ns: int, every_ns: int, body: str
+) -> None:
+    """A busy INFO service that also logs the same ERROR ``body`` about every ``every_ns`` from the start:
+    a known, recurring background error (a flaky nightly export, a noisy health check)."""
+    svc = stream.service(tenant, name)
+    rng = stream.rng(tenant, name, "traffic")
+    ServiceTraffic(stream, svc, rng, Errors(rate=0.0), info_only=True).run(start_ns, end_ns, per_s=1.5)
+    t = start_ns + int(rng.random() * every_ns)
+    while t < end_ns:
+        stream.log(svc, t, Level.ERROR, body.format(n=rng.randint(1000, 9999)), trace_id=new_trace_id(rng),
+                   span_id=new_span_id(rng))
+        t += int(every_ns * rng.uniform(0.5, 1.5))
+
+
+def exception_once(stream: Stream, tenant: str, name: str, at_ns: int, exc: tuple[str, str, str]) -> None:
+    """One ERROR with a Python traceback (``exc`` = type, message, stack trace) from ``name``."""
+    svc = stream.service(tenant, name)
+    rng = stream.rng(tenant, name, "exception")
+    exc_type, exc_message, trace = exc
+    attrs = MappingProxyType(
+        {"exception.type": exc_type, "exception.message": exc_message, "exception.stacktrace": trace}
+    )
+    stream.log(svc, at_ns, Level.ERROR, f"Unhandled exception in invoice job: {exc_type}: {exc_message}",
+               trace_id=new_trace_id(rng), span_id=new_span_id(rng), attrs=attrs, exc=exc)
+
+
 def room_bookings(stream: Stream, tenant: str, start_ns: int, count: int, duration_ns: int) -> None:
     """``count`` INFO "room N booked" lines from "booking", uniformly within [start, start + duration)."""
     svc = stream.service(tenant, "booking")
