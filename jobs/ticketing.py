@@ -35,12 +35,13 @@ from urllib.parse import quote
 import jsonschema
 
 from connectors.ledger import EventMark, LedgerBusy, LedgerKey, TicketLedger, plan
-from connectors.llm import LlmFailure, LlmModel, LlmRca, build_messages, redact_value
+from connectors.llm import LlmFailure, LlmModel, LlmRca, build_messages
 from connectors.logstore import EVENT_RANK, LogReader, format_time_ms, parse_time_ms
 from connectors.tickets.base import KeyAddressed, Rca, TicketClient, TicketRef, TicketView
 from connectors.tickets.retry import PermanentError, TransientError, UnclearError
 from jobs.ticketing_config import ConfigError, TicketingConfig, add_config_arguments
 from udfs.rca import deterministic_rca
+from udfs.redact import redact_value
 from udfs.routing import RoutingConfig
 
 log = logging.getLogger("logclaw.ticketing")

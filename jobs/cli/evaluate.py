@@ -62,6 +62,8 @@ class StreamRun:
     records: int = 0
     decode_errors: int = 0
     engine_s: float = 0.0
+    alarm_times_ms: list[int] = field(default_factory=list)
+    """Event times of the error lines (ERROR and above, WARNING with a stack trace)."""
 
 
 def run_baselines(error_records: Sequence[LogRecord], into: StreamRun) -> None:
@@ -83,6 +85,11 @@ def run_stream(path: Path) -> StreamRun:
             eng.feed(decoded.records)
             run.engine_s += time.process_time() - started
             errors.extend(r for r in decoded.records if r.level >= Level.ERROR)
+            run.alarm_times_ms.extend(
+                r.time_unix_nano // 1_000_000
+                for r in decoded.records
+                if r.level >= Level.ERROR or (r.level >= Level.WARN and r.exception_stacktrace)
+            )
     started = time.process_time()
     eng.finish()
     run.engine_s += time.process_time() - started
@@ -107,12 +114,13 @@ def evaluate_openstack(data: Path, only: str = "", progress: Progress = print) -
         path = data / label["test"] / f"{label['round']}.otlp.jsonl.gz"
         run = run_stream(path)
         for det in DETECTORS:
-            results[det].append(judge_stream(name, label, run.events[det]))
+            results[det].append(judge_stream(name, label, run.events[det], run.alarm_times_ms))
         eng = results["engine"][-1]
         others = " ".join(f"{d}={_opened(run.events[d])}" for d in BASELINES)
         progress(
             f"{name:<42} records={run.records:>6} decode_errors={run.decode_errors} incidents={eng.opened}"
             f" detected={'-' if eng.fault_free else eng.detected} rc={','.join(eng.root_causes) or '-'}"
+            f" error_lines={'-' if eng.fault_free else eng.error_lines}"
             f" engine={run.engine_s:.1f}s | baselines opened: {others}"
         )
     return results

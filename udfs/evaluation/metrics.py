@@ -34,10 +34,15 @@ class StreamResult(NamedTuple):
     rc_top1: bool | None
     rc_top3: bool | None
     root_causes: tuple[str, ...]
+    error_lines: int = -1
+    """Records at ERROR or above, or WARNING with a stack trace, in the case window (-1: not counted)."""
 
 
-def judge_stream(stream: str, label: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> StreamResult:
-    """Score one stream's incident events against its label."""
+def judge_stream(
+    stream: str, label: Mapping[str, Any], events: Sequence[Mapping[str, Any]], alarm_times_ms: Sequence[int] = ()
+) -> StreamResult:
+    """Score one stream's incident events against its label; ``alarm_times_ms`` (event times of the
+    stream's error lines) lets the result say whether the case had any error line at all."""
     opened = [e for e in events if e["event"] == "opened"]
     t0, t1 = (parse_time_ms(x) for x in label["time_range"])
     hours = max(1e-9, (t1 - t0) / 3_600_000)
@@ -64,6 +69,7 @@ def judge_stream(stream: str, label: Mapping[str, Any], events: Sequence[Mapping
     w0, w1 = case.get("window") or [case.get("inject_time"), label["time_range"][1]]
     start = (parse_time_ms(w0) if w0 else t0) - 60_000
     end = parse_time_ms(w1)
+    error_lines = sum(1 for t in alarm_times_ms if start <= t <= end) if alarm_times_ms else 0
     inside = [
         e
         for e in opened
@@ -95,6 +101,7 @@ def judge_stream(stream: str, label: Mapping[str, Any], events: Sequence[Mapping
         rc_top1=top1,
         rc_top3=top3,
         root_causes=tuple(e["root_cause"]["service"] for e in opened),
+        error_lines=error_lines,
     )
 
 
@@ -111,6 +118,7 @@ def summarize_results(results: Sequence[StreamResult]) -> dict[str, Any]:
     free = [r for r in results if r.fault_free]
     detected = [r for r in failing if r.detected]
     ttds = [r.ttd_ms for r in detected if r.ttd_ms is not None]
+    silent = [r for r in failing if r.error_lines == 0]
     opened = sum(r.opened for r in results)
     true = sum(r.true_incidents for r in results if not r.fault_free)
     return {
@@ -127,6 +135,8 @@ def summarize_results(results: Sequence[StreamResult]) -> dict[str, Any]:
         "rc_top3": round(sum(1 for r in detected if r.rc_top3) / len(detected), 3) if detected else None,
         # Right root cause (top-1) over *all* failing rounds: a missed round counts as wrong.
         "rc_top1_all": round(sum(1 for r in detected if r.rc_top1) / len(failing), 3) if failing else None,
+        "no_error_line_cases": len(silent),
+        "no_error_line_detected": sum(1 for r in silent if r.detected),
         "ttd_median_s": round(statistics.median(ttds) / 1000, 1) if ttds else None,
         "ttd_p90_s": round((_pct(ttds, 0.9) or 0) / 1000, 1) if ttds else None,
     }
