@@ -39,7 +39,10 @@ class StreamResult(NamedTuple):
 
 
 def judge_stream(
-    stream: str, label: Mapping[str, Any], events: Sequence[Mapping[str, Any]], alarm_times_ms: Sequence[int] = ()
+    stream: str,
+    label: Mapping[str, Any],
+    events: Sequence[Mapping[str, Any]],
+    alarm_times_ms: Sequence[int] | None = None,
 ) -> StreamResult:
     """Score one stream's incident events against its label; ``alarm_times_ms`` (event times of the
     stream's error lines) lets the result say whether the case had any error line at all."""
@@ -69,7 +72,7 @@ def judge_stream(
     w0, w1 = case.get("window") or [case.get("inject_time"), label["time_range"][1]]
     start = (parse_time_ms(w0) if w0 else t0) - 60_000
     end = parse_time_ms(w1)
-    error_lines = sum(1 for t in alarm_times_ms if start <= t <= end) if alarm_times_ms else 0
+    error_lines = -1 if alarm_times_ms is None else sum(1 for t in alarm_times_ms if start <= t <= end)
     inside = [
         e
         for e in opened
