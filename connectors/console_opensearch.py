@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from connectors.console_read import IncidentPage, IncidentQuery, page_limit
-from connectors.logstore import METRIC_FIELDS, MAX_LIMIT, LogDoc, MetricRow, clamp_limit
+from connectors.logstore import MAX_LIMIT, METRIC_FIELDS, LogDoc, MetricRow, clamp_limit
 from connectors.opensearch import OpenSearchReader, incident_state_index, index_tenant
 
 _DESC = {"order": "desc", "unmapped_type": "long"}
@@ -28,7 +28,8 @@ class OpenSearchConsoleReader:
         parts = urlsplit(url)
         self._where = f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"
 
-    def _search(self, index: str, tenant: str, filters: list[dict[str, Any]], *, must: list[dict[str, Any]] | None = None,
+    def _search(self, index: str, tenant: str, filters: list[dict[str, Any]], *,
+                must: list[dict[str, Any]] | None = None,
                 sort: list[dict[str, Any]] | None = None, size: int = 100, start: int = 0,
                 aggs: dict[str, Any] | None = None) -> dict[str, Any]:
         query: dict[str, Any] = {"filter": [{"term": {"tenant": tenant}}, *filters]}
@@ -62,10 +63,10 @@ class OpenSearchConsoleReader:
         return f"{self.prefix}-logs-{index_tenant(tenant)}-*"
 
     def tenants(self) -> list[str]:
-        """Tenants that have an incident list, from an aggregation over every tenant's index (the one
+        """Tenants with incidents or metrics, from an aggregation over every tenant's indices (the one
         read that spans tenants: the picker of an operator running without ``--keys``)."""
         body = {"size": 0, "aggs": {"tenants": {"terms": {"field": "tenant", "size": 1000}}}}
-        index = f"{self.prefix}-incident_state-*"
+        index = f"{self.prefix}-incident_state-*,{self.prefix}-metrics-*"
         client = self.reader.client
         response = self.reader._retrier.call(
             f"POST {index}/_search",

@@ -118,7 +118,8 @@ class SqliteConsoleReader:
         return [row[0] for row in rows]
 
     def incidents(self, query: IncidentQuery) -> IncidentPage:
-        where, params = ["tenant = ?"], [query.tenant]
+        where: list[str] = ["tenant = ?"]
+        params: list[Any] = [query.tenant]
         if query.severity:
             where.append("severity = ?")
             params.append(query.severity)
@@ -201,7 +202,8 @@ class SqliteConsoleReader:
         return [_log(row) for row in rows]
 
     def metrics(self, tenant: str, services: Sequence[str], start_ms: int, end_ms: int) -> list[MetricRow]:
-        where, params = ["tenant = ?", "bucket_ms >= ?", "bucket_ms < ?"], [tenant, int(start_ms), int(end_ms)]
+        where = ["tenant = ?", "bucket_ms >= ?", "bucket_ms < ?"]
+        params: list[Any] = [tenant, int(start_ms), int(end_ms)]
         if services:
             where.append(f"service IN ({', '.join('?' * len(services))})")
             params.extend(services)

@@ -18,7 +18,8 @@ DEFAULT_STORE = Path("out/demo/store.sqlite")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", type=Path, default=None,
-                        help=f"embedded store file (default {DEFAULT_STORE}; ignored when LOGCLAW_OPENSEARCH_URL is set)")
+                        help=f"embedded store file (default {DEFAULT_STORE}; "
+                        "ignored when LOGCLAW_OPENSEARCH_URL is set)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback only)")
     parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
     parser.add_argument("--keys", type=Path, default=None,

@@ -22,7 +22,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from connectors.console_read import ConsoleReader
@@ -154,9 +154,9 @@ def flink_jobs(url: str, timeout_s: float = 2.0) -> list[dict[str, Any]] | str:
     if not url:
         return "no Flink REST URL given (--flink-url); a replay or demo store has no running job"
     try:
-        with urllib.request.urlopen(url.rstrip("/") + "/jobs/overview", timeout=timeout_s) as response:  # noqa: S310
+        with urllib.request.urlopen(url.rstrip("/") + "/jobs/overview", timeout=timeout_s) as response:
             jobs = json.load(response).get("jobs", [])
     except (OSError, ValueError) as exc:
         return f"Flink REST at {url} did not answer: {exc}"
-    return [j for j in jobs if isinstance(j, Mapping)]
+    return [dict(j) for j in jobs if isinstance(j, Mapping)]
 

@@ -50,7 +50,8 @@ def _query(console: Console, request: Request, tenant: str) -> tuple[IncidentQue
                                         console.reader.newest_ms(tenant))
     page = _int(request, "page", 1, 1, 10_000)
     query = IncidentQuery(tenant=tenant, severity=_choice(request, "severity", SEVERITIES),
-                          state=_choice(request, "state", STATES), service=request.query_params.get("service", "")[:200],
+                          state=_choice(request, "state", STATES),
+                          service=request.query_params.get("service", "")[:200],
                           start_ms=None if name == "all" else start, end_ms=None if name == "all" else end,
                           text=request.query_params.get("q", "")[:500], offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
     return query, name
@@ -182,9 +183,9 @@ def health(console: Console, request: Request, tenant: str) -> Response:
     from jobs.console.app import flink_jobs
 
     newest = console.reader.newest_ms(tenant)
-    name, start, end = views.time_range("1h", newest)
+    _, start, end = views.time_range("1h", newest)
     rows = console.reader.metrics(tenant, (), start, end)
-    points, step = views.series(rows, start, end, max_points=60)
+    points, _ = views.series(rows, start, end, max_points=60)
     per_step: dict[int, int] = {}
     for pts in points.values():
         for p in pts:

@@ -6,6 +6,7 @@ log); the output is ``Markup`` the templates insert as it is. No JavaScript, not
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,13 +40,11 @@ def graph(chain: Sequence[str], affected: Sequence[str], root: str, scores: dict
              f'width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">',
              '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" markerHeight="8" '
              'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#555"/></marker></defs>']
-    edges = list(zip(chain, chain[1:], strict=False)) + [(chain[0], o) for o in others]
+    edges = [*itertools.pairwise(chain), *((chain[0], o) for o in others)]
     for src, dst in edges:
         (x1, y1), (x2, y2) = pos[src], pos[dst]
-        if y1 == y2:
-            line = (x1 + w, y1 + h // 2, x2, y2 + h // 2)
-        else:
-            line = (x1 + w // 2, y1 + h, x2 + w // 2, y2)
+        same_row = y1 == y2
+        line = (x1 + w, y1 + h // 2, x2, y2 + h // 2) if same_row else (x1 + w // 2, y1 + h, x2 + w // 2, y2)
         parts.append(f'<line class="edge" x1="{line[0]}" y1="{line[1]}" x2="{line[2]}" y2="{line[3]}" '
                      'stroke="#555" stroke-width="2" marker-end="url(#arrow)"/>')
     for name, (x, y) in pos.items():
@@ -117,7 +116,7 @@ def chart(service: str, points: Sequence[Point], start_ms: int, end_ms: int, *, 
 
 def sparkline(values: Sequence[float], color: str = "#2471a3", width: int = 160, height: int = 28) -> Markup:
     """A tiny line of ``values`` (scaled to their max); an empty box when there is none."""
-    vmax = max(list(values) + [1e-9])
+    vmax = max([*values, 1e-9])
     n = max(1, len(values) - 1)
     pts = " ".join(f"{width * i / n:.1f},{height - 2 - (height - 4) * v / vmax:.1f}" for i, v in enumerate(values))
     line = f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="1.5"/>' if values else ""

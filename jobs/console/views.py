@@ -119,7 +119,8 @@ def changes(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> list[
     added = [s for s in after.get("affected_services") or () if s not in (before.get("affected_services") or ())]
     if added:
         out.append("now affects " + ", ".join(added))
-    new_signals = sorted({s["name"] for s in after.get("signals") or ()} - {s["name"] for s in before.get("signals") or ()})
+    had = {s["name"] for s in before.get("signals") or ()}
+    new_signals = sorted({s["name"] for s in after.get("signals") or ()} - had)
     if new_signals:
         out.append("new signals: " + ", ".join(new_signals))
     if after["event"] == "resolved":
@@ -153,7 +154,7 @@ def breakdown_rows(event: Mapping[str, Any], weights: Mapping[str, float]) -> li
 
 def duration(ms: int | float | None) -> str:
     if ms is None:
-        return "–"
+        return "-"
     s = int(ms // 1000)
     if s < 60:
         return f"{s}s"
@@ -163,7 +164,7 @@ def duration(ms: int | float | None) -> str:
 
 
 def when(ms: int | None) -> str:
-    return "–" if ms is None else format_time_ms(int(ms)).replace("T", " ").removesuffix("Z")
+    return "-" if ms is None else format_time_ms(int(ms)).replace("T", " ").removesuffix("Z")
 
 
 CSV_COLUMNS = ("incident_id", "tenant", "severity", "state", "service", "root_service", "score", "opened_at",
