@@ -4,6 +4,7 @@ FlinkDeployment's Python entry point. Nothing runs at import time.
 
     logs ─► decode, index, summarize ─► watermarks ─► key_by(tenant, service): service window ─┐
              └─► dead letters          └─► key_by(tenant, trace): trace timeline ──────────────┤
+    spans ─► decode ───────────────────────┘   └─► key_by(tenant, service, operation): RED ────┤
                                                                   key_by(tenant): correlate ◄──┘
                                                                       └─► incidents: topic + store
 """
@@ -18,7 +19,7 @@ from pyflink.datastream import DataStream, StreamExecutionEnvironment
 
 from jobs import operators as op
 from jobs.config import JobConfig
-from jobs.event_time import KEYED_TIMED, keyed_by_event_time
+from jobs.event_time import KEYED_TIMED, keyed, keyed_by_event_time
 from jobs.steps import STEPS, step
 from udfs.engine import EngineConfig
 
@@ -63,7 +64,11 @@ def build_pipeline(
         batches.process(op.ServiceWindow(ecfg)), "service_window"
     )  # ServiceAnomaly (immediate at once, windowed on bucket close) | ServiceRecovered
     facts = step(timelines.process(op.TraceTimeline(ecfg)), "trace_timeline")
-    # facts: TraceFact (learned/span call edges and error precedence)
+    # facts: TraceFact (learned/span call edges and error precedence); side output: SpanTiming per span
+    # with self time, once the watermark passes its end
+    if spans is not None:
+        red = step(keyed(facts.get_side_output(op.SPAN_TIMINGS)).process(op.SpanRed(ecfg)), "span_red")
+        anomalies = anomalies.union(red)  # + ServiceAnomaly (latency, span_errors) on RED bucket close
     events = step(
         anomalies.union(facts).key_by(lambda x: x.tenant).process(op.Correlate(ecfg), Types.STRING()), "correlate"
     )

@@ -46,3 +46,15 @@ def keyed_by_event_time(stream: DataStream, strategy: WatermarkStrategy, waterma
 def _name(j_stream: Any, key: str) -> None:
     sid = STEPS[key]
     j_stream.name(sid.name).uid(sid.uid)
+
+
+def keyed(stream: DataStream) -> KeyedStream:
+    """``stream`` (of ``KEYED`` rows, already timed downstream of a keyed step) keyed by the key,
+    keeping the upstream timestamps and watermarks: a keyed step's timers may emit elements that
+    are already behind a watermark of their own event time, so a new watermark generator must not
+    be put in front of the next one."""
+    from pyflink.java_gateway import get_gateway
+
+    jvm = get_gateway().jvm
+    j_keyed = stream._j_data_stream.keyBy(jvm.KeyByKeySelector(), Types.ROW([KEY]).get_java_type_info())
+    return KeyedStream(j_keyed, VALUE, stream)

@@ -23,9 +23,9 @@ from connectors.flink_sources import row_payload
 from connectors.logstore import metric_rows, span_metric_rows
 from connectors.otlp import build_dead_letter, decode_logs, decode_spans, latest_event_time_unix_nano
 from jobs.config import JobConfig
-from jobs.event_time import KEYED_TIMED
-from udfs import correlate, tenant_state, traces, window, window_state
-from udfs.anomaly import ServiceAnomaly, ServiceBatch, TraceFact, TraceObservation
+from jobs.event_time import KEYED, KEYED_TIMED
+from udfs import correlate, red, tenant_state, traces, window, window_state
+from udfs.anomaly import ServiceAnomaly, ServiceBatch, SpanTiming, TraceFact, TraceObservation
 from udfs.batch import summarize
 from udfs.engine import EngineConfig
 from udfs.incidents import rfc3339
@@ -35,6 +35,7 @@ from udfs.timefmt import parse_time_ms
 
 DEAD_LETTER = OutputTag("dead-letter", Types.STRING())
 TRACE_OBSERVATIONS = OutputTag("trace-observations", KEYED_TIMED)  # keyed by (tenant, trace)
+SPAN_TIMINGS = OutputTag("span-timings", KEYED)  # keyed by (tenant, service, operation)
 PROGRESS = OutputTag("progress", Types.STRING())
 
 # Background cleanup named explicitly, defaults off: PyFlink 2.3 builds its default RocksDB compaction-filter
@@ -341,7 +342,9 @@ class ServiceWindow(KeyedProcessFunction):  # type: ignore[misc]
 
 
 class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
-    """Keyed by (tenant, trace id): request timeline -> trace facts; expires after its TTL."""
+    """Keyed by (tenant, trace id): request timeline -> trace facts; spans held until the watermark
+    passes their end -> span timings with self time (side output, keyed by operation); expires
+    after its TTL."""
 
     def __init__(self, engine_cfg: EngineConfig) -> None:
         self.cfg = engine_cfg.traces
@@ -358,13 +361,110 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
             step = traces.on_observation(state, item, self.cfg)
         self.state.update(dumps(traces.encode_state(step.state)))
         ctx.timer_service().register_event_time_timer(step.timer_at_ms)
-        yield from step.emit
+        yield from _route(step.emit)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
         raw = self.state.value()
-        if raw and loads(raw)["last_ms"] + self.cfg.ttl_ms <= timestamp:
+        if not raw:
+            return
+        step = traces.on_timer(traces.decode_state(loads(raw)), timestamp, self.cfg)
+        if traces.expired(step.state, timestamp, self.cfg):
             self.state.clear()  # eviction rule: event-time TTL after the trace was last seen
+        else:
+            if step.emit:
+                self.state.update(dumps(traces.encode_state(step.state)))
+            ctx.timer_service().register_event_time_timer(step.timer_at_ms)
+        yield from _route(step.emit)
+
+
+def _route(items: Iterable[TraceFact | SpanTiming]) -> Iterator[Any]:
+    """Trace facts to the correlator (main output); span timings to their RED state (side output)."""
+    for item in items:
+        if isinstance(item, TraceFact):
+            yield item
+        else:
+            yield SPAN_TIMINGS, Row(f"{item.tenant}\x1f{item.service}\x1f{item.operation}", item)
+
+
+class SpanRed(KeyedProcessFunction):  # type: ignore[misc]
+    """Keyed by (tenant, service, operation): RED buckets from span timings; event-time timers close
+    them (latency / span-error anomalies) and evict the key after its TTL.
+
+    Stored like the service window: each open bucket one MapState entry (a span rewrites only its
+    bucket), the rest written at bucket close; decoded state cached while the revision is ours."""
+
+    MAX_CACHED = 10_000
+
+    def __init__(self, engine_cfg: EngineConfig) -> None:
+        self.cfg = engine_cfg.red
+
+    def open(self, ctx: RuntimeContext) -> None:
+        self.core = _value_state(ctx, "red-core")
+        self.buckets = _map_state(ctx, "red-open-buckets", Types.LONG())  # bucket start ms -> bucket
+        self.revision = _value_state(ctx, "red-revision", Types.LONG())
+        self.cache: dict[str, tuple[int, red.RedState]] = {}
+        group = ctx.get_metrics_group()
+        self.m_spans = group.counter("spans_counted")
+        self.m_late = group.counter("late_spans")
+        self.m_anomalies = group.counter("anomalies_spans")
+
+    def _load(self, key: str, timing: SpanTiming | None) -> tuple[int, red.RedState | None]:
+        rev = self.revision.value()
+        fresh = red.new_state(*red.key_of(timing)) if timing is not None else None
+        if rev is None:
+            return 0, fresh
+        cached = self.cache.get(key)
+        if cached is not None and cached[0] == rev:
+            return cached
+        core = self.core.value()
+        if core is None:
+            return rev, fresh
+        return rev, red.decode_parts(loads(core), {int(k): loads(v) for k, v in self.buckets.items()})
+
+    def _save(self, key: str, rev: int, state: red.RedState, core: bool) -> None:
+        if core or rev == 0:
+            self.core.update(dumps(red.encode_core(state)))
+        self.revision.update(rev + 1)
+        if len(self.cache) >= self.MAX_CACHED:
+            self.cache.clear()
+        self.cache[key] = (rev + 1, state)
+
+    def process_element(self, timing: SpanTiming, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+        key = ctx.get_current_key()
+        rev, state = self._load(key, timing)
+        assert state is not None
+        late = state.late_spans
+        step = red.on_timing(state, timing, self.cfg)
+        self.m_spans.inc()
+        start = timing.end_ms - timing.end_ms % self.cfg.bucket_ms
+        if state.late_spans > late:
+            self.m_late.inc()
+        else:
+            self.buckets.put(start, dumps(red.encode_bucket(state.open[start])))
+        self._save(key, rev, state, core=False)
+        ctx.timer_service().register_event_time_timer(step.timer_at_ms)
         return iter(())
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
+        key = ctx.get_current_key()
+        rev, state = self._load(key, None)
+        if state is None:
+            return
+        before = list(state.open)
+        step = red.on_timer(state, timestamp, self.cfg)
+        if red.expired(state, timestamp, self.cfg):  # eviction rule: TTL after the operation's last span
+            self.core.clear()
+            self.buckets.clear()
+            self.revision.clear()
+            self.cache.pop(key, None)
+        else:
+            for start in before:
+                if start not in state.open:
+                    self.buckets.remove(start)
+            self._save(key, rev, state, core=len(before) != len(state.open))
+            ctx.timer_service().register_event_time_timer(step.timer_at_ms)
+        self.m_anomalies.inc(len(step.emit))
+        yield from step.emit
 
 
 class Correlate(KeyedProcessFunction):  # type: ignore[misc]

@@ -24,6 +24,7 @@ STEPS: dict[str, StepId] = {
     "traces_keyed": StepId("key by (tenant, trace)", "logclaw-traces-keyed-v1"),
     "service_window": StepId("service window (tenant, service)", "logclaw-service-window-v1"),
     "trace_timeline": StepId("trace timeline (tenant, trace)", "logclaw-trace-timeline-v1"),
+    "span_red": StepId("span RED (tenant, service, operation)", "logclaw-span-red-v1"),
     "correlate": StepId("correlate incidents (tenant)", "logclaw-correlate-v1"),
     "incident_sink": StepId("incidents to topic and store", "logclaw-incident-sink-v1"),
     "dead_letter_sink": StepId("dead letters to topic and store", "logclaw-dead-letter-sink-v1"),

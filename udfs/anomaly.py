@@ -130,3 +130,21 @@ class TraceObservation(NamedTuple):
     first_ms: int
     first_failure_ms: int
     """-1 when the service had no failure in this trace (in this message)."""
+
+
+class SpanTiming(NamedTuple):
+    """One span as the RED state counts it, once its trace's children are known (udfs.traces).
+
+    ``end_ms`` is event time: a request's latency is known when it completes, so RED buckets count
+    spans by their end. Durations are microseconds. ``self_us`` is the duration minus the time
+    covered by its children (clipped to the span, overlaps counted once); ``own_error``: the span
+    failed and none of its children did (its own error, not one passed up from a callee)."""
+
+    tenant: str
+    service: str
+    operation: str
+    end_ms: int
+    duration_us: int
+    self_us: int
+    error: bool
+    own_error: bool

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 from udfs.anomaly import ServiceAnomaly, ServiceRecovered, TraceFact
 from udfs.history import discovery_bound
 from udfs.incidents import to_contract
-from udfs.rootcause import Ranking, ServiceFacts, rank
+from udfs.rootcause import OWN, WAITS, Ranking, ServiceFacts, rank
 from udfs.scoring import Breakdown, ScoreConfig, blast_radius_score
 from udfs.tenant_state import IncidentState, Pending, ServiceEntry, TenantState, hold
 
@@ -303,7 +303,7 @@ def _join(inc: IncidentState, a: ServiceAnomaly, b: Breakdown, score: float, cfg
             None,
         )
         if i is None:
-            if len(inc.signals) < 16:
+            if len(inc.signals) < 16 or s.name in SPAN_EVIDENCE:  # root-cause evidence is never crowded out
                 inc.signals.append(tagged)
         elif s.weight >= inc.signals[i].weight:
             inc.signals[i] = tagged
@@ -355,8 +355,32 @@ def call_graph(state: TenantState, cfg: CorrelateConfig) -> dict[str, set[str]]:
     return graph
 
 
+SPAN_EVIDENCE = frozenset({"latency", "span_errors", "self_time", "own_span_errors"})
+"""Signal names of span anomalies (udfs.red); at most one per (name, service) in an incident."""
+
+
+def _span_evidence(inc: IncidentState) -> dict[str, tuple[str, str]]:
+    """Service -> (OWN or WAITS, what moved), from the incident's span signals (udfs.red): its self
+    time or own span errors rose, or only its latency or span errors did."""
+    own: dict[str, str] = {}
+    moved: dict[str, str] = {}
+    for s in inc.signals:
+        svc, _, detail = s.detail.partition(": ")
+        if s.name in ("self_time", "own_span_errors"):
+            own.setdefault(svc, f"{s.name}: {detail}")
+        elif s.name in ("latency", "span_errors"):
+            moved.setdefault(svc, f"{s.name}: {detail}")
+    out = {svc: (WAITS, detail) for svc, detail in moved.items()}
+    out.update((svc, (OWN, detail)) for svc, detail in own.items())
+    return out
+
+
 def _ranking(state: TenantState, inc: IncidentState, cfg: CorrelateConfig) -> Ranking:
-    facts = [ServiceFacts(e.service, e.onset_ms, e.score, e.top_signal) for e in inc.services.values()]
+    spans = _span_evidence(inc)
+    facts = [
+        ServiceFacts(e.service, e.onset_ms, e.score, e.top_signal, *spans.get(e.service, ("", "")))
+        for e in inc.services.values()
+    ]
     facts += [
         ServiceFacts(svc, onset, 0.0, "never-seen error, no incident on its own")
         for svc, (onset, _) in sorted(state.witnesses.items())

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from udfs import correlate, tenant_state, traces, window, window_state
-from udfs.anomaly import ServiceAnomaly, ServiceRecovered, TraceFact, TraceObservation
+from udfs import correlate, red, tenant_state, traces, window, window_state
+from udfs.anomaly import ServiceAnomaly, ServiceRecovered, SpanTiming, TraceFact, TraceObservation
 from udfs.batch import summarize
 from udfs.records import LogRecord, Span
 from udfs.signals import SignalMatcher
@@ -27,6 +27,7 @@ class EngineConfig:
     window: window.WindowConfig = field(default_factory=window.WindowConfig)
     correlate: correlate.CorrelateConfig = field(default_factory=correlate.CorrelateConfig)
     traces: traces.TraceConfig = field(default_factory=traces.TraceConfig)
+    red: red.RedConfig = field(default_factory=red.RedConfig)
     out_of_orderness_ms: int = 5_000
     max_notables: int = 64
     trace_sample: int = 16
@@ -37,6 +38,8 @@ class Counters:
     records: int = 0
     messages: int = 0
     late_records: int = 0
+    spans: int = 0
+    anomalies_spans: int = 0
     anomalies_immediate: int = 0
     anomalies_windowed: int = 0
     incidents_opened: int = 0
@@ -53,8 +56,9 @@ class Engine:
         self.services: dict[tuple[str, str], window_state.ServiceState] = {}
         self.traces: dict[tuple[str, str], traces.TraceState] = {}
         self.tenants: dict[str, tenant_state.TenantState] = {}
-        self._timers: list[tuple[int, int, str, tuple[str, str]]] = []
-        self._registered: set[tuple[int, str, tuple[str, str]]] = set()
+        self.red: dict[tuple[str, ...], red.RedState] = {}
+        self._timers: list[tuple[int, int, int, str, tuple[str, ...]]] = []
+        self._registered: set[tuple[int, str, tuple[str, ...]]] = set()
         self._seq = 0
         self.max_event_ms = -(2**62)
         self.watermark_ms = -(2**62)
@@ -91,7 +95,12 @@ class Engine:
         return out
 
     def feed_spans(self, spans: Iterable[Span]) -> list[dict[str, Any]]:
-        return self._to_traces(spans, traces.on_span)
+        """One message of spans (or all of them): step the trace timelines. The watermark is the
+        logs' (``feed``) or the caller's (``advance``): spans never move it here, as in the job,
+        where the logs' and the spans' watermarks are each their own stream's."""
+        items = list(spans)
+        self.counters.spans += len(items)
+        return self._to_traces(items, traces.on_span)
 
     def advance(self, watermark_ms: int) -> list[dict[str, Any]]:
         """Move the watermark forward (never back) and fire every timer at or before it."""
@@ -100,7 +109,7 @@ class Engine:
             return out
         self.watermark_ms = watermark_ms
         while self._timers and self._timers[0][0] <= watermark_ms:
-            at, _, kind, key = heapq.heappop(self._timers)
+            at, _, _, kind, key = heapq.heappop(self._timers)
             self._registered.discard((at, kind, key))
             out.extend(self._fire(at, kind, key))
         return out
@@ -111,26 +120,45 @@ class Engine:
 
     # ---- plumbing ----------------------------------------------------------------------------
 
-    def _register(self, at: int | None, kind: str, key: tuple[str, str]) -> None:
+    # Timers due at the same time fire upstream first: in Flink an operator's timer at T fires once
+    # every upstream operator has fired its own timers at T and sent what they emitted.
+    _STAGE = {"service": 0, "trace": 0, "red": 1, "tenant": 2}
+
+    def _register(self, at: int | None, kind: str, key: tuple[str, ...]) -> None:
         if at is None or (at, kind, key) in self._registered:
             return
         self._registered.add((at, kind, key))
         self._seq += 1
-        heapq.heappush(self._timers, (at, self._seq, kind, key))
+        heapq.heappush(self._timers, (at, self._STAGE[kind], self._seq, kind, key))
 
-    def _fire(self, at: int, kind: str, key: tuple[str, str]) -> list[dict[str, Any]]:
+    def _fire(self, at: int, kind: str, key: tuple[str, ...]) -> list[dict[str, Any]]:
         if kind == "service":
-            sstate = self.services.get(key)
+            sstate = self.services.get((key[0], key[1]))
             if sstate is None:
                 return []
             sstep = window.on_timer(sstate, self.cfg.window, at)
             self._register(sstep.timer_at_ms, "service", key)
             return self._to_tenant(sstep.emit)
         if kind == "trace":
-            tstate = self.traces.get(key)
-            if tstate is not None and tstate.last_ms + self.cfg.traces.ttl_ms <= at:
-                del self.traces[key]  # eviction rule: event-time TTL
-            return []
+            tstate = self.traces.get((key[0], key[1]))
+            if tstate is None:
+                return []
+            tstep = traces.on_timer(tstate, at, self.cfg.traces)
+            if traces.expired(tstate, at, self.cfg.traces):
+                del self.traces[(key[0], key[1])]  # eviction rule: event-time TTL
+            else:
+                self._register(tstep.timer_at_ms, "trace", key)
+            return self._timings(tstep.emit)
+        if kind == "red":
+            rstate = self.red.get(key)
+            if rstate is None:
+                return []
+            rstep = red.on_timer(rstate, at, self.cfg.red)
+            if red.expired(rstate, at, self.cfg.red):
+                del self.red[key]  # eviction rule: event-time TTL after the operation's last span
+            else:
+                self._register(rstep.timer_at_ms, "red", key)
+            return self._to_tenant(rstep.emit)
         cstate = self.tenants.get(key[0])
         if cstate is None:
             return []
@@ -154,6 +182,7 @@ class Engine:
             else:
                 if isinstance(item, ServiceAnomaly):
                     self.counters.anomalies_windowed += 1
+                    self.counters.anomalies_spans += item.kind in ("latency", "span_errors")
                 step = correlate.enqueue(state, item, self.cfg.correlate)
             self._register(step.timer_at_ms, "tenant", (item.tenant, ""))
             out.extend(self._record(step.emit))
@@ -170,7 +199,23 @@ class Engine:
             step = step_fn(state, item, self.cfg.traces)
             self.traces[key] = step.state
             self._register(step.timer_at_ms, "trace", key)
-            out.extend(self._facts(step.emit))
+            out.extend(self._timings(step.emit))
+        return out
+
+    def _timings(self, items: Iterable[TraceFact | SpanTiming]) -> list[dict[str, Any]]:
+        """Span timings to their (tenant, service, operation) RED state; trace facts to the tenant."""
+        out: list[dict[str, Any]] = []
+        facts: list[TraceFact] = []
+        for item in items:
+            if isinstance(item, TraceFact):
+                facts.append(item)
+                continue
+            key = red.key_of(item)
+            rstate = self.red.get(key) or red.new_state(*key)
+            rstep = red.on_timing(rstate, item, self.cfg.red)
+            self.red[key] = rstep.state
+            self._register(rstep.timer_at_ms, "red", key)
+        out.extend(self._facts(facts))
         return out
 
     def _facts(self, facts: Iterable[TraceFact]) -> list[dict[str, Any]]:
@@ -201,8 +246,9 @@ class Engine:
             {
                 "services": [window_state.encode_state(s) for s in self.services.values()],
                 "traces": [traces.encode_state(s) for s in self.traces.values()],
+                "red": [red.encode_state(s) for s in self.red.values()],
                 "tenants": [tenant_state.encode_state(s) for s in self.tenants.values()],
-                "timers": sorted([at, kind, list(key)] for at, _, kind, key in self._timers),
+                "timers": sorted([at, kind, list(key)] for at, _, _, kind, key in self._timers),
                 "max_event_ms": self.max_event_ms,
                 "watermark_ms": self.watermark_ms,
             },
@@ -219,11 +265,14 @@ class Engine:
         for s in obj["traces"]:
             tt = traces.decode_state(s)
             eng.traces[(tt.tenant, tt.trace_id)] = tt
+        for s in obj.get("red", []):
+            rt = red.decode_state(s)
+            eng.red[red.key_of_state(rt)] = rt
         for s in obj["tenants"]:
             ct = tenant_state.decode_state(s)
             eng.tenants[ct.tenant] = ct
         for at, kind, key in obj["timers"]:
-            eng._register(int(at), str(kind), (str(key[0]), str(key[1])))
+            eng._register(int(at), str(kind), tuple(str(k) for k in key))
         eng.max_event_ms = int(obj["max_event_ms"])
         eng.watermark_ms = int(obj["watermark_ms"])
         return eng

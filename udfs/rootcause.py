@@ -9,6 +9,12 @@ Four pieces of evidence, each in [0, 1], weighted:
   (Laplace-smoothed share of wins);
 - severity (0.15): the strength of its own signals (its composite score).
 Callers of the top candidate are "affected", never candidates for the chain's head.
+
+When spans say more (any service of the incident has a span anomaly), a fifth piece joins and the
+others make room (``SPAN_WEIGHTS``): own (0.20), whether the service is slow or failing *itself*
+(its self time or its own span errors rose: full credit) or only waits for a callee (its spans are
+slower or failing but its self time and own errors are not: none); services known from logs only
+get half. A caller that only waits for its callee is not where the fault is (DETECTION.md).
 """
 
 from __future__ import annotations
@@ -16,7 +22,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-WEIGHTS = {"onset": 0.35, "depth": 0.25, "precedence": 0.25, "severity": 0.15}
+WEIGHTS = {"onset": 0.35, "depth": 0.25, "precedence": 0.25, "severity": 0.15, "own": 0.0}
+SPAN_WEIGHTS = {"onset": 0.30, "depth": 0.20, "precedence": 0.15, "severity": 0.15, "own": 0.20}
+OWN = "own"
+"""``ServiceFacts.spans``: its self time or its own span errors rose."""
+WAITS = "waits"
+"""``ServiceFacts.spans``: its spans are slower or failing, its self time and own errors are not."""
 
 
 class ServiceFacts(NamedTuple):
@@ -24,6 +35,9 @@ class ServiceFacts(NamedTuple):
     onset_ms: int
     score: float
     top_signal: str
+    spans: str = ""
+    """OWN, WAITS, or "" (no span anomaly); the detail says what moved."""
+    spans_detail: str = ""
 
 
 class Candidate(NamedTuple):
@@ -67,6 +81,7 @@ def rank(
         return Ranking((), (), 0.0, ())
     names = {f.service for f in facts}
     t0 = min(f.onset_ms for f in facts)
+    weights = SPAN_WEIGHTS if any(f.spans for f in facts) else WEIGHTS
     reverse: dict[str, set[str]] = {}
     for a, bs in calls.items():
         for b in bs:
@@ -96,12 +111,18 @@ def rank(
             reasons.append(f"its failures precede the others' in {wins} shared traces")
         elif losses > wins:
             reasons.append(f"its failures follow others' in {losses} shared traces")
+        own = {OWN: 1.0, WAITS: 0.0}.get(f.spans, 0.5)
+        if f.spans == OWN:
+            reasons.append(f"its own spans are slow or failing, not only its callees' ({f.spans_detail})")
+        elif f.spans == WAITS:
+            reasons.append(f"its spans wait for callees: self time and own errors unchanged ({f.spans_detail})")
         reasons.append(f"signal strength {f.score:.2f}" + (f" ({f.top_signal})" if f.top_signal else ""))
         total = (
-            WEIGHTS["onset"] * onset
-            + WEIGHTS["depth"] * depth
-            + WEIGHTS["precedence"] * prec
-            + WEIGHTS["severity"] * min(1.0, f.score)
+            weights["onset"] * onset
+            + weights["depth"] * depth
+            + weights["precedence"] * prec
+            + weights["severity"] * min(1.0, f.score)
+            + weights["own"] * own
         )
         scored.append(Candidate(f.service, round(total, 4), tuple(reasons)))
     scored.sort(key=lambda c: (-c.score, c.service))

@@ -1,8 +1,16 @@
 """Request timelines per (tenant, trace id): which services a request passed through, in order, and
-each service's first failure. Emits trace facts for the tenant's call graph and error precedence.
+each service's first failure. Emits trace facts for the tenant's call graph and error precedence,
+and each span's timing with its self time (``SpanTiming``) for the RED state (udfs.red).
 
-Bounded: at most ``max_services`` per trace and ``max_spans`` remembered span ids; the state expires
-``ttl_ms`` of event time after the trace was last seen (the adapter registers that timer).
+Self time: a span is held until the watermark passes its end (rounded up to the second); its
+children started before it ended, so by then every child has arrived (bounded out-of-orderness),
+and its self time is its duration minus the part of it its children cover. A child arriving first
+waits for its parent as an orphan interval.
+
+Bounded: at most ``max_services`` per trace, ``max_spans`` remembered span ids, held spans and
+orphans (past that a span is counted at once, self time = duration), ``max_intervals`` child
+intervals per held span; the state expires ``ttl_ms`` of event time after the trace was last seen
+(the adapter registers that timer).
 """
 
 from __future__ import annotations
@@ -11,10 +19,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from udfs.anomaly import TraceFact, TraceObservation
-from udfs.records import Span
+from udfs.anomaly import SpanTiming, TraceFact, TraceObservation
+from udfs.records import Span, SpanStatus
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+SETTLE_MS = 1_000
+"""Held spans are released at the first whole second at or after their end (fewer timers)."""
 
 
 @dataclass(frozen=True)
@@ -25,6 +35,7 @@ class TraceConfig:
     Spans, when given, always win over this guess."""
     max_services: int = 32
     max_spans: int = 256
+    max_intervals: int = 32
     ttl_ms: int = 600_000
 
 
@@ -40,13 +51,18 @@ class TraceState:
     pending_children: list[list[str]] = field(default_factory=list)
     """[parent_span_id, child_service] for spans whose parent has not arrived yet."""
     last_ms: int = 0
+    held: dict[str, list[Any]] = field(default_factory=dict)
+    """span id -> [service, operation, start_us, end_us, error, child_error, [[start_us, end_us], ...]]:
+    spans waiting for the watermark to pass their end (self time needs all their children)."""
+    orphans: dict[str, list[list[int]]] = field(default_factory=dict)
+    """parent span id -> [[start_us, end_us, error], ...] of children that arrived before it."""
 
 
 class Step(NamedTuple):
     state: TraceState
-    emit: tuple[TraceFact, ...]
+    emit: tuple[TraceFact | SpanTiming, ...]
     timer_at_ms: int
-    """When to expire this trace's state (event time)."""
+    """When to release held spans or expire this trace's state (event time)."""
 
 
 def new_state(tenant: str, trace_id: str) -> TraceState:
@@ -68,7 +84,7 @@ def on_observation(state: TraceState, obs: TraceObservation, cfg: TraceConfig) -
     if row is None:
         if len(state.services) >= cfg.max_services:
             state.last_ms = max(state.last_ms, obs.first_ms)
-            return Step(state, (), state.last_ms + cfg.ttl_ms)
+            return Step(state, (), next_timer(state, cfg))
         row = [obs.service, obs.first_ms, obs.first_failure_ms]
         state.services.append(row)
     else:
@@ -90,7 +106,7 @@ def on_observation(state: TraceState, obs: TraceObservation, cfg: TraceConfig) -
         for later in failed[i + 1 :]:
             if earlier[2] < later[2]:
                 _fact(state, "precedes", str(earlier[0]), str(later[0]), int(later[2]), out)
-    return Step(state, tuple(out), state.last_ms + cfg.ttl_ms)
+    return Step(state, tuple(out), next_timer(state, cfg))
 
 
 def on_span(state: TraceState, span: Span, cfg: TraceConfig) -> Step:
@@ -113,7 +129,88 @@ def on_span(state: TraceState, span: Span, cfg: TraceConfig) -> Step:
         else:
             _fact(state, "call", parent, child, state.last_ms, out)
     state.pending_children = still
-    return Step(state, tuple(out), state.last_ms + cfg.ttl_ms)
+    timings = _hold(state, span, cfg)
+    return Step(state, (*out, *timings), next_timer(state, cfg))
+
+
+def _release_ms(end_us: int) -> int:
+    end_ms = -(-end_us // 1_000)
+    return -(-end_ms // SETTLE_MS) * SETTLE_MS
+
+
+def _hold(state: TraceState, span: Span, cfg: TraceConfig) -> tuple[SpanTiming, ...]:
+    """Hold ``span`` until its children are known; give its interval to a held parent."""
+    start_us, end_us = span.start_unix_nano // 1_000, max(span.end_unix_nano // 1_000, span.start_unix_nano // 1_000)
+    error = int(span.status == SpanStatus.ERROR)
+    parent = state.held.get(span.parent_span_id) if span.parent_span_id else None
+    if parent is not None:
+        _add_child(parent, start_us, end_us, error, cfg)
+    elif span.parent_span_id and (span.parent_span_id in state.orphans or len(state.orphans) < cfg.max_spans):
+        waiting = state.orphans.setdefault(span.parent_span_id, [])
+        if len(waiting) < cfg.max_intervals:
+            waiting.append([start_us, end_us, error])
+    row: list[Any] = [span.service, span.name, start_us, end_us, error, 0, []]
+    for child in state.orphans.pop(span.span_id, []):
+        _add_child(row, child[0], child[1], child[2], cfg)
+    if span.span_id in state.held or len(state.held) >= cfg.max_spans:
+        return (_timing(state, row),)
+    state.held[span.span_id] = row
+    return ()
+
+
+def _add_child(row: list[Any], start_us: int, end_us: int, error: int, cfg: TraceConfig) -> None:
+    lo, hi = max(start_us, int(row[2])), min(end_us, int(row[3]))
+    row[5] = int(row[5]) | error
+    if hi <= lo:
+        return
+    intervals: list[list[int]] = row[6]
+    intervals.append([lo, hi])
+    if len(intervals) > cfg.max_intervals:
+        row[6] = _union(intervals)[: cfg.max_intervals]
+
+
+def _union(intervals: list[list[int]]) -> list[list[int]]:
+    out: list[list[int]] = []
+    for lo, hi in sorted(intervals):
+        if out and lo <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return out
+
+
+def _timing(state: TraceState, row: list[Any]) -> SpanTiming:
+    duration = int(row[3]) - int(row[2])
+    covered = sum(hi - lo for lo, hi in _union(row[6]))
+    error = bool(row[4])
+    return SpanTiming(
+        tenant=state.tenant,
+        service=str(row[0]),
+        operation=str(row[1]),
+        end_ms=int(row[3]) // 1_000,
+        duration_us=duration,
+        self_us=max(0, duration - covered),
+        error=error,
+        own_error=error and not row[5],
+    )
+
+
+def next_timer(state: TraceState, cfg: TraceConfig) -> int:
+    """The earliest release of a held span, else the expiry of the trace (event time)."""
+    due = [_release_ms(int(r[3])) for r in state.held.values()]
+    return min(due, default=state.last_ms + cfg.ttl_ms)
+
+
+def on_timer(state: TraceState, timer_ms: int, cfg: TraceConfig) -> Step:
+    """Release every held span whose end the watermark has passed, in (end, span id) order."""
+    due = sorted((int(r[3]), sid) for sid, r in state.held.items() if _release_ms(int(r[3])) <= timer_ms)
+    out = tuple(_timing(state, state.held.pop(sid)) for _, sid in due)
+    return Step(state, out, next_timer(state, cfg))
+
+
+def expired(state: TraceState, timer_ms: int, cfg: TraceConfig) -> bool:
+    """Eviction rule: nothing held and ``ttl_ms`` of event time since the trace was last seen."""
+    return not state.held and state.last_ms + cfg.ttl_ms <= timer_ms
 
 
 def encode_state(state: TraceState) -> dict[str, Any]:
@@ -126,11 +223,13 @@ def encode_state(state: TraceState) -> dict[str, Any]:
         "span_services": state.span_services,
         "pending_children": state.pending_children,
         "last_ms": state.last_ms,
+        "held": state.held,
+        "orphans": state.orphans,
     }
 
 
 def decode_state(obj: Mapping[str, Any]) -> TraceState:
-    if obj.get("schema_version") != SCHEMA_VERSION:
+    if obj.get("schema_version") not in (1, SCHEMA_VERSION):  # v1: no held spans, no orphans
         raise ValueError(f"trace state: unsupported schema_version {obj.get('schema_version')!r}")
     return TraceState(
         tenant=str(obj["tenant"]),
@@ -140,4 +239,10 @@ def decode_state(obj: Mapping[str, Any]) -> TraceState:
         span_services={str(k): str(v) for k, v in obj["span_services"].items()},
         pending_children=[[str(a), str(b)] for a, b in obj["pending_children"]],
         last_ms=int(obj["last_ms"]),
+        held={str(k): _held_row(r) for k, r in obj.get("held", {}).items()},
+        orphans={str(k): [[int(a), int(b), int(e)] for a, b, e in v] for k, v in obj.get("orphans", {}).items()},
     )
+
+
+def _held_row(r: list[Any]) -> list[Any]:
+    return [str(r[0]), str(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]), [[int(a), int(b)] for a, b in r[6]]]

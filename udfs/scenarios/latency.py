@@ -1,0 +1,155 @@
+"""Span scenarios: a call chain whose faults show in spans and nowhere in the logs.
+
+``gateway`` -> ``users`` (half the requests) and ``gateway`` -> ``trips`` -> ``pricing``, 5 requests/s,
+every service logging one INFO access line per request. Self times are lognormal (sigma 0.4, the
+jitter of a healthy service); a caller's duration is its self time plus its callees' (synchronous
+calls). ``users`` answers 3 % of its look-ups with an expected 404 (span status ERROR, client error)
+all the time. Faults (3 min after the warm-up, never scaled):
+- ``latency_chain``: pricing's self time x5; trips and gateway are slower only by inclusion;
+- ``span_errors_chain``: 30 % of pricing's requests fail, the failure passed up through trips and
+  gateway (their spans fail too, their own code does not); failed requests log nothing;
+- ``span_steady``: no fault, 60 min (scaled); a 2 s stall of trips (+250 ms) every ~7 min, the
+  bursty jitter of a real service (GC, a noisy neighbour).
+
+Pure and deterministic (seeded RNGs per purpose, times from ``base_ms``). Times are Unix ns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+
+from udfs.records import Level
+from udfs.scenarios.library import DEFAULT_BASE_MS, STEADY, TAIL, WARMUP, Expectation, Scenario, _check, _finish
+from udfs.scenarios.traffic import (
+    MIN_NS,
+    MS_NS,
+    S_NS,
+    SERVER,
+    Service,
+    Stream,
+    gap_ns,
+    http_attrs,
+    new_span_id,
+    new_trace_id,
+)
+
+REQUESTS_PER_S = 5.0
+FAULT_NS = 3 * MIN_NS
+SLOWDOWN = 5.0
+FAIL_SHARE = 0.30
+NOT_FOUND_SHARE = 0.03
+STALL_EVERY_NS = 7 * MIN_NS
+STALL_NS = 2 * S_NS
+STALL_EXTRA_MS = 250.0
+SELF_MS = {"gateway": 3.0, "users": 8.0, "trips": 10.0, "pricing": 30.0}
+ROUTES = {"gateway": ("GET", "/trips"), "users": ("GET", "/users/{id}"), "trips": ("GET", "/api/trips"),
+          "pricing": ("POST", "/api/quote")}
+CHAIN = ("gateway", "users", "trips", "pricing")
+
+
+class _Chain:
+    def __init__(self, stream: Stream, tenant: str, fault: str, fault_ns: int | None, stalls: bool) -> None:
+        self.stream = stream
+        self.svcs: dict[str, Service] = {n: stream.service(tenant, n, "trips") for n in CHAIN}
+        self.rng = stream.rng(tenant, "chain", "requests")
+        self.fault, self.fault_ns, self.stalls = fault, fault_ns, stalls
+
+    def in_fault(self, t_ns: int) -> bool:
+        return self.fault_ns is not None and self.fault_ns <= t_ns < self.fault_ns + FAULT_NS
+
+    def self_ns(self, name: str, t_ns: int) -> int:
+        ms = SELF_MS[name] * self.rng.lognormvariate(0.0, 0.4)
+        if name == "pricing" and self.fault == "latency" and self.in_fault(t_ns):
+            ms *= SLOWDOWN
+        if name == "trips" and self.stalls and (t_ns % STALL_EVERY_NS) < STALL_NS:
+            ms += STALL_EXTRA_MS
+        return int(ms * MS_NS)
+
+    def call(self, name: str, parent: str, trace_id: str, start: int, callees: tuple[str, ...]) -> tuple[int, str]:
+        """One span of ``name`` starting at ``start`` (half its self time before its callees, half
+        after); returns (end, error message)."""
+        span_id = new_span_id(self.rng)
+        own = self.self_ns(name, start)
+        t = start + own // 2
+        error = ""
+        for callee in callees:
+            sub = ("pricing",) if callee == "trips" else ()
+            end, err = self.call(callee, span_id, trace_id, t, sub)
+            t = end
+            if err and callee != "users":
+                error = f"{callee} failed: {err}"
+        if name == "pricing" and self.fault == "errors" and self.in_fault(start) and self.rng.random() < FAIL_SHARE:
+            error = "quote engine returned 500"
+        status = 200
+        if name == "users" and self.rng.random() < NOT_FOUND_SHARE:
+            error, status = "user not found", 404
+        end = t + own - own // 2
+        if error and status == 200:
+            status = 500 if name == "pricing" else 502
+        method, path = ROUTES[name]
+        self.stream.span(self.svcs[name], trace_id, span_id, parent, f"{method} {path}", SERVER, start, end, error)
+        if error and status >= 500:
+            return end, error  # failures leave no access line: only the spans know (a silent failure)
+        self.stream.log(self.svcs[name], end, Level.INFO, f"{method} {path} {status} in {(end - start) // MS_NS}ms",
+                        trace_id=trace_id, span_id=span_id, status=status, attrs=http_attrs(method, path, status))
+        return end, error
+
+    def run(self, start_ns: int, end_ns: int) -> None:
+        t = start_ns + gap_ns(self.rng, REQUESTS_PER_S)
+        while t < end_ns:
+            callees = ("users", "trips") if self.rng.random() < 0.5 else ("trips",)
+            self.call("gateway", "", new_trace_id(self.rng), t, callees)
+            t += gap_ns(self.rng, REQUESTS_PER_S)
+
+
+def chain(stream: Stream, tenant: str, start_ns: int, end_ns: int, fault: str = "", fault_ns: int | None = None,
+          stalls: bool = False) -> None:
+    """The chain's traffic; ``fault`` is "latency", "errors" or "" (healthy)."""
+    _Chain(stream, tenant, fault, fault_ns, stalls).run(start_ns, end_ns)
+
+
+def _fault_scenario(name: str, fault: str, description: str, seed: int, base_ms: int, scale: float) -> Scenario:
+    _check(scale)
+    start = base_ms * 1_000_000
+    fault_ns = start + WARMUP.ns(scale)
+    stream = Stream(seed)
+    chain(stream, "default", start, fault_ns + FAULT_NS + TAIL.ns(scale), fault, fault_ns)
+    exp = Expectation(
+        "default", max_incidents=1, min_incidents=1, root_cause="pricing", affected=frozenset({"trips", "gateway"}),
+        fault_start_ms=fault_ns // 1_000_000, detect_within_ms=60_000,
+    )
+    return _finish(name, description, stream, [exp])
+
+
+def latency_chain(*, seed: int = 0, base_ms: int = DEFAULT_BASE_MS, scale: float = 1.0) -> Scenario:
+    return _fault_scenario(
+        "latency_chain", "latency",
+        "pricing's self time x5 for 3 min, trips and gateway slower by inclusion, no error log: one incident, "
+        "root cause pricing, callers affected", seed, base_ms, scale,
+    )
+
+
+def span_errors_chain(*, seed: int = 0, base_ms: int = DEFAULT_BASE_MS, scale: float = 1.0) -> Scenario:
+    return _fault_scenario(
+        "span_errors_chain", "errors",
+        "30 % of pricing's spans fail for 3 min, passed up through trips and gateway, no error log; users' "
+        "expected 404s throughout: one incident, root cause pricing, callers affected", seed, base_ms, scale,
+    )
+
+
+def span_steady(*, seed: int = 0, base_ms: int = DEFAULT_BASE_MS, scale: float = 1.0) -> Scenario:
+    _check(scale)
+    start = base_ms * 1_000_000
+    stream = Stream(seed)
+    chain(stream, "default", start, start + STEADY.ns(scale), stalls=True)
+    return _finish(
+        "span_steady",
+        "the chain healthy for 60 min: lognormal jitter, users' expected 404s, a 2 s stall of trips every 7 min: "
+        "no incident", stream, [Expectation("default", max_incidents=0)],
+    )
+
+
+SPAN_SCENARIOS: Mapping[str, Callable[..., Scenario]] = MappingProxyType(
+    {"latency_chain": latency_chain, "span_errors_chain": span_errors_chain, "span_steady": span_steady}
+)
