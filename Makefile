@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 CRD_CHECK := tests/crd_check
 CRD_STAMP := $(CRD_CHECK)/node_modules/.installed
 
-.PHONY: demo test lint unit setup jars bench clean
+.PHONY: demo test lint unit setup jars bench clean browser
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (LogClaw needs Python 3.11 and Java 17)"; exit 1; }
@@ -41,7 +41,13 @@ $(CRD_STAMP): $(CRD_CHECK)/package.json $(CRD_CHECK)/package-lock.json
 	npm ci --prefix $(CRD_CHECK) --no-audit --no-fund
 	@touch $(CRD_STAMP)
 
-test: setup lint $(CRD_STAMP)
+# The console's browser test drives Debian's chromium with chromium-driver (nothing downloaded at run time).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "==> installing chromium and chromium-driver (the console's browser test)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+test: setup lint $(CRD_STAMP) browser
 	LITELLM_LOCAL_MODEL_COST_MAP=True $(BIN)/python -m pytest tests --ignore=tests/bench
 
 # Quick sizes; each benchmark's --help has the full-size flags. A failed benchmark does not stop the

@@ -252,3 +252,101 @@ def test_metric_upserts_add_up_in_the_standin(opensearch_store: Any) -> None:
     logs = sum(len(index) for name, index in standin.indices.items() if name.startswith("logclaw-logs-default-"))
     assert sum(d["total"] for d in docs) == logs and any(d["spans"] for d in docs)
     assert json.dumps(standin.violations) == "[]"
+
+
+# -- a real browser ---------------------------------------------------------------------------------
+
+SHOTS = Path(__file__).resolve().parent.parent / "out" / "console-screenshots"
+
+
+@pytest.fixture(scope="module")
+def served(sqlite_store: Any) -> Iterator[str]:
+    """The console on a free loopback port (uvicorn in a thread), as ``logclaw ui`` serves it."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from connectors.console_read import open_reader
+    from jobs.console.app import build_app
+
+    path, _ = sqlite_store
+    reader = open_reader(store=path)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(build_app(reader, dead_letters_path=path.parent / "dead-letter.jsonl"),
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    reader.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    import shutil
+
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver:
+        pytest.skip("needs Debian's chromium and chromium-driver (`make test` installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1000",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        options.add_argument(flag)
+    session = webdriver.Chrome(service=Service(driver), options=options)
+    yield session
+    session.quit()
+
+
+def _shoot(browser: Any, name: str) -> Path:
+    """A full-page screenshot (the window stretched to the page's height)."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(1400, min(max(600, int(height) + 40), 6000))
+    path = SHOTS / f"{name}.png"
+    browser.save_screenshot(str(path))
+    return path
+
+
+def test_browser_opens_the_list_and_the_cascade_incident(served: str, browser: Any, sqlite_store: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    _, events = sqlite_store
+    incident_id = _cascade_id(events)
+    browser.get(served + "/incidents")
+    rows = browser.find_elements(By.CSS_SELECTOR, "tr.incident")
+    assert [r.get_attribute("data-id") for r in rows] == [incident_id]
+    _shoot(browser, "incidents")
+    rows[0].find_element(By.CSS_SELECTOR, "a.incident-link").click()
+    assert browser.current_url.startswith(f"{served}/incidents/{incident_id}")
+    graph = browser.find_element(By.CSS_SELECTOR, "#graph svg.graph")
+    assert graph.size["width"] > 300 and graph.find_element(By.CSS_SELECTOR, "g.node.root").text.startswith("checkout")
+    charts = browser.find_elements(By.CSS_SELECTOR, "#charts svg.chart")
+    assert len(charts) >= 3 and all(c.size["height"] > 100 for c in charts)
+    assert browser.find_elements(By.CSS_SELECTOR, "#charts line.onset")
+    first = browser.find_element(By.CSS_SELECTOR, "#rootcause li.candidate")
+    assert first.text.startswith("checkout") and "root cause" in first.text
+    evidence = browser.find_elements(By.CSS_SELECTOR, "#evidence tr.evidence")
+    assert evidence and "redis connection pool exhausted" in evidence[0].text
+    _shoot(browser, "incident")
+    evidence[0].find_element(By.LINK_TEXT, "context").click()
+    assert browser.find_elements(By.CSS_SELECTOR, "tr.logline.target")
+    _shoot(browser, "context")
+    browser.get(served + "/logs?q=owned")
+    assert "<script>alert('owned')</script>" in browser.find_element(By.CSS_SELECTOR, "tr.logline pre").text
+    assert browser.execute_script("return document.scripts.length") == 0  # shown as text, never run
+    _shoot(browser, "logs")
+    for name, url in (("services", "/services?range=all"), ("health", "/health")):
+        browser.get(served + url)
+        _shoot(browser, name)

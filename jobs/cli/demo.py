@@ -85,4 +85,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {last['title']}\n  {last['summary']}")
     code = _tickets(out, out / "incidents.jsonl")
     print(f"\ndemo: done in {time.monotonic() - started:.0f}s")
+    print(f"\nopen the console on this store:\n  .venv/bin/logclaw ui --store {cfg.resolved_store_path}")
     return code

@@ -10,9 +10,10 @@
    broker;
 4. the ticketing worker (``logclaw ticketing``) reading the incidents topic;
 5. the OTLP/HTTP logs endpoint (``logclaw ingest``) producing to ``otlp_logs``, with a demo API key
-   generated into ``.cache/stack/ingest-keys.json`` (tenant ``demo``).
+   generated into ``.cache/stack/ingest-keys.json`` (tenant ``demo``);
+6. the incident console (``logclaw ui``) on the job's store, on 127.0.0.1.
 
-It prints the web UI URL and the ``logclaw simulate --kafka`` command that feeds the stack. ``down`` cancels
+It prints the console's and the Flink web UI's URLs and the ``logclaw simulate --kafka`` command that feeds the stack. ``down`` cancels
 the job, runs ``stop-cluster.sh`` and stops the two background processes (SIGTERM, then SIGKILL).
 """
 
@@ -146,6 +147,20 @@ def demo_keys(stack_dir: Path) -> tuple[Path, str, str]:
     return path, *next(((k, t) for k, t in keys.items() if t == "demo"), next(iter(keys.items())))
 
 
+def start_console(stack_dir: Path, port: int, flink_url: str) -> str:
+    """``logclaw ui`` on the job's store (created here if the job has not yet), the ticket ledger and the
+    cluster's REST API; returns its URL."""
+    from connectors.store import EmbeddedStore
+
+    store = stack_dir / "logclaw.db"
+    EmbeddedStore(store).close()
+    ui = _spawn("ui", ["ui", "--store", str(store), "--port", str(port), "--flink-url", flink_url,
+                       "--ledger", str(stack_dir / "ticketing" / "tickets-ledger.sqlite")], stack_dir)
+    url = _wait_for_line(stack_dir / "ui.log", "ui: console on", ui, 60).split()[3]
+    print(f"up: incident console {url} (pid {ui.pid})", flush=True)
+    return url
+
+
 # --- commands ----------------------------------------------------------------------------------------------
 
 
@@ -156,6 +171,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker-port", type=int, default=9092, help="Kafka broker port (up only)")
     parser.add_argument("--no-ticketing", action="store_true", help="do not start the ticketing worker (up only)")
     parser.add_argument("--ingest-port", type=int, default=4318, help="OTLP/HTTP logs endpoint port (up only)")
+    parser.add_argument("--ui-port", type=int, default=8080, help="incident console port (up only)")
 
 
 def run_up(args: argparse.Namespace) -> int:
@@ -190,12 +206,14 @@ def run_up(args: argparse.Namespace) -> int:
                                    "--bootstrap", bootstrap], stack_dir)
         ingest_url = _wait_for_line(stack_dir / "ingest.log", "ingest: listening on", ingest, 60).split()[3]
         print(f"up: OTLP/HTTP endpoint {ingest_url} (pid {ingest.pid}, keys {keys_file})", flush=True)
+        console_url = start_console(stack_dir, args.ui_port, cluster.rest_url)
     except (ClusterError, RuntimeError, OSError, ValueError) as exc:
         print(f"up: failed: {exc}; stopping what was started", file=sys.stderr)
         (stack_dir / "state.json").write_text(json.dumps(state))
         run_down(args)
         return 1
-    print(f"\nweb UI:  {cluster.rest_url}/#/job/running/{job_id}/overview")
+    print(f"\nconsole: {console_url}incidents?tenant={tenant}")
+    print(f"web UI:  {cluster.rest_url}/#/job/running/{job_id}/overview")
     print(f"feed it: logclaw simulate --scenario cascade --scale 0.25 --kafka {bootstrap} --topic otlp_logs")
     print(f"or OTLP: OTEL_EXPORTER_OTLP_LOGS_ENDPOINT={ingest_url} "
           f"OTEL_EXPORTER_OTLP_LOGS_HEADERS=x-logclaw-api-key={api_key}  (tenant {tenant})")
@@ -208,6 +226,8 @@ def run_down(args: argparse.Namespace) -> int:
     state_file = stack_dir / "state.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
     stopped = []
+    if _stop_pid_file(stack_dir / "ui.pid"):
+        stopped.append("console")
     if _stop_pid_file(stack_dir / "ingest.pid"):
         stopped.append("ingest endpoint")
     if _stop_pid_file(stack_dir / "ticketing.pid"):
