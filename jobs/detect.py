@@ -52,14 +52,16 @@ def build_pipeline(
     letters = decoded.get_side_output(op.DEAD_LETTER)
     batches = keyed_by_event_time(decoded, watermarks(cfg), "watermarks", "batches_keyed")
     observations = decoded.get_side_output(op.TRACE_OBSERVATIONS)
+    span_input: tuple[tuple[DataStream, str], ...] = ()
     if spans is not None:
         spans_decoded = step(spans.process(op.DecodeSpans(cfg), KEYED_TIMED), "decode_spans")
-        observations = observations.union(spans_decoded)  # TraceObservation | Span
+        span_input = ((spans_decoded, "span_watermarks"),)  # Span, with its own watermarks
         # A side output nobody asks for is emitted as a main-output element: ask, or one bad span fails the job.
         letters = letters.union(spans_decoded.get_side_output(op.DEAD_LETTER))
     dead = step(letters.process(op.DeadLetterSink(cfg)), "dead_letter_sink")  # bounded JSON per bad message
     terminate(dead.set_parallelism(1), "dead_letter_end")
-    timelines = keyed_by_event_time(observations, watermarks(cfg), "trace_watermarks", "traces_keyed")
+    timelines = keyed_by_event_time(observations, watermarks(cfg), "trace_watermarks", "traces_keyed", *span_input)
+    # timelines: TraceObservation | Span keyed by (tenant, trace)
     anomalies = step(
         batches.process(op.ServiceWindow(ecfg)), "service_window"
     )  # ServiceAnomaly (immediate at once, windowed on bucket close) | ServiceRecovered

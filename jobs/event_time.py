@@ -27,9 +27,15 @@ KEYED_TIMED = Types.TUPLE([KEYED, Types.LONG()])
 """What the decoders emit for keyed steps: ``(Row(key, value), event_time_ms)``."""
 
 
-def keyed_by_event_time(stream: DataStream, strategy: WatermarkStrategy, watermarks: str, unwrap: str) -> KeyedStream:
+def keyed_by_event_time(
+    stream: DataStream, strategy: WatermarkStrategy, watermarks: str, unwrap: str, *others: tuple[DataStream, str]
+) -> KeyedStream:
     """``stream`` (of ``KEYED_TIMED``) with event-time timestamps and ``strategy``'s watermarks,
-    keyed by the key. ``watermarks`` and ``unwrap`` name the two Java operators (jobs/steps.py)."""
+    keyed by the key. ``watermarks`` and ``unwrap`` name the two Java operators (jobs/steps.py).
+
+    ``others``: more streams of the same shape (with the name of their watermarks operator), each
+    given its own watermarks before the union, so the union's watermark is the slower input's: one
+    input read ahead (the logs file before the spans file) never makes the other's elements late."""
     from pyflink.java_gateway import get_gateway
 
     jvm = get_gateway().jvm
@@ -37,6 +43,10 @@ def keyed_by_event_time(stream: DataStream, strategy: WatermarkStrategy, waterma
     j_strategy = strategy._j_watermark_strategy.withTimestampAssigner(eventtime.CustomTimestampAssigner())
     j_timed = stream._j_data_stream.assignTimestampsAndWatermarks(j_strategy)
     _name(j_timed, watermarks)
+    for other, name in others:
+        j_other = other._j_data_stream.assignTimestampsAndWatermarks(j_strategy)
+        _name(j_other, name)
+        j_timed = DataStream(j_timed).union(DataStream(j_other))._j_data_stream
     j_rows = j_timed.map(eventtime.RemoveTimestampMapFunction(), KEYED.get_java_type_info())
     _name(j_rows, unwrap)
     j_keyed = j_rows.keyBy(jvm.KeyByKeySelector(), Types.ROW([KEY]).get_java_type_info())

@@ -20,6 +20,7 @@ STEPS: dict[str, StepId] = {
     "decode_spans": StepId("decode spans", "logclaw-decode-spans-v1"),
     "watermarks": StepId("event time: watermarks", "logclaw-watermarks-v1"),
     "trace_watermarks": StepId("event time: trace watermarks", "logclaw-trace-watermarks-v1"),
+    "span_watermarks": StepId("event time: span watermarks", "logclaw-span-watermarks-v1"),
     "batches_keyed": StepId("key by (tenant, service)", "logclaw-batches-keyed-v1"),
     "traces_keyed": StepId("key by (tenant, trace)", "logclaw-traces-keyed-v1"),
     "service_window": StepId("service window (tenant, service)", "logclaw-service-window-v1"),

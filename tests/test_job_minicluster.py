@@ -147,3 +147,28 @@ def test_replay_cli_exits_non_zero_with_a_clear_message_on_unreadable_input(tmp_
     broken.write_bytes(b"\x1f\x8b\x08\x00garbage")
     assert main(["replay", "--logs", str(broken), "--out", str(tmp_path / "o")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+# --- spans: the job with an otlp_spans input equals the pure engine (issue 12) -----------------------
+
+
+def test_job_with_spans_gives_the_same_incidents_as_the_pure_steps(tmp_path: Path) -> None:
+    """The latency-only chain fault: logs and spans from two files, read side by side, each with its
+    own watermarks; the RED state, self time and span-aware root cause must match the engine's."""
+    from connectors.otlp import encode_spans_json
+    from udfs.scenarios import latency
+
+    sc = latency.latency_chain(scale=0.25)
+    messages = scenarios.requests_of(sc.records, 200)
+    logs, traces_file = tmp_path / "logs.otlp.jsonl.gz", tmp_path / "traces.otlp.jsonl.gz"
+    _write(messages, logs)
+    write_jsonl(traces_file, [encode_spans_json(m) for m in scenarios.span_requests_of(sc.spans, 200)])
+    cfg = JobConfig.from_env(
+        {}, mode="files", log_files=(str(logs),), trace_files=(str(traces_file),), out_dir=str(tmp_path),
+        index_logs=False,
+    )
+    events = replay(cfg, len(messages), progress=None)
+    expected = engine.run(messages, sc.spans)
+    opened = [e for e in expected if e["event"] == "opened"]
+    assert len(opened) == 1 and opened[0]["fingerprint"].split(".")[1] == "latency"
+    assert _strip(events) == _strip(expected)
