@@ -22,8 +22,8 @@ import heapq
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from udfs import novelty
 from udfs.anomaly import ServiceAnomaly, ServiceRecovered, TraceFact
-from udfs.history import discovery_bound
 from udfs.incidents import to_contract
 from udfs.rootcause import OWN, WAITS, Ranking, ServiceFacts, rank
 from udfs.scoring import Breakdown, ScoreConfig, blast_radius_score
@@ -91,8 +91,12 @@ def enqueue(state: TenantState, item: Pending, cfg: CorrelateConfig) -> Step:
 
 
 def on_anomaly(state: TenantState, a: ServiceAnomaly, cfg: CorrelateConfig) -> Step:
-    if a.kind == "novel_template" and _background(state, a, cfg):
+    judged = novelty.judge(state, a, max_p=cfg.novelty_max_p, max_known=cfg.max_known_templates)
+    if judged is None:
+        for svc in [s for s, (_, at) in state.witnesses.items() if at < a.at_ms - cfg.correlation_ms]:
+            del state.witnesses[svc]
         return Step(state, tuple(_witnessed(state, a, cfg)), _next_timer(state, cfg))
+    a = judged
     state.recent[a.service] = max(state.recent.get(a.service, a.at_ms), a.at_ms)
     _expire_recent(state, a.at_ms, cfg)
     blast = blast_radius_score(len(state.recent))
@@ -125,45 +129,11 @@ def on_anomaly(state: TenantState, a: ServiceAnomaly, cfg: CorrelateConfig) -> S
     return Step(state, tuple(events), _next_timer(state, cfg))
 
 
-def _background(state: TenantState, a: ServiceAnomaly, cfg: CorrelateConfig) -> bool:
-    """Learn the tenant's discovered templates; True when ``a`` is no news for the tenant: a report
-    of an unremarkable discovery; novelty whose templates another service of the tenant already
-    discovered (shared libraries log the same lines: a template that recurs in the tenant is
-    background, DETECTION.md); or novelty in a tenant whose services discover new alarming templates
-    routinely (the same estimator as udfs.history one level up: its discoveries per bucket of the
-    tenant's age must make this one improbable too). Such anomalies neither open incidents nor
-    count for blast radius."""
-    texts = [t.template for t in a.templates if t.novel]
-    known = bool(texts) and all(
-        t in state.known_templates and state.known_templates[t] < a.onset_ms for t in texts
-    )
-    stats = dict(a.stats)
-    # The tenant's own history, one level up: its services' discoveries per bucket of its age.
-    state.age_buckets = max(state.age_buckets, int(stats.get("history_buckets", 0.0)))
-    others = [t for t in state.discoveries if t < a.onset_ms]
-    tenant_p = discovery_bound(len(others), state.age_buckets)
-    state.discoveries.append(a.at_ms)
-    del state.discoveries[: max(0, len(state.discoveries) - cfg.max_known_templates)]
-    for t in texts:
-        state.known_templates[t] = max(state.known_templates.get(t, a.at_ms), a.at_ms)
-    if len(state.known_templates) > cfg.max_known_templates:
-        for t in sorted(state.known_templates, key=lambda k: (state.known_templates[k], k))[
-            : len(state.known_templates) - cfg.max_known_templates
-        ]:
-            del state.known_templates[t]
-    background = a.path == "discovery" or known or tenant_p > cfg.novelty_max_p
-    if background and not known:
-        state.witnesses[a.service] = [a.onset_ms, a.at_ms]
-        for svc in [s for s, (_, at) in state.witnesses.items() if at < a.at_ms - cfg.correlation_ms]:
-            del state.witnesses[svc]
-    return background
-
-
 def _witnessed(state: TenantState, a: ServiceAnomaly, cfg: CorrelateConfig) -> list[dict[str, Any]]:
     """A never-seen error that was no incident on its own may still be where an open incident
     started: rank again, and say so when the root cause changes."""
     events: list[dict[str, Any]] = []
-    if a.service not in state.witnesses:
+    if state.witnesses.get(a.service, [0, -1])[1] != a.at_ms:  # not a witness of this anomaly
         return events
     for fp in sorted(state.incidents):
         inc = state.incidents[fp]

@@ -83,6 +83,7 @@ def remember(h: TemplateHistory, template_id: str, level: int, at_ms: int, max_t
     row = h.seen.get(template_id)
     if row is not None:
         row[0] += 1
+        row[1] = min(row[1], at_ms)
         row[2] = max(row[2], at_ms)
         row[3] = max(row[3], level)
         return False

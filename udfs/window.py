@@ -44,7 +44,7 @@ from udfs.anomaly import (
 from udfs.records import Level
 from udfs.scoring import Breakdown, significance_score, velocity_score
 from udfs.signals import DEFAULT_WEIGHTS as GROUP_WEIGHTS
-from udfs.templates import TemplateMatch, TemplateMiner
+from udfs.templates import TemplateMatch, TemplateMiner, masked_tokens
 from udfs.window_state import OpenBucket, ServiceState
 
 
@@ -100,9 +100,11 @@ def _anomaly_id(tenant: str, service: str, kind: str, at_ms: int) -> str:
 def on_batch(state: ServiceState, batch: ServiceBatch, cfg: WindowConfig, watermark_ms: int) -> Step:
     """Add one message's counts for this service; run the immediate path on its notable records."""
     dirty = {"open"}
+    emit: list[ServiceAnomaly] = []
     if state.first_seen_ms < 0 or batch.max_time_ms < state.first_seen_ms:
         state.first_seen_ms = min(b.start_ms for b in batch.buckets) if batch.buckets else batch.max_time_ms
         dirty.add("core")
+        emit.append(_hello(state))
     state.namespace = state.namespace or batch.namespace
     for agg in batch.buckets:
         if agg.start_ms < state.closed_until_ms:
@@ -110,7 +112,6 @@ def on_batch(state: ServiceState, batch: ServiceBatch, cfg: WindowConfig, waterm
             dirty.add("core")
             continue
         state.open.setdefault(agg.start_ms, OpenBucket()).add(agg)
-    emit: list[ServiceAnomaly] = []
     if batch.notables:
         # Notables feed the miner ("templates") and the template history, which lives in "core".
         dirty.update(("templates", "core"))
@@ -151,22 +152,62 @@ def _look_at_notables(state: ServiceState, notables: tuple[Notable, ...], cfg: W
     return emit
 
 
+def _hello(state: ServiceState) -> ServiceAnomaly:
+    """Tell the tenant when this service was first seen (event time): the tenant's own age is
+    exposure for a service that stayed silent, and for the tenant-level novelty check."""
+    return ServiceAnomaly(
+        anomaly_id=_anomaly_id(state.tenant, state.service, "first_seen", state.first_seen_ms),
+        tenant=state.tenant,
+        service=state.service,
+        namespace=state.namespace,
+        path="hello",
+        kind="first_seen",
+        at_ms=state.first_seen_ms,
+        onset_ms=state.first_seen_ms,
+        breakdown=Breakdown(),
+        signals=(),
+        stats=(),
+        samples=(),
+        templates=(),
+    )
+
+
 def _remember(state: ServiceState, bucket: OpenBucket, n: Notable, match: TemplateMatch, cfg: WindowConfig) -> None:
-    """Fold one alarming record into the template history; count a discovery in its bucket."""
-    template_id = match.template_id
+    """Fold one alarming record into the template history; count a discovery in its bucket.
+
+    A discovery belongs to the template's earliest record in event time, whatever the arrival order
+    (parallel decoders deliver in any order): an earlier record moves it from a later bucket that is
+    still open, and the discovery's text is that of its earliest record."""
+    tid = match.template_id
     level = Level[n.level].value if n.level in Level.__members__ else 0
-    if history.remember(state.memory, template_id, level, n.time_ms, cfg.max_history_templates):
-        bucket.discoveries += 1
-        if n.structural > 0:
-            bucket.novel_exceptions += 1
-        if len(bucket.novel_ids) < cfg.max_samples:
-            bucket.novel_ids.append(template_id)
-            # A template that is new here was created from this record: its text is the record's.
-            bucket.novel_texts.append(match.template)
-        if bucket.first_novel_ms < 0 or n.time_ms < bucket.first_novel_ms:
-            bucket.first_novel_ms = n.time_ms
-    if template_id in bucket.novel_ids:
+    row = state.memory.seen.get(tid)
+    first_ms = row[1] if row is not None else None
+    history.remember(state.memory, tid, level, n.time_ms, cfg.max_history_templates)
+    if first_ms is None:
+        _discover(bucket, tid, " ".join(masked_tokens(n.body)), n, cfg)
+    elif n.time_ms < first_ms:
+        later = state.open.get(_bucket_of(first_ms, cfg.bucket_ms))
+        if later is bucket and tid in bucket.novel_ids:
+            bucket.novel_texts[bucket.novel_ids.index(tid)] = " ".join(masked_tokens(n.body))
+            bucket.first_novel_ms = min(bucket.first_novel_ms, n.time_ms)
+        elif later is not None and tid in later.novel_ids:
+            k = later.novel_ids.index(tid)
+            del later.novel_ids[k], later.novel_texts[k]
+            later.discoveries -= 1
+            _discover(bucket, tid, " ".join(masked_tokens(n.body)), n, cfg)
+    if tid in bucket.novel_ids:
         bucket.novel_failures += 1
+
+
+def _discover(bucket: OpenBucket, tid: str, text: str, n: Notable, cfg: WindowConfig) -> None:
+    bucket.discoveries += 1
+    if n.structural > 0:
+        bucket.novel_exceptions += 1
+    if len(bucket.novel_ids) < cfg.max_samples:
+        bucket.novel_ids.append(tid)
+        bucket.novel_texts.append(text)
+    if bucket.first_novel_ms < 0 or n.time_ms < bucket.first_novel_ms:
+        bucket.first_novel_ms = n.time_ms
 
 
 def _immediate_anomaly(state: ServiceState, n: Notable, template_id: str, template: str, novel: bool) -> ServiceAnomaly:
@@ -308,6 +349,7 @@ def _close_bucket(
 ) -> ServiceAnomaly | ServiceRecovered | None:
     # The bucket's discoveries are judged against the history before it, then join that history.
     novelty_p = history.surprise(state.memory) if bucket.discoveries else 1.0
+    before = (state.memory.buckets, state.memory.discoveries)
     history.observe(state.memory, bucket.discoveries > 0, start + cfg.bucket_ms, cfg.bucket_ms)
     novel = novelty_p <= cfg.novelty_max_p
     _append_history(state, [start, bucket.total, bucket.failures, 0], bucket, cfg)
@@ -335,36 +377,20 @@ def _close_bucket(
             state.anomalous = True
             state.onset_ms = bucket.first_novel_ms if novel and not spike else _onset(state, st.baseline_rate, start)
         rate = spike or sustained or still
-        return _windowed_anomaly(state, st, sustained, at_ms, cfg, 1.0 - novelty_p if novel else 0.0, rate)
+        surprise = 1.0 - novelty_p if novel else 0.0
+        return _windowed_anomaly(state, st, sustained, at_ms, cfg, surprise, rate, state.onset_ms, before)
     if state.anomalous:
         state.anomalous = False
         state.onset_ms = -1
         return ServiceRecovered(state.tenant, state.service, at_ms)
     if bucket.discoveries:
-        return _discovery(state, bucket, at_ms, novelty_p)
+        # A discovery this service's own history makes unremarkable: reported to the tenant, which
+        # may know better (its age, its other services) and learns the template either way.
+        report = _windowed_anomaly(state, st, False, at_ms, cfg, 1.0 - novelty_p, False, bucket.first_novel_ms, before)
+        return report._replace(
+            path="discovery", anomaly_id=_anomaly_id(state.tenant, state.service, "discovery", at_ms)
+        )
     return None
-
-
-def _discovery(state: ServiceState, bucket: OpenBucket, at_ms: int, novelty_p: float) -> ServiceAnomaly:
-    """A discovery this service's history makes unremarkable: reported to the tenant (path
-    "discovery") so that its template counts as known there, never scored or opened."""
-    pairs = zip(bucket.novel_ids, bucket.novel_texts, strict=False)
-    templates = [TemplateInfo(tid, text, 1, True) for tid, text in pairs]
-    return ServiceAnomaly(
-        anomaly_id=_anomaly_id(state.tenant, state.service, "discovery", at_ms),
-        tenant=state.tenant,
-        service=state.service,
-        namespace=state.namespace,
-        path="discovery",
-        kind="novel_template",
-        at_ms=at_ms,
-        onset_ms=bucket.first_novel_ms,
-        breakdown=Breakdown(),
-        signals=(),
-        stats=(("novelty_p", round(novelty_p, 6)), ("history_buckets", float(round(state.memory.buckets)))),
-        samples=(),
-        templates=tuple(templates),
-    )
 
 
 def _onset(state: ServiceState, baseline_rate: float, default_ms: int) -> int:
@@ -387,6 +413,8 @@ def _windowed_anomaly(
     cfg: WindowConfig,
     surprise: float,
     rate: bool,
+    onset_ms: int,
+    history_before: tuple[float, float],
 ) -> ServiceAnomaly:
     """The anomaly as of this close. ``surprise`` is 1 - p of a discovery in the closing bucket (0
     without one): statistical evidence like a significance, and "recurrence" context (DETECTION.md:
@@ -394,7 +422,9 @@ def _windowed_anomaly(
     ``rate``: the failure rate itself departs from the baseline. Without it the anomaly rests on
     novelty alone, and the records' own categories (pattern, http, severity, structure) count in
     proportion to the confidence that they are news: how bad a line looks says nothing about whether
-    this service logs such lines anyway. Velocity needs the rate test's own minimum of failures."""
+    this service logs such lines anyway. Velocity needs the rate test's own minimum of failures.
+    ``history_before``: (buckets, discoveries) of the template history before this bucket, so the
+    tenant can judge the discovery again with what it knows (udfs.correlate)."""
     groups: dict[str, int] = {}
     samples: list[Sample] = []
     novel = 0
@@ -402,7 +432,7 @@ def _windowed_anomaly(
     for b in state.recent:
         for name, n in b.groups.items():
             groups[name] = groups.get(name, 0) + n
-        samples.extend(x for x in b.samples if x.time_ms >= state.onset_ms)
+        samples.extend(x for x in b.samples if x.time_ms >= onset_ms)
         novel += b.novel_failures
         max_http, max_sev, max_struct = (
             max(max_http, b.max_http),
@@ -443,14 +473,13 @@ def _windowed_anomaly(
     if velocity:
         signals.append(SignalInfo("velocity", velocity, f"{st.rate_ratio:.1f}x baseline"))
     if surprise:
-        memory = state.memory
         signals.append(
             SignalInfo(
                 "novel_template",
                 round(surprise, 4),
                 f"{novel} failures with templates this service never logged before; by its own history "
-                f"({memory.buckets - 1:.0f} 10 s buckets, {memory.discoveries - 1:.0f} with discoveries) "
-                f"p = {1 - surprise:.3g}",
+                f"({history_before[0]:.0f} buckets of {cfg.bucket_ms // 1000} s, {history_before[1]:.0f} with "
+                f"discoveries) p = {1 - surprise:.3g}",
             )
         )
     miner = state.templates
@@ -479,7 +508,9 @@ def _windowed_anomaly(
         ("velocity", round(st.rate_ratio, 2)),
         ("late_records", float(state.late_records)),
         ("novelty_p", round(1.0 - surprise, 6) if surprise else 1.0),
-        ("history_buckets", float(round(state.memory.buckets))),
+        ("history_buckets", round(history_before[0], 3)),
+        ("history_discoveries", round(history_before[1], 3)),
+        ("bucket_ms", float(cfg.bucket_ms)),
     )
     return ServiceAnomaly(
         anomaly_id=_anomaly_id(state.tenant, state.service, kind, at_ms),
@@ -489,7 +520,7 @@ def _windowed_anomaly(
         path="windowed",
         kind=kind,
         at_ms=at_ms,
-        onset_ms=state.onset_ms,
+        onset_ms=onset_ms,
         breakdown=breakdown,
         signals=tuple(signals),
         stats=stats,
