@@ -269,6 +269,7 @@ def incident_state(event: Mapping[str, Any]) -> dict[str, Any]:
         "root_service": root,
         "score": float(event.get("score") or 0.0),
         "opened_ms": opened_ms,
+        "opened_at": event["opened_at"],
         "detected_ms": parse_time_ms(event["detected_at"]),
         "resolved_ms": resolved_ms,
         "duration_ms": None if resolved_ms is None else max(0, resolved_ms - opened_ms),

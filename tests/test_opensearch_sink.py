@@ -106,8 +106,8 @@ def test_replay_overwrites_same_docs_against_local_standin(
                                "time_ms": T0_MS, "score": 0.8}])
         sink.write_incident_events([incident_event("inc-00000001", "opened", "2024-05-01T03:47:05Z")])
         sink.flush()
-    assert standin.doc_count() == 6 + 1 + 1
-    assert sink.stats.docs_written == 3 * 8
+    assert standin.doc_count() == 6 + 1 + 1 + 1  # logs, anomaly, incident event, incident list row
+    assert sink.stats.docs_written == 3 * 9
     assert standin.indices["logclaw-anomalies-acme-2024.05.01"] == {"an-1": {
         "tenant": "acme", "anomaly_id": "an-1", "service": "payment-api", "time_ms": T0_MS, "score": 0.8,
         "time": "2024-05-01T03:47:00.000Z"}}
@@ -116,15 +116,12 @@ def test_replay_overwrites_same_docs_against_local_standin(
 
 def test_templates_installed_with_opensearch_keys_against_local_standin(
         standin: OpenSearchStandin, sleeps: list[float]) -> None:
-    assert make_sink(standin, sleeps).ensure_templates() == ["logclaw-logs", "logclaw-anomalies",
-                                                             "logclaw-incidents"]
+    names = ["logclaw-logs", "logclaw-anomalies", "logclaw-incidents", "logclaw-incident_state", "logclaw-metrics"]
+    assert make_sink(standin, sleeps).ensure_templates() == names
     puts = [r.path for r in standin.requests if r.method == "PUT"]
-    assert puts == ["/_index_template/logclaw-logs", "/_index_template/logclaw-anomalies",
-                    "/_index_template/logclaw-incidents"]
+    assert puts == [f"/_index_template/{name}" for name in names]
     templates = standin.templates
-    assert {name: t["index_patterns"] for name, t in templates.items()} == {
-        "logclaw-logs": ["logclaw-logs-*"], "logclaw-anomalies": ["logclaw-anomalies-*"],
-        "logclaw-incidents": ["logclaw-incidents-*"]}
+    assert {name: t["index_patterns"] for name, t in templates.items()} == {name: [f"{name}-*"] for name in names}
     assert all(isinstance(t["priority"], int) and t["priority"] > 0 for t in templates.values())
     logs = templates["logclaw-logs"]["template"]["mappings"]["properties"]
     assert {k: logs[k]["type"] for k in ("tenant", "service", "trace_id", "time", "time_ms", "body",

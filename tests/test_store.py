@@ -261,3 +261,42 @@ def test_reopen_and_second_process_connection_see_the_same_data(tmp_path: Any) -
     reader.close()
     with EmbeddedStore(path) as again:
         assert again.counts()["logs"] == 1
+
+
+def test_version_1_file_gains_metrics_and_the_incident_list_when_opened(tmp_path: Any) -> None:
+    from connectors.logstore import MetricRow
+
+    path = tmp_path / "logclaw.db"
+    event = {"schema": "logclaw.incident/v1", "tenant": "acme", "incident_id": "inc-1", "event": "opened",
+             "detected_at": "2024-05-01T03:47:10Z", "opened_at": "2024-05-01T03:47:00Z", "severity": "high",
+             "score": 0.8, "service": "pay", "root_cause": {"service": "db"}, "affected_services": ["pay"],
+             "title": "pool exhausted", "summary": "s"}
+    with EmbeddedStore(path) as store:
+        store.write_incident_events([event])
+    with sqlite3.connect(path) as conn:  # make it look like a version-1 file
+        for table in ("incidents_fts", "incidents", "metrics"):
+            conn.execute(f"DROP TABLE {table}")
+        conn.execute("UPDATE schema_version SET version = 1")
+    with EmbeddedStore(path) as store:
+        store.write_metrics([MetricRow("acme", "pay", 0, total=2), MetricRow("acme", "pay", 0, total=3, failures=1)])
+        store.write_logs([make_record()], [MetricRow("acme", "pay", 0, total=1)])
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone() == (SCHEMA_VERSION,)
+        assert conn.execute("SELECT incident_id, state, root_service FROM incidents").fetchall() == [
+            ("inc-1", "open", "db")]
+        assert conn.execute("SELECT total, failures FROM metrics").fetchall() == [(6, 1)]  # upserts add
+
+
+def test_incident_list_keeps_the_latest_event_even_when_an_older_one_is_replayed(tmp_path: Any) -> None:
+    base = {"schema": "logclaw.incident/v1", "tenant": "acme", "incident_id": "inc-1",
+            "opened_at": "2024-05-01T03:47:00Z", "severity": "high", "score": 0.8, "service": "pay",
+            "root_cause": {"service": "pay"},
+            "affected_services": [], "title": "t", "summary": "s"}
+    opened = {**base, "event": "opened", "detected_at": "2024-05-01T03:47:10Z"}
+    resolved = {**base, "event": "resolved", "detected_at": "2024-05-01T03:57:10Z",
+                "resolved_at": "2024-05-01T03:57:00Z"}
+    with EmbeddedStore(tmp_path / "s.db") as store:
+        store.write_incident_events([opened, resolved])
+        store.write_incident_events([opened])  # a replay from a checkpoint
+        rows = store._query("SELECT state, duration_ms FROM incidents", [])
+    assert rows == [("resolved", 600_000)]

@@ -13,7 +13,8 @@
    generated into ``.cache/stack/ingest-keys.json`` (tenant ``demo``);
 6. the incident console (``logclaw ui``) on the job's store, on 127.0.0.1.
 
-It prints the console's and the Flink web UI's URLs and the ``logclaw simulate --kafka`` command that feeds the stack. ``down`` cancels
+It prints the console's and the Flink web UI's URLs and the ``logclaw simulate --kafka`` command that feeds the
+stack. ``down`` cancels
 the job, runs ``stop-cluster.sh`` and stops the two background processes (SIGTERM, then SIGKILL).
 """
 
