@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from udfs.records import Level
-from udfs.scenarios.library import DEFAULT_BASE_MS, STEADY, TAIL, WARMUP, Expectation, Scenario, _check, _finish
+from udfs.scenarios.base import DEFAULT_BASE_MS, STEADY, TAIL, WARMUP, Expectation, Scenario, _check, _finish
 from udfs.scenarios.traffic import (
     MIN_NS,
     MS_NS,
@@ -123,6 +123,7 @@ def _fault_scenario(name: str, fault: str, description: str, seed: int, base_ms:
 
 
 def latency_chain(*, seed: int = 0, base_ms: int = DEFAULT_BASE_MS, scale: float = 1.0) -> Scenario:
+    """gateway -> trips -> pricing with spans; pricing's self time x5 for 3 min, no error log."""
     return _fault_scenario(
         "latency_chain", "latency",
         "pricing's self time x5 for 3 min, trips and gateway slower by inclusion, no error log: one incident, "
@@ -131,6 +132,7 @@ def latency_chain(*, seed: int = 0, base_ms: int = DEFAULT_BASE_MS, scale: float
 
 
 def span_errors_chain(*, seed: int = 0, base_ms: int = DEFAULT_BASE_MS, scale: float = 1.0) -> Scenario:
+    """gateway -> trips -> pricing with spans; 30 % of pricing's spans fail for 3 min, no error log."""
     return _fault_scenario(
         "span_errors_chain", "errors",
         "30 % of pricing's spans fail for 3 min, passed up through trips and gateway, no error log; users' "
@@ -139,6 +141,7 @@ def span_errors_chain(*, seed: int = 0, base_ms: int = DEFAULT_BASE_MS, scale: f
 
 
 def span_steady(*, seed: int = 0, base_ms: int = DEFAULT_BASE_MS, scale: float = 1.0) -> Scenario:
+    """The span call chain healthy for 60 min (scaled): jitter, short stalls, expected 404s."""
     _check(scale)
     start = base_ms * 1_000_000
     stream = Stream(seed)
