@@ -177,37 +177,46 @@ def _remember(state: ServiceState, bucket: OpenBucket, n: Notable, match: Templa
 
     A discovery belongs to the template's earliest record in event time, whatever the arrival order
     (parallel decoders deliver in any order): an earlier record moves it from a later bucket that is
-    still open, and the discovery's text is that of its earliest record."""
+    still open, and the discovery's text and time are those of its earliest record."""
     tid = match.template_id
     level = Level[n.level].value if n.level in Level.__members__ else 0
     row = state.memory.seen.get(tid)
     first_ms = row[1] if row is not None else None
     history.remember(state.memory, tid, level, n.time_ms, cfg.max_history_templates)
     if first_ms is None:
-        _discover(bucket, tid, " ".join(masked_tokens(n.body)), n, cfg)
+        _discover(bucket, tid, n, cfg)
     elif n.time_ms < first_ms:
         later = state.open.get(_bucket_of(first_ms, cfg.bucket_ms))
         if later is bucket and tid in bucket.novel_ids:
-            bucket.novel_texts[bucket.novel_ids.index(tid)] = " ".join(masked_tokens(n.body))
-            bucket.first_novel_ms = min(bucket.first_novel_ms, n.time_ms)
+            k = bucket.novel_ids.index(tid)
+            bucket.novel_texts[k] = " ".join(masked_tokens(n.body))
+            bucket.novel_times[k] = n.time_ms
+            bucket.first_novel_ms = min(bucket.novel_times)
         elif later is not None and tid in later.novel_ids:
-            k = later.novel_ids.index(tid)
-            del later.novel_ids[k], later.novel_texts[k]
-            later.discoveries -= 1
-            _discover(bucket, tid, " ".join(masked_tokens(n.body)), n, cfg)
+            _undiscover(later, tid)
+            _discover(bucket, tid, n, cfg)
     if tid in bucket.novel_ids:
         bucket.novel_failures += 1
 
 
-def _discover(bucket: OpenBucket, tid: str, text: str, n: Notable, cfg: WindowConfig) -> None:
+def _discover(bucket: OpenBucket, tid: str, n: Notable, cfg: WindowConfig) -> None:
     bucket.discoveries += 1
     if n.structural > 0:
         bucket.novel_exceptions += 1
     if len(bucket.novel_ids) < cfg.max_samples:
         bucket.novel_ids.append(tid)
-        bucket.novel_texts.append(text)
-    if bucket.first_novel_ms < 0 or n.time_ms < bucket.first_novel_ms:
-        bucket.first_novel_ms = n.time_ms
+        bucket.novel_texts.append(" ".join(masked_tokens(n.body)))
+        bucket.novel_times.append(n.time_ms)
+    bucket.first_novel_ms = min(bucket.novel_times, default=n.time_ms)
+
+
+def _undiscover(bucket: OpenBucket, tid: str) -> None:
+    """Take back the discovery of ``tid`` from ``bucket`` (an earlier record of it turned up)."""
+    k = bucket.novel_ids.index(tid)
+    del bucket.novel_ids[k], bucket.novel_texts[k], bucket.novel_times[k]
+    bucket.discoveries -= 1
+    bucket.novel_failures -= bucket.template_counts.get(tid, 0)
+    bucket.first_novel_ms = min(bucket.novel_times, default=-1)
 
 
 def _immediate_anomaly(state: ServiceState, n: Notable, template_id: str, template: str, novel: bool) -> ServiceAnomaly:

@@ -48,6 +48,8 @@ class OpenBucket:
     novel_texts: list[str] = field(default_factory=list)
     """Masked text of the record that discovered each of ``novel_ids`` (same order): unlike the
     template, which generalizes as records arrive, it does not depend on arrival order."""
+    novel_times: list[int] = field(default_factory=list)
+    """Event time of the earliest record of each of ``novel_ids`` (same order)."""
 
     def add(self, agg: BucketAgg) -> None:
         self.total += agg.total
@@ -118,6 +120,7 @@ def encode_bucket(b: OpenBucket) -> list[Any]:
         b.discoveries,
         b.first_novel_ms,
         b.novel_texts,
+        b.novel_times,
     ]
 
 
@@ -139,6 +142,7 @@ def _bucket_from_json(v: list[Any]) -> OpenBucket:
         int(v[13]) if len(v) > 13 else 0,
         int(v[14]) if len(v) > 14 else -1,
         [str(t) for t in v[15]] if len(v) > 15 else [],
+        [int(t) for t in v[16]] if len(v) > 16 else [],
     )
 
 
