@@ -365,3 +365,12 @@ def test_incidents_do_not_depend_on_arrival_order_within_the_out_of_orderness(na
     late.finish()
     assert late.counters.late_records == 0
     assert strip(late.events) == strip(engine.run(messages))
+
+
+@pytest.mark.parametrize("name", ["cascade", "two_tenants", "latency_chain", "novel_exception"])
+def test_every_event_is_identified_by_incident_event_and_detected_at(name: str) -> None:
+    """Consumers (the worker's ledger, the restart tests) identify an event by (incident id, event,
+    detected_at): anomalies applied at the same event time give one "updated", never two."""
+    events = replay(name, with_spans=True)
+    keys = [(e["incident_id"], e["event"], e["detected_at"]) for e in events]
+    assert len(keys) == len(set(keys))

@@ -183,6 +183,7 @@ def on_timer(state: TenantState, timer_ms: int, cfg: CorrelateConfig, due: list[
                 events.extend(on_anomaly(state, item, cfg).emit)
             elif isinstance(item, TraceFact):
                 on_fact(state, item, cfg)
+        events = _one_update_per_instant(events)
     for fp in sorted(state.incidents):
         inc = state.incidents[fp]
         if inc.last_activity_ms + cfg.quiet_ms <= timer_ms:
@@ -195,6 +196,16 @@ def on_timer(state: TenantState, timer_ms: int, cfg: CorrelateConfig, due: list[
             del table[key]
     _expire_recent(state, timer_ms, cfg)
     return Step(state, tuple(events), _next_timer(state, cfg))
+
+
+def _one_update_per_instant(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Several anomalies of one incident applied at the same event time are one change for the
+    on-call engineer: keep the last "updated" per (incident, event time), so every event is
+    identified by (incident id, event, detected_at)."""
+    last = {(e["incident_id"], e["detected_at"]): i for i, e in enumerate(events) if e["event"] == "updated"}
+    return [
+        e for i, e in enumerate(events) if e["event"] != "updated" or last[(e["incident_id"], e["detected_at"])] == i
+    ]
 
 
 def _band(severity: str) -> int:
