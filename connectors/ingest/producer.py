@@ -1,0 +1,74 @@
+"""Where accepted requests go: ``LogsProducer`` (one message per request, acknowledged before ``send``
+returns) and its Kafka implementation."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Protocol
+
+from connectors.ingest.limits import DEFAULT_MAX_BODY_BYTES
+
+
+class ProduceError(RuntimeError):
+    """The broker did not acknowledge the message; ``too_large`` when it never will (HTTP 413, else 503)."""
+
+    def __init__(self, message: str, *, too_large: bool = False) -> None:
+        super().__init__(message)
+        self.too_large = too_large
+
+
+class LogsProducer(Protocol):
+    """Where accepted requests go: one message per request, acknowledged before ``send`` returns."""
+
+    def send(self, key: bytes, value: bytes, timestamp_ms: int) -> None: ...
+
+
+
+class KafkaLogsProducer:
+    """Idempotent confluent-kafka producer; ``send`` blocks until the broker acknowledged (or raises)."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, *, timeout_s: float = 10.0,
+                 max_message_bytes: int = DEFAULT_MAX_BODY_BYTES + 65536) -> None:
+        from confluent_kafka import Producer
+
+        self.topic = topic
+        self.timeout_s = timeout_s
+        self._producer = Producer({
+            "bootstrap.servers": bootstrap_servers,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 2,
+            "message.timeout.ms": int(timeout_s * 1000),
+            "message.max.bytes": max_message_bytes,
+        })
+
+    def send(self, key: bytes, value: bytes, timestamp_ms: int) -> None:
+        from confluent_kafka import KafkaError, KafkaException
+
+        done = threading.Event()
+        outcome: list[Any] = []
+
+        def delivered(err: Any, _msg: Any) -> None:
+            outcome.append(err)
+            done.set()
+
+        try:
+            self._producer.produce(self.topic, value=value, key=key, timestamp=timestamp_ms, on_delivery=delivered)
+        except BufferError as exc:
+            raise ProduceError(f"producer queue full: {exc}") from exc
+        except KafkaException as exc:
+            err = exc.args[0]
+            raise ProduceError(f"produce to {self.topic} failed: {err.str()}",
+                               too_large=err.code() == KafkaError.MSG_SIZE_TOO_LARGE) from exc
+        deadline = time.monotonic() + self.timeout_s + 5.0  # librdkafka reports a timeout itself first
+        while not done.is_set() and time.monotonic() < deadline:
+            self._producer.poll(0.05)  # serves any thread's callbacks; each sets its own event
+        if not done.is_set():
+            raise ProduceError(f"{self.topic}: no acknowledgement within {self.timeout_s} s")
+        err = outcome[0]
+        if err is not None:
+            raise ProduceError(f"{self.topic}: {err.str()}", too_large=err.code() == KafkaError.MSG_SIZE_TOO_LARGE)
+
+    def close(self) -> None:
+        self._producer.flush(self.timeout_s)
