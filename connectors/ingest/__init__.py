@@ -8,7 +8,8 @@ a Collector's ``otlphttp`` exporter). Per the OTLP spec (opentelemetry-proto ``d
   same port, optionally ``Content-Encoding: gzip`` (or ``deflate``); the response uses the request's
   content type;
 - 200 with an ``ExportLogsServiceResponse``: empty on full success, ``partial_success`` with
-  ``rejected_log_records`` and an ``error_message`` when some records could not be decoded;
+  ``rejected_log_records`` and an ``error_message`` when some records could not be decoded or are dated
+  more than the maximum future skew after the request's receive time;
 - failures carry a ``google.rpc.Status``: 400 bad payload or ambiguous framing, 401 missing/unknown API
   key, 404/405 wrong path/method, 408 body not received in time, 411 no Content-Length, 413 over a limit
   (body, decompressed body, records per request, re-encoded size), 415 unknown content type or encoding,
@@ -18,7 +19,8 @@ a Collector's ``otlphttp`` exporter). Per the OTLP spec (opentelemetry-proto ``d
 Tenants never mix: the ``x-logclaw-api-key`` header names the tenant, and ``tenant.id`` on every
 resource is set to it, whatever the client sent. The request is decoded with the job's codec (records
 it cannot decode are the rejected ones), re-encoded as protobuf and produced as ONE message to the
-logs topic (key = tenant, timestamp = the newest record's event time in ms); the answer waits for the
+logs topic (key = tenant, timestamp = the receive time in ms: the wall clock when the request arrived,
+never a record's event time, which one tenant's clock could push ahead); the answer waits for the
 broker's acknowledgement (at-least-once: a client retry after a lost answer can duplicate a message).
 
 Nobody without a key costs more than reading headers: path, framing, key, size and type are checked on
@@ -49,15 +51,18 @@ from connectors.ingest.limits import (
     BODY_GRACE_S,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_FUTURE_SKEW_MS,
     DEFAULT_MAX_INFLIGHT,
     DEFAULT_MAX_RECORDS,
     HEAD_TIMEOUT_S,
     IDLE_TIMEOUT_S,
+    KAFKA_RECORD_OVERHEAD_BYTES,
     MAX_TENANT_CHARS,
     MESSAGE_HEADROOM_BYTES,
     MIN_API_KEY_CHARS,
     MIN_UPLOAD_BYTES_PER_S,
     IngestLimits,
+    default_max_message_bytes,
 )
 from connectors.ingest.payload import (
     BadPayload,
@@ -77,12 +82,14 @@ __all__ = [
     "BODY_GRACE_S",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_FUTURE_SKEW_MS",
     "DEFAULT_MAX_INFLIGHT",
     "DEFAULT_MAX_RECORDS",
     "HEAD_TIMEOUT_S",
     "HEALTH_PATH",
     "IDLE_TIMEOUT_S",
     "JSON",
+    "KAFKA_RECORD_OVERHEAD_BYTES",
     "LOGS_PATH",
     "MAX_TENANT_CHARS",
     "MESSAGE_HEADROOM_BYTES",
@@ -103,6 +110,7 @@ __all__ = [
     "RefusalLog",
     "check_api_keys",
     "count_records",
+    "default_max_message_bytes",
     "export_response",
     "inflate",
     "load_api_keys",

@@ -178,6 +178,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _post(self, content_type: str) -> None:
         server = self.server
+        received_ns = server.clock_ns()  # the request's head has arrived: its receive time
         if urlsplit(self.path).path != LOGS_PATH:
             raise _Refusal(HTTPStatus.NOT_FOUND, code_pb2.NOT_FOUND, f"no such path; logs go to {LOGS_PATH}")
         length = self._content_length()
@@ -198,16 +199,17 @@ class Handler(BaseHTTPRequestHandler):
                            {"Retry-After": str(server.retry_after_s)})
         try:
             raw = self._read_body(length)
-            self._ingest(self._inflate(raw, encoding), tenant, content_type)
+            self._ingest(self._inflate(raw, encoding), tenant, content_type, received_ns)
         finally:
             server.inflight.release()
 
-    def _ingest(self, body: bytes, tenant: str, content_type: str) -> None:
+    def _ingest(self, body: bytes, tenant: str, content_type: str, received_ns: int) -> None:
         server, limits = self.server, self.server.limits
         try:
             ready = prepare(body, tenant=tenant, fmt="json" if content_type == JSON else "proto",
-                            received_unix_nano=server.clock_ns(), max_body_bytes=limits.max_body_bytes,
-                            max_records=limits.max_records, max_message_bytes=limits.max_message_bytes)
+                            received_unix_nano=received_ns, max_body_bytes=limits.max_body_bytes,
+                            max_records=limits.max_records, max_message_bytes=limits.max_message_bytes,
+                            max_future_skew_ms=limits.max_future_skew_ms)
         except BadPayload as exc:
             raise _Refusal(HTTPStatus.BAD_REQUEST, code_pb2.INVALID_ARGUMENT, str(exc)) from None
         except PayloadTooLarge as exc:

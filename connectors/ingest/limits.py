@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from connectors.otlp import MAX_MESSAGE_BYTES
+
 # The refusal warnings keep the logger name they had before the package was split (logging configs name it).
 LOGGER_NAME = "connectors.otlp_http"
 # Request size: exporters batch far below this (SDK: 512 records; Collector batch processor: 8192 records,
@@ -17,10 +19,19 @@ DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 # of them: 4-10 CPU-s, 120-350 MiB). 32 768 records (~0.3 CPU-s) is 4x the Collector's default batch and
 # 64x the SDK's; the count is taken from the envelope before anything is decoded.
 DEFAULT_MAX_RECORDS = 32_768
-# The re-encoded message may exceed the request a little (tenant.id on each resource, receive times):
-# the producer is configured for max body + this (``logclaw ingest``), so anything bigger is refused
-# here, before it costs the broker a round trip.
+# The re-encoded message may exceed the request a little (tenant.id on each resource, receive times), by
+# at most this; more is amplification and refused here (413), before it costs the broker a round trip.
 MESSAGE_HEADROOM_BYTES = 64 * 1024
+# And never past the one message size limit (``connectors.otlp.MAX_MESSAGE_BYTES``: the topics, the
+# producer's message.max.bytes, the job's fetch and decode) less what Kafka adds around a key and value
+# (record batch header 61 B, record header, the key of at most 64 B), rounded up.
+KAFKA_RECORD_OVERHEAD_BYTES = 1024
+# Event time may run ahead of receive time by at most this; a record further ahead is rejected (partial
+# success, ``future_timestamp``), as the job's decoder rejects it: watermarks are per subtask, not per
+# tenant, so one tenant's clock in the future would close every other tenant's windows. The job's
+# setting LOGCLAW_MAX_FUTURE_SKEW_MS (``jobs.config``), with its default and range.
+DEFAULT_MAX_FUTURE_SKEW_MS = 300_000
+MIN_FUTURE_SKEW_MS, MAX_FUTURE_SKEW_MS = 1_000, 86_400_000
 # One thread and one socket per connection: the cap bounds both. At the cap a newcomer evicts a
 # connection that is lingering after a refusal or waiting for a request (ConnectionTable); only when all
 # are working does it get 503 + Retry-After at once. Far above the in-flight cap, so that is rare.
@@ -66,19 +77,29 @@ class IngestLimits:
 
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_records: int = DEFAULT_MAX_RECORDS
-    max_message_bytes: int = DEFAULT_MAX_BODY_BYTES + MESSAGE_HEADROOM_BYTES
+    max_message_bytes: int = DEFAULT_MAX_BODY_BYTES + MESSAGE_HEADROOM_BYTES  # see default_max_message_bytes
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_inflight: int = DEFAULT_MAX_INFLIGHT
     idle_timeout_s: float = IDLE_TIMEOUT_S
     head_timeout_s: float = HEAD_TIMEOUT_S
     body_grace_s: float = BODY_GRACE_S
     min_upload_bytes_per_s: float = MIN_UPLOAD_BYTES_PER_S
+    max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
             if not value > 0:
                 raise ValueError(f"ingest limit {name} must be > 0, not {value!r}")
+        if not MIN_FUTURE_SKEW_MS <= self.max_future_skew_ms <= MAX_FUTURE_SKEW_MS:
+            raise ValueError(f"ingest limit max_future_skew_ms must be {MIN_FUTURE_SKEW_MS}..{MAX_FUTURE_SKEW_MS},"
+                             f" not {self.max_future_skew_ms!r}")
 
     def body_deadline_s(self, length: int) -> float:
         """Seconds a body of ``length`` bytes may take to arrive."""
         return self.body_grace_s + length / self.min_upload_bytes_per_s
+
+
+def default_max_message_bytes(max_body_bytes: int, message_limit: int = MAX_MESSAGE_BYTES) -> int:
+    """The largest re-encoded message (bytes) for requests of up to ``max_body_bytes``: the body plus
+    ``MESSAGE_HEADROOM_BYTES``, within ``message_limit`` (the one message size limit) less Kafka's overhead."""
+    return min(max_body_bytes + MESSAGE_HEADROOM_BYTES, message_limit - KAFKA_RECORD_OVERHEAD_BYTES)

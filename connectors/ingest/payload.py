@@ -1,7 +1,8 @@
 """A request body made ready for the logs topic: inflate (gzip/deflate), count records from the envelope,
 decode with the job's codec, stamp the tenant, re-encode as protobuf within the message limit.
 
-Pure functions of their arguments (no clock, no I/O): the server passes the receive time in.
+Pure functions of their arguments (no clock, no I/O): the server passes the receive time in, and it is
+also the message's Kafka timestamp (never a record's event time: see ``prepare``).
 """
 
 from __future__ import annotations
@@ -16,8 +17,13 @@ import orjson
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError as PbDecodeError
 
-from connectors.ingest.limits import DEFAULT_MAX_RECORDS, GZIP_FIRST_SLICE_BYTES, MESSAGE_HEADROOM_BYTES
-from connectors.otlp import decode_logs, encode_logs_proto
+from connectors.ingest.limits import (
+    DEFAULT_MAX_FUTURE_SKEW_MS,
+    DEFAULT_MAX_RECORDS,
+    GZIP_FIRST_SLICE_BYTES,
+    default_max_message_bytes,
+)
+from connectors.otlp import decode_logs, encode_logs_proto, latest_event_time_unix_nano
 from udfs.records import Attributes, DecodeError, LogRecord
 
 _MAX_MESSAGE_CHARS = 1000  # of a partial-success error message
@@ -37,44 +43,48 @@ class Ingested(NamedTuple):
     """One request made ready for the logs topic; ``payload`` is b"" when no record was accepted."""
 
     payload: bytes
-    timestamp_ms: int  # the newest accepted record's event time
+    timestamp_ms: int  # the receive time (Unix ms): the Kafka message timestamp, never an event time
     accepted: int
     rejected: int
     error_message: str  # why records were rejected ("" when none was)
 
 
 def prepare(body: bytes, *, tenant: str, fmt: str, received_unix_nano: int, max_body_bytes: int,
-            max_records: int = DEFAULT_MAX_RECORDS, max_message_bytes: int | None = None) -> Ingested:
+            max_records: int = DEFAULT_MAX_RECORDS, max_message_bytes: int | None = None,
+            max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS) -> Ingested:
     """Decode ``body`` (``fmt`` "proto" or "json"), stamp ``tenant`` on every resource, re-encode as protobuf.
 
-    Records without any timestamp get ``received_unix_nano`` (the edge's arrival time, as a Collector's
-    observed time). Bodies are not cut here (``max_body_bytes`` is the request limit): the job applies
-    its own limit. Raises ``BadPayload`` when the message as a whole cannot be read, ``PayloadTooLarge``
-    when it holds more than ``max_records`` records (or resource/scope groups), counted before decoding,
-    or when its re-encoding exceeds ``max_message_bytes`` (default: ``max_body_bytes`` + headroom).
+    ``received_unix_nano`` is the wall clock when the request arrived: records without any timestamp get
+    it (as a Collector's observed time), a record dated more than ``max_future_skew_ms`` after it is
+    rejected (``future_timestamp``, as the job's decoder does), and it is the message's timestamp. Bodies
+    are not cut here (``max_body_bytes`` is the request limit): the job applies its own limit. Raises
+    ``BadPayload`` when the message as a whole cannot be read, ``PayloadTooLarge`` when it holds more than
+    ``max_records`` records (or resource/scope groups), counted before decoding, or when its re-encoding
+    exceeds ``max_message_bytes`` (default: ``default_max_message_bytes(max_body_bytes)``).
     """
+    received_ms = received_unix_nano // 1_000_000
     if not body:
-        return Ingested(b"", 0, 0, 0, "")  # the spec: an empty request is a success
+        return Ingested(b"", received_ms, 0, 0, "")  # the spec: an empty request is a success
     records_n, groups_n = count_records(body, fmt, stop_after=max_records)
     if records_n > max_records or groups_n > max_records:
         what = "log records" if records_n > max_records else "resource/scope groups"
         raise PayloadTooLarge(f"the request has {max(records_n, groups_n)} {what}; the limit is {max_records} per"
                               " request: send smaller batches")
-    decoded = decode_logs(body, fmt=fmt, max_body_bytes=max_body_bytes, default_time_unix_nano=received_unix_nano)
+    latest = latest_event_time_unix_nano(received_ms, max_future_skew_ms=max_future_skew_ms)
+    decoded = decode_logs(body, fmt=fmt, max_body_bytes=max_body_bytes, default_time_unix_nano=received_unix_nano,
+                          latest_time_unix_nano=latest)
     whole = [e for e in decoded.errors if e.index == -1]
     if whole:
         raise BadPayload(f"not an OTLP ExportLogsServiceRequest ({whole[0].reason}): {whole[0].detail}")
     records = with_tenant(decoded.records, tenant)
-    limit = max_body_bytes + MESSAGE_HEADROOM_BYTES if max_message_bytes is None else max_message_bytes
+    limit = default_max_message_bytes(max_body_bytes) if max_message_bytes is None else max_message_bytes
     payload, unencodable = _encode(records, limit)
     accepted = len(records) - len(unencodable)
     errors = list(decoded.errors) + [
         DecodeError("out_of_range", "a number does not fit its protobuf field (e.g. beyond int64)", -1)
         for _ in unencodable
     ]
-    skipped = {id(r) for r in unencodable}
-    newest = max((r.time_ms for r in records if id(r) not in skipped), default=0)
-    return Ingested(payload if accepted else b"", newest, accepted, len(errors),
+    return Ingested(payload if accepted else b"", received_ms, accepted, len(errors),
                     rejection_message(errors, accepted + len(errors)))
 
 

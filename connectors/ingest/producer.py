@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Any, Protocol
 
-from connectors.ingest.limits import DEFAULT_MAX_BODY_BYTES
+from connectors.otlp import MAX_MESSAGE_BYTES
 
 
 class ProduceError(RuntimeError):
@@ -21,19 +21,24 @@ class ProduceError(RuntimeError):
 class LogsProducer(Protocol):
     """Where accepted requests go: one message per request, acknowledged before ``send`` returns."""
 
-    def send(self, key: bytes, value: bytes, timestamp_ms: int) -> None: ...
-
+    def send(self, key: bytes, value: bytes, timestamp_ms: int) -> None:
+        """Produce ``value`` under ``key`` with ``timestamp_ms`` (the request's receive time, Unix ms)."""
+        ...
 
 
 class KafkaLogsProducer:
-    """Idempotent confluent-kafka producer; ``send`` blocks until the broker acknowledged (or raises)."""
+    """Idempotent confluent-kafka producer; ``send`` blocks until the broker acknowledged (or raises).
+
+    ``max_message_bytes`` is its ``message.max.bytes``: the one message size limit of the topics and the
+    job (``connectors.otlp.MAX_MESSAGE_BYTES``), not librdkafka's 1 MB default nor the request limit."""
 
     def __init__(self, bootstrap_servers: str, topic: str, *, timeout_s: float = 10.0,
-                 max_message_bytes: int = DEFAULT_MAX_BODY_BYTES + 65536) -> None:
+                 max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
         from confluent_kafka import Producer
 
         self.topic = topic
         self.timeout_s = timeout_s
+        self.max_message_bytes = max_message_bytes
         self._producer = Producer({
             "bootstrap.servers": bootstrap_servers,
             "enable.idempotence": True,

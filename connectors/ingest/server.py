@@ -25,16 +25,17 @@ from connectors.ingest.limits import (
     BODY_GRACE_S,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_FUTURE_SKEW_MS,
     DEFAULT_MAX_INFLIGHT,
     DEFAULT_MAX_RECORDS,
     HEAD_TIMEOUT_S,
     IDLE_TIMEOUT_S,
     LISTEN_BACKLOG,
     LOGGER_NAME,
-    MESSAGE_HEADROOM_BYTES,
     MIN_UPLOAD_BYTES_PER_S,
     REFUSAL_WARNINGS_PER_S,
     IngestLimits,
+    default_max_message_bytes,
 )
 from connectors.ingest.producer import LogsProducer
 
@@ -136,7 +137,9 @@ class ConnectionTable:
 
 class IngestServer(ThreadingHTTPServer):
     """``ThreadingHTTPServer`` answering ``POST /v1/logs`` and ``GET /healthz``; ``serve_forever()`` until
-    ``shutdown()``. ``keys`` is ``{api_key: tenant}`` (kept as digests) or an ``ApiKeys``."""
+    ``shutdown()``. ``keys`` is ``{api_key: tenant}`` (kept as digests) or an ``ApiKeys``; ``limits``, when
+    given, replaces the limit arguments (``max_*``, timeouts, rate). ``clock_ns`` is the wall clock (Unix
+    ns) read when a request arrives: its receive time."""
 
     daemon_threads = True
     request_queue_size = LISTEN_BACKLOG
@@ -147,19 +150,21 @@ class IngestServer(ThreadingHTTPServer):
                  max_records: int = DEFAULT_MAX_RECORDS, max_message_bytes: int | None = None,
                  idle_timeout_s: float = IDLE_TIMEOUT_S, head_timeout_s: float = HEAD_TIMEOUT_S,
                  body_grace_s: float = BODY_GRACE_S, min_upload_bytes_per_s: float = MIN_UPLOAD_BYTES_PER_S,
+                 max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS, limits: IngestLimits | None = None,
                  clock_ns: Callable[[], int] = time.time_ns) -> None:
         self.api_keys = keys if isinstance(keys, ApiKeys) else ApiKeys(keys)
-        self.limits = IngestLimits(
+        self.limits = limits or IngestLimits(
             max_body_bytes=max_body_bytes, max_records=max_records,
-            max_message_bytes=max_body_bytes + MESSAGE_HEADROOM_BYTES if max_message_bytes is None
+            max_message_bytes=default_max_message_bytes(max_body_bytes) if max_message_bytes is None
             else max_message_bytes,
             max_connections=max_connections, max_inflight=max_inflight, idle_timeout_s=idle_timeout_s,
-            head_timeout_s=head_timeout_s, body_grace_s=body_grace_s, min_upload_bytes_per_s=min_upload_bytes_per_s)
+            head_timeout_s=head_timeout_s, body_grace_s=body_grace_s, min_upload_bytes_per_s=min_upload_bytes_per_s,
+            max_future_skew_ms=max_future_skew_ms)
         self.producer = producer
         self.retry_after_s = retry_after_s
         self.clock_ns = clock_ns
-        self.inflight = threading.BoundedSemaphore(max_inflight)
-        self.connections = ConnectionTable(max_connections)
+        self.inflight = threading.BoundedSemaphore(self.limits.max_inflight)
+        self.connections = ConnectionTable(self.limits.max_connections)
         self.stats = IngestStats()
         self.refusals = RefusalLog()
         super().__init__(address, Handler)

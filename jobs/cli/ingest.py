@@ -39,8 +39,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_body_bytes < 1024:
         print("ingest: --max-body-bytes must be >= 1024", file=sys.stderr)
         return 2
-    producer = KafkaLogsProducer(args.bootstrap, args.topic, timeout_s=args.ack_timeout_s,
-                                 max_message_bytes=args.max_body_bytes + 65536)
+    producer = KafkaLogsProducer(args.bootstrap, args.topic, timeout_s=args.ack_timeout_s)  # MAX_MESSAGE_BYTES
     try:
         server = IngestServer((args.host, args.port), keys=keys, producer=producer, max_body_bytes=args.max_body_bytes)
     except OSError as exc:
