@@ -106,8 +106,13 @@ class ApiKeys:
         """The tenant whose key is ``presented`` (surrounding spaces ignored), or None."""
         return self._tenants.get(_digest(presented.strip())) if presented else None
 
+    @property
+    def tenants(self) -> frozenset[str]:
+        """The tenants that have at least one key."""
+        return frozenset(self._tenants.values())
+
     def __len__(self) -> int:
         return len(self._tenants)
 
     def __repr__(self) -> str:
-        return f"ApiKeys({len(self)} keys; tenants {', '.join(sorted(set(self._tenants.values())))})"
+        return f"ApiKeys({len(self)} keys; tenants {', '.join(sorted(self.tenants))})"
