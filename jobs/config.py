@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from connectors.ingest.limits import DEFAULT_MAX_FUTURE_SKEW_MS
 from connectors.otlp import MAX_MESSAGE_BYTES
 
 
@@ -69,7 +70,7 @@ class JobConfig:
     # Clocks of hosts that keep NTP differ by well under a second and a Collector holds a batch for
     # seconds, so 5 min accepts every honest sender with margin; a record further ahead can only come
     # from a wrong clock, and it would move the shared per-subtask watermark for every tenant.
-    max_future_skew_ms: int = 300_000
+    max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS  # one default for ingest and the job
     max_message_bytes: int = MAX_MESSAGE_BYTES  # the one message size limit (connectors.otlp)
     max_notables: int = 64
     trace_sample: int = 16

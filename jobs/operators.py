@@ -202,8 +202,9 @@ class DecodeAndSummarize(ProcessFunction):  # type: ignore[misc]
 
 def latest_accepted_ns(cfg: JobConfig) -> int:
     """The latest event time (ns) a record may carry when it is decoded now: receive time plus the
-    configured skew. Receive time is this operator's clock, not the Kafka timestamp: producers stamp
-    messages with the event time (ingest did), and on a backlog the clock is only later, never earlier."""
+    configured skew. Receive time is this operator's clock, not the Kafka timestamp: `logclaw ingest`
+    stamps messages with its receive time, but other producers (a Collector's kafka exporter,
+    `logclaw simulate`) may stamp event time; on a backlog the clock is only later, never earlier."""
     return latest_event_time_unix_nano(int(time.time() * 1000), max_future_skew_ms=cfg.max_future_skew_ms)
 
 

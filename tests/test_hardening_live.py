@@ -94,7 +94,8 @@ def test_a_tenants_record_dated_2099_is_dead_lettered_and_the_victim_tenant_stil
     victim = _victim_messages()
     expected = uninterrupted_events(victim)
     assert [e["event"] for e in expected][:1] == ["opened"] and {e["tenant"] for e in expected} == {"victim"}
-    # The attacker's INFO line dated 2099, stamped as ingest stamped it (Kafka timestamp = event time),
+    # The attacker's INFO line dated 2099, stamped as a producer other than ingest may stamp it (Kafka
+    # timestamp = event time; `logclaw ingest` itself refuses it and stamps receive time),
     # first on both partitions: without the skew check it moved every subtask's watermark to 2099.
     evil = [_record("mallory", "clock", Y2099_MS, "all is well")]
     evil_at = produce(broker.bootstrap, topics.logs, [(b"mallory/clock", otlp.encode_logs_proto(evil), p, Y2099_MS)
