@@ -168,7 +168,8 @@ def test_kafka_job_detects_the_cascade_like_the_engine_and_dead_letters_garbage_
     topics = Topics(broker, "kafka-a")
     messages = cascade_messages()
     expected = uninterrupted_events(messages)
-    assert [e["event"] for e in expected] == ["opened", "updated", "updated", "updated"]
+    # payment-api and order-service join at the same bucket close (one "updated"), notification-service later.
+    assert [e["event"] for e in expected] == ["opened", "updated", "updated"]
     bad = garbage()
     # Garbage first, on both partitions, so every later incident proves the job survived it.
     bad_at = produce(broker.bootstrap, topics.logs, [(b"junk", v, i % 2, DEFAULT_BASE_MS) for i, v in enumerate(bad)])
