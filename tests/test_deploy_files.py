@@ -6,6 +6,7 @@ and against the reduced, stricter schemas in tests/fixtures/crds/ (which also re
 Collector config against the contrib distribution's component list; ISM policy and index templates use
 OpenSearch keys; saved objects reference what exists; the Dockerfile pins the same jars as
 connectors/jars.py; and (with a JVM) every key in flink-conf/config.yaml is a Flink 2.3 configuration option.
+The Kustomize install built from these files (deploy/k8s) is rendered and validated in test_k8s_kustomize.py.
 """
 
 from __future__ import annotations
@@ -405,4 +406,5 @@ def test_dockerfile_pins_the_jars_of_connectors_jars_and_copies_the_entry_point(
     assert text.count("sha256sum -c -") == 2
     assert "https://repo1.maven.org/maven2/" in text
     assert "COPY jobs ./jobs" in text and "WORKDIR /opt/logclaw" in text  # -> /opt/logclaw/jobs/detect.py
+    assert "COPY pyproject.toml constraints.txt README.md ./" in text  # pyproject's readme: the build needs it
     assert "plugins/metrics-prometheus" in text

@@ -1,7 +1,9 @@
-// Checks Kubernetes manifests against the published CRD schemas, as compiled into the npm packages
-// @kubernetes-models/flink (Flink Kubernetes Operator release-1.14.0 CRDs) and
-// @kubernetes-models/strimzi-kafka-operator (Strimzi 0.49.0 + 1.0.0 CRDs); versions are pinned in
-// package-lock.json. Used by tests/test_deploy_files.py.
+// Checks Kubernetes manifests against published schemas, as compiled into the npm packages
+// @kubernetes-models/flink (Flink Kubernetes Operator release-1.14.0 CRDs),
+// @kubernetes-models/strimzi-kafka-operator (Strimzi 0.49.0 + 1.0.0 CRDs),
+// @kubernetes-models/prometheus-operator (PodMonitor / ServiceMonitor from the operator's Go API types) and
+// kubernetes-models (the core API's OpenAPI schema, Kubernetes 1.36); versions are pinned in
+// package-lock.json. Used by tests/test_deploy_files.py and tests/test_k8s_kustomize.py.
 //
 // stdin:  a JSON array of manifests (objects with apiVersion, kind, metadata, spec).
 // stdout: a JSON array, one entry per manifest, in order:
@@ -16,12 +18,29 @@
 import { readFileSync } from "node:fs";
 import { FlinkDeployment } from "@kubernetes-models/flink/flink.apache.org/v1beta1/FlinkDeployment";
 import { KafkaTopic } from "@kubernetes-models/strimzi-kafka-operator/kafka.strimzi.io/v1/KafkaTopic";
+import { PodMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PodMonitor";
+import { ServiceMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor";
+import { Deployment } from "kubernetes-models/apps/v1/Deployment";
+import { PodDisruptionBudget } from "kubernetes-models/policy/v1/PodDisruptionBudget";
+import { Role } from "kubernetes-models/rbac.authorization.k8s.io/v1/Role";
+import { RoleBinding } from "kubernetes-models/rbac.authorization.k8s.io/v1/RoleBinding";
+import { ConfigMap } from "kubernetes-models/v1/ConfigMap";
+import { Namespace } from "kubernetes-models/v1/Namespace";
+import { PersistentVolumeClaim } from "kubernetes-models/v1/PersistentVolumeClaim";
+import { Secret } from "kubernetes-models/v1/Secret";
+import { Service } from "kubernetes-models/v1/Service";
+import { ServiceAccount } from "kubernetes-models/v1/ServiceAccount";
 
 // Only the API versions the target operator releases serve. The Strimzi package also carries
 // kafka.strimzi.io/v1beta2 (from 0.49.0), but Strimzi 1.0.0 serves only kafka.strimzi.io/v1, so an
 // older apiVersion is reported instead of being checked against a schema the operator no longer has.
 const MODELS = new Map(
-  [FlinkDeployment, KafkaTopic].map((model) => [`${model.apiVersion} ${model.kind}`, model]),
+  [
+    FlinkDeployment, KafkaTopic, PodMonitor, ServiceMonitor,
+    // the core kinds deploy/ uses
+    ConfigMap, Deployment, Namespace, PersistentVolumeClaim, PodDisruptionBudget, Role, RoleBinding, Secret,
+    Service, ServiceAccount,
+  ].map((model) => [`${model.apiVersion} ${model.kind}`, model]),
 );
 
 function fail(message) {
