@@ -200,12 +200,23 @@ def on_timer(state: TenantState, timer_ms: int, cfg: CorrelateConfig, due: list[
 
 def _one_update_per_instant(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Several anomalies of one incident applied at the same event time are one change for the
-    on-call engineer: keep the last "updated" per (incident, event time), so every event is
-    identified by (incident id, event, detected_at)."""
-    last = {(e["incident_id"], e["detected_at"]): i for i, e in enumerate(events) if e["event"] == "updated"}
-    return [
-        e for i, e in enumerate(events) if e["event"] != "updated" or last[(e["incident_id"], e["detected_at"])] == i
-    ]
+    on-call engineer: one event per (incident, event time), showing the state after all of them.
+    An incident opened at that instant opens with that state (simultaneous anomalies are applied in
+    a fixed order, so the first one alone says little); otherwise the last "updated" stays. Every
+    event is then identified by (incident id, event, detected_at)."""
+    final: dict[tuple[str, str], dict[str, Any]] = {}
+    for e in events:
+        if e["event"] == "updated":
+            final[(e["incident_id"], e["detected_at"])] = e
+    opened = {(e["incident_id"], e["detected_at"]) for e in events if e["event"] == "opened"}
+    out = []
+    for e in events:
+        key = (e["incident_id"], e["detected_at"])
+        if e["event"] == "opened":
+            out.append({**final[key], "event": "opened"} if key in final else e)
+        elif e["event"] != "updated" or (key not in opened and final[key] is e):
+            out.append(e)
+    return out
 
 
 def _band(severity: str) -> int:
