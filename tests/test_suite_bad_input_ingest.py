@@ -66,13 +66,9 @@ def ingest_server() -> Iterator[IngestServer]:
     server.server_close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "connectors/ingest/handler.py writes the status line + headers and the body in two send() calls without"
-    " TCP_NODELAY (StreamRequestHandler.disable_nagle_algorithm is False): Nagle holds the body until the"
-    " client's delayed ACK, ~40 ms per answer on a kept-alive connection, so one exporter connection gets"
-    " at most ~23 answers/s (measured 43 ms/request; 0.3 ms with disable_nagle_algorithm = True)"))
 def test_a_kept_alive_exporter_gets_each_answer_without_a_delayed_ack_stall(ingest_server: IngestServer) -> None:
-    """Found by the whole-path suite: 500 requests on 4 connections took 22 s, each answer ~44 ms."""
+    """Found by the whole-path suite: 500 requests on 4 connections took 22 s, each answer ~44 ms (headers
+    and body in two sends without TCP_NODELAY: Nagle held the body until the client's delayed ACK)."""
     conn = http.client.HTTPConnection("127.0.0.1", ingest_server.server_address[1], timeout=10)
     headers = {"Content-Type": "application/x-protobuf", "x-logclaw-api-key": next(iter(INGEST_KEYS))}
     took = []

@@ -98,6 +98,9 @@ class _DeadlineReader(io.RawIOBase):
 class Handler(BaseHTTPRequestHandler):
     server: IngestServer
     protocol_version = "HTTP/1.1"  # keep-alive: exporters reuse their connection
+    # Headers and body go out in two sends: with Nagle on, the body waits for the client's delayed
+    # ACK (~40 ms per answer on a kept-alive connection, found by tests/test_suite_bad_input_ingest.py).
+    disable_nagle_algorithm = True
     timeout = SEND_TIMEOUT_S  # reads set their own deadline (_DeadlineReader); this bounds writes
     _body_unread = False  # the request announced a body that was not read (yet)
     _expect_100 = False  # the client waits for "100 Continue" before sending its body
