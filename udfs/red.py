@@ -95,9 +95,11 @@ class RedBucket:
         self.own_errors += int(t.own_error)
         sk.add(self.duration, t.duration_us)
         sk.add(self.self_time, t.self_us)
-        self.slowest.append([t.duration_us, t.end_ms])
-        self.slowest.sort(key=lambda r: (-r[0], r[1]))
-        del self.slowest[KEEP_SLOWEST:]
+        last = self.slowest[-1] if len(self.slowest) >= KEEP_SLOWEST else None
+        if last is None or (-t.duration_us, t.end_ms) < (-last[0], last[1]):  # most spans are not among them
+            self.slowest.append([t.duration_us, t.end_ms])
+            self.slowest.sort(key=lambda r: (-r[0], r[1]))
+            del self.slowest[KEEP_SLOWEST:]
 
 
 @dataclass

@@ -371,7 +371,8 @@ def start_standalone(cfg: Any, mode: str, workdir: Path, taskmanagers: int) -> A
             cfg.bootstrap_servers, stack / "logclaw.db", LOGCLAW_LOGS_TOPIC=cfg.logs_topic,
             LOGCLAW_INCIDENTS_TOPIC=cfg.incidents_topic, LOGCLAW_DEAD_LETTER_TOPIC=cfg.dead_letter_topic,
             LOGCLAW_GROUP_ID=cfg.group_id, LOGCLAW_INDEX_LOGS="false", LOGCLAW_PARALLELISM=str(cfg.parallelism),
-            LOGCLAW_EXECUTION_MODE=mode,
+            LOGCLAW_EXECUTION_MODE=mode, LOGCLAW_SPANS_TOPIC=cfg.spans_topic,
+            LOGCLAW_CHECKPOINT_INTERVAL_MS=str(cfg.checkpoint_interval_ms),
         ))
     except BaseException:
         cluster.stop()

@@ -77,12 +77,13 @@ CHAIN = ("gateway", "users", "trips", "pricing")
 
 class _Chain:
     def __init__(
-        self, stream: Stream, tenant: str, fault: str, fault_ns: int | None, stalls: bool, routes: bool
+        self, stream: Stream, tenant: str, fault: str, fault_ns: int | None, stalls: bool, routes: bool,
+        per_s: float = REQUESTS_PER_S,
     ) -> None:
         self.stream = stream
         self.svcs: dict[str, Service] = {n: stream.service(tenant, n, "trips") for n in CHAIN}
         self.rng = stream.rng(tenant, "chain", "requests")
-        self.fault, self.fault_ns, self.stalls, self.routes = fault, fault_ns, stalls, routes
+        self.fault, self.fault_ns, self.stalls, self.routes, self.per_s = fault, fault_ns, stalls, routes, per_s
 
     def in_fault(self, t_ns: int) -> bool:
         return self.fault_ns is not None and self.fault_ns <= t_ns < self.fault_ns + FAULT_NS
@@ -164,18 +165,18 @@ class _Chain:
         return ("pricing",), QUOTE
 
     def run(self, start_ns: int, end_ns: int) -> None:
-        t = start_ns + gap_ns(self.rng, REQUESTS_PER_S)
+        t = start_ns + gap_ns(self.rng, self.per_s)
         while t < end_ns:
             callees, route = self._callees()
             self.call("gateway", "", new_trace_id(self.rng), t, callees, route)
-            t += gap_ns(self.rng, REQUESTS_PER_S)
+            t += gap_ns(self.rng, self.per_s)
 
 
 def chain(stream: Stream, tenant: str, start_ns: int, end_ns: int, fault: str = "", fault_ns: int | None = None,
-          stalls: bool = False, routes: bool = False) -> None:
-    """The chain's traffic; ``fault`` is "latency", "errors", "cpu", "edge" or "" (healthy); ``routes``:
-    client spans and four routes (module docstring)."""
-    _Chain(stream, tenant, fault, fault_ns, stalls, routes).run(start_ns, end_ns)
+          stalls: bool = False, routes: bool = False, per_s: float = REQUESTS_PER_S) -> None:
+    """The chain's traffic, ``per_s`` requests per second of event time; ``fault`` is "latency",
+    "errors", "cpu", "edge" or "" (healthy); ``routes``: client spans and four routes (module docstring)."""
+    _Chain(stream, tenant, fault, fault_ns, stalls, routes, per_s).run(start_ns, end_ns)
 
 
 def _fault_scenario(
