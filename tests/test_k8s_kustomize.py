@@ -165,7 +165,7 @@ def test_the_schema_checks_reject_a_mistake_each() -> None:
     docs = render("dev")
     deployment = one(docs, "Deployment", "logclaw-console")
     typo = copy.deepcopy(deployment)
-    typo["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["paht"] = "/login"
+    typo["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["paht"] = "/healthz"
     with pytest.raises(kubernetes_validate.ValidationError, match="paht"):
         kubernetes_validate.validate(typo, "1.36.0", strict=True)
     wrong_type = copy.deepcopy(deployment)

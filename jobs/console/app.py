@@ -117,11 +117,16 @@ def build_app(reader: ConsoleReader, *, keys: ApiKeys | None = None, ledger_path
         response.delete_cookie(SESSION_COOKIE)
         return response
 
+    async def healthz(request: Request) -> Response:
+        """For probes: the process serves; no key, no tenant, no store read."""
+        return Response("ok\n", media_type="text/plain", headers=HEADERS)
+
     async def root(request: Request) -> Response:
         return RedirectResponse("/incidents" + (f"?{request.url.query}" if request.url.query else ""), status_code=303)
 
     routes = [
         Route("/", root),
+        Route("/healthz", healthz),
         Route("/login", login, methods=["GET", "POST"]),
         Route("/logout", logout),
         Route("/incidents", page(pages.incidents)),
