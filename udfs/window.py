@@ -23,13 +23,8 @@ Principles behind the constants (not tuned to cases):
 
 from __future__ import annotations
 
-import hashlib
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import NamedTuple
-
-from scipy.stats import binom
 
 from udfs import history
 from udfs.anomaly import (
@@ -38,46 +33,13 @@ from udfs.anomaly import (
     ServiceAnomaly,
     ServiceBatch,
     ServiceRecovered,
-    SignalInfo,
-    TemplateInfo,
 )
 from udfs.records import Level
-from udfs.scoring import Breakdown, significance_score, velocity_score
-from udfs.signals import DEFAULT_WEIGHTS as GROUP_WEIGHTS
 from udfs.templates import TemplateMatch, TemplateMiner, masked_tokens
+from udfs.window_anomaly import anomaly_id, hello, immediate_anomaly, windowed_anomaly
+from udfs.window_config import WindowConfig as WindowConfig
 from udfs.window_state import OpenBucket, ServiceState
-
-
-@dataclass(frozen=True)
-class WindowConfig:
-    bucket_ms: int = 10_000
-    window_buckets: int = 30  # 300 s
-    recent_buckets: int = 3  # the 30 s judged at each close
-    baseline_buckets: int = 360  # one hour
-    allowed_lateness_ms: int = 2_000
-    alpha_enter: float = 1e-6
-    alpha_exit: float = 1e-2
-    min_failures: int = 5
-    min_rate_ratio: float = 2.0
-    prior_rate: float = 0.01
-    prior_records: float = 50.0
-    sustained_rate: float = 0.25
-    sustained_failures: int = 30
-    immediate_repeat_ms: int = 300_000
-    max_samples: int = 5
-    novelty_max_p: float = 0.25
-    """A never-seen alarming template makes the service a candidate when its own history gives such a
-    discovery in that bucket a probability of at most 1/4: odds of 3 to 1 against it, the least that
-    counts as evidence rather than chance (udfs.history). Weaker surprises are left to the rate test."""
-    max_history_templates: int = 300
-    """Alarming templates remembered per service (the miner's own cap), least recently seen evicted."""
-    group_weights: Mapping[str, float] = field(default_factory=lambda: {g.value: w for g, w in GROUP_WEIGHTS.items()})
-
-    def __post_init__(self) -> None:
-        if self.bucket_ms <= 0 or self.window_buckets < self.recent_buckets or self.recent_buckets < 1:
-            raise ValueError("window: need bucket_ms > 0 and window_buckets >= recent_buckets >= 1")
-        if not (0 < self.alpha_enter <= self.alpha_exit < 1):
-            raise ValueError("window: need 0 < alpha_enter <= alpha_exit < 1")
+from udfs.window_stats import WindowStats, tail_p_value
 
 
 class Step(NamedTuple):
@@ -93,10 +55,6 @@ def _bucket_of(time_ms: int, bucket_ms: int) -> int:
     return time_ms - time_ms % bucket_ms
 
 
-def _anomaly_id(tenant: str, service: str, kind: str, at_ms: int) -> str:
-    return hashlib.sha1(f"{tenant}\x1f{service}\x1f{kind}\x1f{at_ms}".encode()).hexdigest()[:16]
-
-
 def on_batch(state: ServiceState, batch: ServiceBatch, cfg: WindowConfig, watermark_ms: int) -> Step:
     """Add one message's counts for this service; run the immediate path on its notable records."""
     dirty = {"open"}
@@ -104,7 +62,7 @@ def on_batch(state: ServiceState, batch: ServiceBatch, cfg: WindowConfig, waterm
     if state.first_seen_ms < 0 or batch.max_time_ms < state.first_seen_ms:
         state.first_seen_ms = min(b.start_ms for b in batch.buckets) if batch.buckets else batch.max_time_ms
         dirty.add("core")
-        emit.append(_hello(state))
+        emit.append(hello(state))
     state.namespace = state.namespace or batch.namespace
     for agg in batch.buckets:
         if agg.start_ms < state.closed_until_ms:
@@ -148,28 +106,8 @@ def _look_at_notables(state: ServiceState, notables: tuple[Notable, ...], cfg: W
             state.suppressed_immediate += 1
             continue
         state.immediate_seen[n.immediate] = n.time_ms
-        emit.append(_immediate_anomaly(state, n, match.template_id, match.template, match.novel))
+        emit.append(immediate_anomaly(state, n, match.template_id, match.template, match.novel))
     return emit
-
-
-def _hello(state: ServiceState) -> ServiceAnomaly:
-    """Tell the tenant when this service was first seen (event time): the tenant's own age is
-    exposure for a service that stayed silent, and for the tenant-level novelty check."""
-    return ServiceAnomaly(
-        anomaly_id=_anomaly_id(state.tenant, state.service, "first_seen", state.first_seen_ms),
-        tenant=state.tenant,
-        service=state.service,
-        namespace=state.namespace,
-        path="hello",
-        kind="first_seen",
-        at_ms=state.first_seen_ms,
-        onset_ms=state.first_seen_ms,
-        breakdown=Breakdown(),
-        signals=(),
-        stats=(),
-        samples=(),
-        templates=(),
-    )
 
 
 def _remember(state: ServiceState, bucket: OpenBucket, n: Notable, match: TemplateMatch, cfg: WindowConfig) -> None:
@@ -217,27 +155,6 @@ def _undiscover(bucket: OpenBucket, tid: str) -> None:
     bucket.discoveries -= 1
     bucket.novel_failures -= bucket.template_counts.get(tid, 0)
     bucket.first_novel_ms = min(bucket.novel_times, default=-1)
-
-
-def _immediate_anomaly(state: ServiceState, n: Notable, template_id: str, template: str, novel: bool) -> ServiceAnomaly:
-    breakdown = Breakdown(pattern=n.pattern, http=n.http, severity=n.severity, structural=n.structural)
-    signals = tuple(SignalInfo(g, n.pattern if g == n.immediate else 0.0, "immediate") for g in n.groups)
-    sample = Sample(n.time_ms, state.service, n.level, n.body[:300], n.trace_id, n.http_status, template_id)
-    return ServiceAnomaly(
-        anomaly_id=_anomaly_id(state.tenant, state.service, n.immediate or "", n.time_ms),
-        tenant=state.tenant,
-        service=state.service,
-        namespace=state.namespace,
-        path="immediate",
-        kind=n.immediate or "",
-        at_ms=n.time_ms,
-        onset_ms=n.time_ms,
-        breakdown=breakdown,
-        signals=signals,
-        stats=(),
-        samples=(sample,),
-        templates=(TemplateInfo(template_id, template, 1, novel),),
-    )
 
 
 def _next_timer(state: ServiceState, cfg: WindowConfig) -> int | None:
@@ -300,17 +217,6 @@ def _baseline_sums(history: list[list[int]], cfg: WindowConfig) -> tuple[int, in
     return sum(r[1] for r in base if not r[3]), sum(r[2] for r in base if not r[3])
 
 
-class WindowStats(NamedTuple):
-    recent_total: int
-    recent_failures: int
-    window_total: int
-    window_failures: int
-    baseline_rate: float
-    p_value: float
-    z: float
-    rate_ratio: float
-
-
 def window_stats(
     history: list[list[int]], cfg: WindowConfig, *, with_p_value: bool = True, baseline: tuple[int, int] | None = None
 ) -> WindowStats:
@@ -348,11 +254,6 @@ def window_stats(
     )
 
 
-def tail_p_value(failures: int, total: int, rate: float) -> float:
-    """P(X >= failures) for X ~ Binomial(total, rate); 1.0 without failures."""
-    return float(binom.sf(failures - 1, total, rate)) if failures > 0 and total > 0 else 1.0
-
-
 def _close_bucket(
     state: ServiceState, start: int, bucket: OpenBucket, cfg: WindowConfig
 ) -> ServiceAnomaly | ServiceRecovered | None:
@@ -387,7 +288,7 @@ def _close_bucket(
             state.onset_ms = bucket.first_novel_ms if novel and not spike else _onset(state, st.baseline_rate, start)
         rate = spike or sustained or still
         surprise = 1.0 - novelty_p if novel else 0.0
-        return _windowed_anomaly(state, st, sustained, at_ms, cfg, surprise, rate, state.onset_ms, before)
+        return windowed_anomaly(state, st, sustained, at_ms, cfg, surprise, rate, state.onset_ms, before)
     if state.anomalous:
         state.anomalous = False
         state.onset_ms = -1
@@ -395,9 +296,9 @@ def _close_bucket(
     if bucket.discoveries:
         # A discovery this service's own history makes unremarkable: reported to the tenant, which
         # may know better (its age, its other services) and learns the template either way.
-        report = _windowed_anomaly(state, st, False, at_ms, cfg, 1.0 - novelty_p, False, bucket.first_novel_ms, before)
+        report = windowed_anomaly(state, st, False, at_ms, cfg, 1.0 - novelty_p, False, bucket.first_novel_ms, before)
         return report._replace(
-            path="discovery", anomaly_id=_anomaly_id(state.tenant, state.service, "discovery", at_ms)
+            path="discovery", anomaly_id=anomaly_id(state.tenant, state.service, "discovery", at_ms)
         )
     return None
 
@@ -412,127 +313,3 @@ def _onset(state: ServiceState, baseline_rate: float, default_ms: int) -> int:
             return detail.first_failure_ms
     firsts = [b.first_failure_ms for b in state.recent if b.first_failure_ms >= 0]
     return min(firsts) if firsts else default_ms
-
-
-def _windowed_anomaly(
-    state: ServiceState,
-    st: WindowStats,
-    sustained: bool,
-    at_ms: int,
-    cfg: WindowConfig,
-    surprise: float,
-    rate: bool,
-    onset_ms: int,
-    history_before: tuple[float, float],
-) -> ServiceAnomaly:
-    """The anomaly as of this close. ``surprise`` is 1 - p of a discovery in the closing bucket (0
-    without one): statistical evidence like a significance, and "recurrence" context (DETECTION.md:
-    a never-seen template scores higher than a known one), 0.7 as the published design scores it.
-    ``rate``: the failure rate itself departs from the baseline. Without it the anomaly rests on
-    novelty alone, and the records' own categories (pattern, http, severity, structure) count in
-    proportion to the confidence that they are news: how bad a line looks says nothing about whether
-    this service logs such lines anyway. Velocity needs the rate test's own minimum of failures.
-    ``history_before``: (buckets, discoveries) of the template history before this bucket, so the
-    tenant can judge the discovery again with what it knows (udfs.correlate)."""
-    groups: dict[str, int] = {}
-    samples: list[Sample] = []
-    novel = 0
-    max_http = max_sev = max_struct = 0.0
-    for b in state.recent:
-        for name, n in b.groups.items():
-            groups[name] = groups.get(name, 0) + n
-        samples.extend(x for x in b.samples if x.time_ms >= onset_ms)
-        novel += b.novel_failures
-        max_http, max_sev, max_struct = (
-            max(max_http, b.max_http),
-            max(max_sev, b.max_severity),
-            max(max_struct, b.max_structural),
-        )
-    weights = cfg.group_weights
-    # A pattern group counts when it is a real share of the failures, or when the records are news.
-    floor = 1 if surprise else max(2, math.ceil(0.1 * st.recent_failures))
-    dominant = {g: n for g, n in groups.items() if n >= floor}
-    pattern = max((weights.get(g, 0.0) for g in dominant), default=0.0)
-    stat = max(significance_score(st.p_value), round(surprise, 4))
-    if sustained:
-        stat = max(stat, min(1.0, 2 * st.window_failures / max(1, st.window_total)))
-    velocity = velocity_score(st.rate_ratio) if st.recent_failures >= cfg.min_failures else 0.0
-    novelty = 0.7 * surprise
-    weight = 1.0 if rate else surprise
-    kind = "error_rate" if rate else "novel_template"
-    breakdown = Breakdown(
-        pattern=round(pattern * weight, 4),
-        statistical=stat,
-        context=max(velocity, round(novelty, 4)),
-        http=round(max_http * weight, 4),
-        severity=round(max_sev * weight, 4),
-        structural=round(max_struct * weight, 4),
-    )
-    signals = [
-        SignalInfo(g, weights.get(g, 0.0), f"{n} failures") for g, n in sorted(dominant.items(), key=lambda kv: -kv[1])
-    ]
-    if rate:
-        signals.append(
-            SignalInfo(
-                "error_rate_spike" if not sustained else "sustained_failure",
-                significance_score(st.p_value) if not sustained else stat,
-                f"{st.recent_failures}/{st.recent_total} in 30 s vs baseline {st.baseline_rate:.2%}",
-            )
-        )
-    if velocity:
-        signals.append(SignalInfo("velocity", velocity, f"{st.rate_ratio:.1f}x baseline"))
-    if surprise:
-        signals.append(
-            SignalInfo(
-                "novel_template",
-                round(surprise, 4),
-                f"{novel} failures with templates this service never logged before; by its own history "
-                f"({history_before[0]:.0f} buckets of {cfg.bucket_ms // 1000} s, {history_before[1]:.0f} with "
-                f"discoveries) p = {1 - surprise:.3g}",
-            )
-        )
-    miner = state.templates
-    templates: list[TemplateInfo] = []
-    if miner is not None:
-        discovered = {i: t for b in state.recent for i, t in zip(b.novel_ids, b.novel_texts, strict=False)}
-        seen: set[str] = set()
-        for s in samples:
-            if s.template_id and s.template_id not in seen:
-                seen.add(s.template_id)
-                info = miner.describe(s.template_id)
-                if info is not None:
-                    in_window = sum(b.template_counts.get(s.template_id, 0) for b in state.recent)
-                    novel_text = discovered.get(s.template_id)
-                    text = novel_text if novel_text is not None else info.template
-                    templates.append(TemplateInfo(s.template_id, text, in_window, novel_text is not None))
-    stats = (
-        ("recent_failures", float(st.recent_failures)),
-        ("recent_total", float(st.recent_total)),
-        ("window_failures", float(st.window_failures)),
-        ("window_total", float(st.window_total)),
-        ("error_rate", round(st.recent_failures / st.recent_total, 4) if st.recent_total else 0.0),
-        ("baseline_rate", round(st.baseline_rate, 6)),
-        ("p_value", st.p_value),
-        ("z", round(st.z, 2)),
-        ("velocity", round(st.rate_ratio, 2)),
-        ("late_records", float(state.late_records)),
-        ("novelty_p", round(1.0 - surprise, 6) if surprise else 1.0),
-        ("history_buckets", round(history_before[0], 3)),
-        ("history_discoveries", round(history_before[1], 3)),
-        ("bucket_ms", float(cfg.bucket_ms)),
-    )
-    return ServiceAnomaly(
-        anomaly_id=_anomaly_id(state.tenant, state.service, kind, at_ms),
-        tenant=state.tenant,
-        service=state.service,
-        namespace=state.namespace,
-        path="windowed",
-        kind=kind,
-        at_ms=at_ms,
-        onset_ms=onset_ms,
-        breakdown=breakdown,
-        signals=tuple(signals),
-        stats=stats,
-        samples=tuple(samples[: cfg.max_samples]),
-        templates=tuple(templates[:5]),
-    )
