@@ -46,7 +46,13 @@ class Installed:
         return self.venv / "bin" / "python"
 
     def run(self, *args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+        # Not PYFLINK_* either: a PyFlink job run earlier in this pytest process leaves
+        # PYFLINK_GATEWAY_DISABLED set, which would stop the child from starting its own JVM.
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME") and not k.startswith("PYFLINK_")
+        }
         env["PATH"] = f"{self.venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"  # as if activated
         env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
         return subprocess.run([str(a) for a in args], cwd=self.work, env=env, capture_output=True, text=True,
