@@ -314,7 +314,7 @@ class ServiceWindow(KeyedProcessFunction):  # type: ignore[misc]
         if step.timer_at_ms is not None:
             ctx.timer_service().register_event_time_timer(step.timer_at_ms)
         for item in step.emit:
-            if isinstance(item, ServiceAnomaly):
+            if isinstance(item, ServiceAnomaly) and item.path in ("immediate", "windowed"):  # not hellos, reports
                 (self.m_immediate if item.path == "immediate" else self.m_windowed).inc()
             yield item
 

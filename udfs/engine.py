@@ -180,8 +180,9 @@ class Engine:
                 self.counters.anomalies_immediate += 1
                 step = correlate.on_anomaly(state, item, self.cfg.correlate)
             else:
-                if isinstance(item, ServiceAnomaly):
+                if isinstance(item, ServiceAnomaly) and item.path == "windowed":  # not hellos, not reports
                     self.counters.anomalies_windowed += 1
+                if isinstance(item, ServiceAnomaly):
                     self.counters.anomalies_spans += item.kind in ("latency", "span_errors")
                 step = correlate.enqueue(state, item, self.cfg.correlate)
             self._register(step.timer_at_ms, "tenant", (item.tenant, ""))
