@@ -9,8 +9,7 @@ single service does not, and judges again with them (same estimator, same odds o
   (every service announces when it was first seen, path "hello");
 - **its other services**: a template another service of the tenant already discovered is background
   (shared libraries log the same lines), and a tenant whose services discover new templates
-  routinely makes the next one no news (the tenant's discoveries per bucket of its services'
-  summed exposure, the same bound as a service's).
+  routinely makes the next one no news.
 A report that the tenant's knowledge makes improbable becomes a candidate, its record categories
 re-weighted by the new confidence (the window weighs them linearly by 1 - p); a candidate that the
 tenant finds routine is dropped. Either way the tenant learns the templates. Pure; no clock.
@@ -32,9 +31,6 @@ def judge(state: TenantState, a: ServiceAnomaly, *, max_p: float, max_known: int
     if a.path == "hello":
         first = state.first_seen_ms
         state.first_seen_ms = a.at_ms if first < 0 else min(first, a.at_ms)
-        state.services_seen[a.service] = min(state.services_seen.get(a.service, a.at_ms), a.at_ms)
-        if len(state.services_seen) > max_known:  # memory bound: forget the newest arrivals first
-            del state.services_seen[max(state.services_seen, key=lambda k: (state.services_seen[k], k))]
         return None
     if a.kind != "novel_template":
         return a
@@ -46,11 +42,8 @@ def judge(state: TenantState, a: ServiceAnomaly, *, max_p: float, max_known: int
     state.age_buckets = max(state.age_buckets, int(stats.get("history_buckets", 0.0)))
     exposure = max(stats.get("history_buckets", 0.0), age)
     p_service = discovery_bound(stats.get("history_discoveries", 0.0), exposure)
-    # The tenant's discoveries are judged per service-bucket, like a service's: its services' exposures
-    # summed (a tenant of forty services discovers forty times as much in its first minutes).
     earlier = sum(1 for t in state.discoveries if t < a.onset_ms)
-    summed = sum(max(0.0, (a.onset_ms - t) / bucket_ms) for t in state.services_seen.values())
-    p_tenant = discovery_bound(earlier, max(summed, age, float(state.age_buckets)))
+    p_tenant = discovery_bound(earlier, max(age, float(state.age_buckets)))
     _learn(state, a, texts, max_known)
     if known or max(p_service, p_tenant) > max_p:
         if not known:

@@ -14,8 +14,7 @@ from udfs.anomaly import Sample, ServiceAnomaly, ServiceRecovered, SignalInfo, T
 from udfs.scoring import Breakdown
 
 SCHEMA_VERSION = 2
-"""2 added ``known_templates``, ``discoveries``, ``age_buckets``, ``first_seen_ms``,
-``services_seen`` and ``witnesses``;
+"""2 added ``known_templates``, ``discoveries``, ``age_buckets``, ``first_seen_ms`` and ``witnesses``;
 1 is still read."""
 
 
@@ -75,8 +74,6 @@ class TenantState:
     witnesses: dict[str, list[int]] = field(default_factory=dict)
     """service -> [onset_ms, at_ms] of its latest never-seen alarming template that was no incident
     on its own (a root-cause candidate for an incident around it)."""
-    services_seen: dict[str, int] = field(default_factory=dict)
-    """service -> event time it was first seen (from its "hello"): the tenant's exposure is theirs summed."""
     first_seen_ms: int = -1
     """Event time the first of the tenant's services was first seen (from their "hello"), or -1."""
     age_buckets: int = 0
@@ -205,7 +202,6 @@ def encode_state(state: TenantState) -> dict[str, Any]:
         "discoveries": state.discoveries,
         "age_buckets": state.age_buckets,
         "first_seen_ms": state.first_seen_ms,
-        "services_seen": state.services_seen,
         "witnesses": state.witnesses,
         "pending": [encode_pending(p) for at in sorted(state.pending) for p in state.pending[at]],
     }
@@ -226,7 +222,6 @@ def decode_state(obj: Mapping[str, Any]) -> TenantState:
         discoveries=[int(t) for t in obj.get("discoveries", [])],
         age_buckets=int(obj.get("age_buckets", 0)),
         first_seen_ms=int(obj.get("first_seen_ms", -1)),
-        services_seen={str(k): int(v) for k, v in obj.get("services_seen", {}).items()},
         witnesses={str(k): [int(v[0]), int(v[1])] for k, v in obj.get("witnesses", {}).items()},
     )
     for raw in obj.get("pending", []):
