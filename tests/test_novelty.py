@@ -1,0 +1,77 @@
+"""The tenant's judgement of novelty (udfs.novelty): pure, no JVM."""
+
+from __future__ import annotations
+
+import pytest
+
+from udfs import novelty
+from udfs.anomaly import ServiceAnomaly, SignalInfo, TemplateInfo
+from udfs.scoring import Breakdown
+from udfs.tenant_state import new_state
+
+T0 = 1_767_225_600_000
+MIN = 60_000
+
+
+def hello(service: str, at_ms: int) -> ServiceAnomaly:
+    return ServiceAnomaly("h-" + service, "t", service, "", "hello", "first_seen", at_ms, at_ms, Breakdown(), (), (),
+                          (), ())
+
+
+def novel(service: str, at_ms: int, p: float, buckets: float, discoveries: float, text: str,
+          path: str = "windowed") -> ServiceAnomaly:
+    s = 1.0 - p
+    return ServiceAnomaly(
+        f"a-{service}-{at_ms}", "t", service, "", path, "novel_template", at_ms + 12_000, at_ms,
+        Breakdown(severity=0.7 * s, structural=s, statistical=s, context=0.7 * s),
+        (SignalInfo("novel_template", s, f"p = {p}"),),
+        (("novelty_p", p), ("history_buckets", buckets), ("history_discoveries", discoveries), ("bucket_ms", 1e4)),
+        (), (TemplateInfo("id-" + text, text, 1, True),),
+    )
+
+
+def judge(state, a):  # type: ignore[no-untyped-def]
+    return novelty.judge(state, a, max_p=0.25, max_known=2_000)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known limitation (issue 11): the tenant-level check judges the tenant's discoveries per bucket of its"
+    " age, so a tenant of many services that discovered much at start-up silences novelty for hours. Per"
+    " service-bucket (the consistent unit) fixes this but makes the synthetic tenants' first background errors"
+    " news 4-5 minutes in (two_tenants then roots the cascade at payment-api); kept until a principled way"
+    " separates the two"))
+def test_a_large_tenant_that_discovered_much_at_start_up_still_finds_a_new_exception_news() -> None:
+    """Forty services discovering two templates each in their first minutes is the tenant's start-up,
+    not a noisy tenant: its discoveries are judged per service-bucket, like a service's own."""
+    state = new_state("t")
+    services = [f"svc{i}" for i in range(40)]
+    for s in services:
+        assert judge(state, hello(s, T0)) is None
+    for i, s in enumerate(services):
+        for k in range(2):
+            judge(state, novel(s, T0 + (i % 5 + k) * MIN, 0.6, 6 * (i % 5 + k), k, f"startup {s} {k}", "discovery"))
+    later = novel("svc7", T0 + 60 * MIN, 0.02, 360, 2, "KeyError: 'currency'")
+    judged = judge(state, later)
+    assert judged is not None and judged.path == "windowed"
+
+
+def test_a_template_another_service_discovered_is_background_and_a_witness_is_kept_otherwise() -> None:
+    state = new_state("t")
+    for s in ("a", "b"):
+        judge(state, hello(s, T0))
+    assert judge(state, novel("a", T0 + 30 * MIN, 0.05, 180, 0, "connection reset by peer")) is not None
+    assert judge(state, novel("b", T0 + 40 * MIN, 0.05, 240, 0, "connection reset by peer")) is None
+    assert "b" not in state.witnesses  # known: background, not a candidate root cause
+    assert judge(state, novel("b", T0 + 41 * MIN, 0.6, 246, 0, "disk quota", "discovery")) is not None
+
+
+def test_a_silent_service_is_as_old_as_its_tenant() -> None:
+    """A service first seen long after its tenant (idle until it failed) has the tenant's exposure."""
+    state = new_state("t")
+    judge(state, hello("api", T0))
+    judge(state, hello("volume", T0 + 5 * MIN))
+    report = novel("volume", T0 + 5 * MIN + 10_000, 0.78, 1, 0, "Traceback: NoneType", "discovery")
+    judged = judge(state, report)
+    assert judged is not None and judged.path == "windowed"
+    assert judged.breakdown.statistical > 0.85  # re-weighted by the tenant's confidence
+    assert "judged over its tenant" in judged.signals[0].detail
