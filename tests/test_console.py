@@ -194,7 +194,7 @@ def test_console_is_read_only(console: Any) -> None:
 
 def test_api_key_selects_the_tenant_and_nothing_else(sqlite_store: Any, tmp_path: Path) -> None:
     from connectors.console_read import open_reader
-    from connectors.otlp_http import ApiKeys
+    from connectors.ingest import ApiKeys
     from jobs.console.app import build_app
 
     path, events = sqlite_store

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from connectors.ingest import ApiKeys, IngestLimits
 from connectors.otlp import MAX_MESSAGE_BYTES
-from connectors.otlp_http import ApiKeys, IngestLimits
 from jobs import cli
 from tests.test_otlp_http_ingest import ROOT
 

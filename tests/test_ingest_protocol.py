@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from connectors.otlp_http import IngestServer, load_api_keys
+from connectors.ingest import IngestServer, load_api_keys
 from tests.test_otlp_http_ingest import JS, KEYS, RecordingProducer, Running, headers, serve, status_of
 
 KEY = "key-acme-1-0123456789"
@@ -162,7 +162,7 @@ def test_keys_file_errors_never_quote_a_key(tmp_path: Path, text: str) -> None:
 
 def test_refusals_are_logged_at_warning_with_reason_and_peer_never_the_key(caplog: pytest.LogCaptureFixture) -> None:
     wrong = "wrong-key-abcdef0123456789"
-    with caplog.at_level(logging.WARNING, logger="connectors.otlp_http"), serve() as running:
+    with caplog.at_level(logging.WARNING, logger="connectors.ingest"), serve() as running:
         assert running.post(b"{}", headers(JS, key=wrong))[0] == 401
         assert running.post(b"{}", headers(JS, key=KEY), path="/v1/metrics")[0] == 404
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

@@ -24,8 +24,7 @@ from typing import Any
 
 import pytest
 
-from connectors.otlp import MAX_MESSAGE_BYTES, decode_logs
-from connectors.otlp_http import (
+from connectors.ingest import (
     API_KEY_HEADER,
     DEFAULT_MAX_FUTURE_SKEW_MS,
     IngestLimits,
@@ -33,6 +32,7 @@ from connectors.otlp_http import (
     KafkaLogsProducer,
     prepare,
 )
+from connectors.otlp import MAX_MESSAGE_BYTES, decode_logs
 from jobs.config import JobConfig
 from tests.test_otlp_http_ingest import (
     JS,

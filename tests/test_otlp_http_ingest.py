@@ -1,4 +1,4 @@
-"""The OTLP/HTTP logs endpoint (``connectors.otlp_http``, ``logclaw ingest``).
+"""The OTLP/HTTP logs endpoint (``connectors.ingest``, ``logclaw ingest``).
 
 Unit level: the real server on a loopback port with a recording fake producer; requests built with the
 generated opentelemetry-proto classes (protobuf) or as OTLP/JSON, sent with ``http.client`` so every
@@ -39,8 +39,8 @@ from opentelemetry.proto.logs.v1.logs_pb2 import SEVERITY_NUMBER_ERROR, SEVERITY
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord as PbLogRecord
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
+from connectors.ingest import API_KEY_HEADER, IngestServer, ProduceError, load_api_keys
 from connectors.otlp import decode_logs
-from connectors.otlp_http import API_KEY_HEADER, IngestServer, ProduceError, load_api_keys
 from udfs.records import LogRecord
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -345,7 +345,7 @@ def test_broker_failure_is_503_with_retry_after_and_nothing_is_acknowledged(inge
 
 def test_unreachable_broker_is_503_within_the_ack_timeout_with_the_real_producer() -> None:
     from connectors.broker import free_port
-    from connectors.otlp_http import KafkaLogsProducer
+    from connectors.ingest import KafkaLogsProducer
 
     producer = KafkaLogsProducer(f"127.0.0.1:{free_port()}", "otlp_logs", timeout_s=1.0)
     server = IngestServer(("127.0.0.1", 0), keys=KEYS, producer=producer, retry_after_s=3)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from connectors.broker import LocalBroker
-from connectors.otlp_http import IngestServer
+from connectors.ingest import IngestServer
 from tests.bench.bad_input_bench import HTTP_FAULTS, INGEST_KEYS, ingest_ok, run_ingest
 
 REQUESTS = 2_000

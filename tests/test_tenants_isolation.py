@@ -1,7 +1,7 @@
 """The Tenants standing suite (issue 13): two tenants through ingest's key -> tenant mapping, the pure
 engine, the embedded store and the ticket ledger; nothing of one is visible to, or counts for, the other.
 
-Run here, in process: ``connectors.otlp_http.tenant_of`` / ``prepare`` (the key -> tenant mapping of
+Run here, in process: ``connectors.ingest.ApiKeys.tenant_of`` / ``prepare`` (the key -> tenant mapping of
 ``logclaw ingest``, without its HTTP server), ``udfs.engine.Engine`` on ``two_tenants`` and on a "twin"
 tenant fed byte-for-byte the same data (same services, trace ids and bodies), ``EmbeddedStore`` in a
 temporary SQLite file and ``TicketLedger`` with two worker owners on one file. Not covered here: the
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from connectors import otlp_http
+from connectors import ingest
 from connectors.ledger import EventMark, LedgerBusy, LedgerKey, TicketLedger, plan
 from connectors.logstore import LogReader
 from connectors.otlp import decode_logs, encode_logs_json
@@ -37,12 +37,9 @@ TENANT_DERIVED = ("tenant", "incident_id", "fingerprint", "template_id", "emitte
 
 
 def key_lookup(keys: dict[str, str]) -> Callable[[str | None], str | None]:
-    """Ingest's key -> tenant lookup: ``ApiKeys(keys).tenant_of`` (hashed keys, issue 13 item 11), or the
-    older module function ``tenant_of(keys, presented)`` while that change is not in the tree."""
-    if hasattr(otlp_http, "ApiKeys"):
-        lookup: Callable[[str | None], str | None] = otlp_http.ApiKeys(keys).tenant_of
-        return lookup
-    return lambda presented: otlp_http.tenant_of(keys, presented)  # type: ignore[attr-defined]
+    """Ingest's key -> tenant lookup (hashed keys, issue 13 item 11)."""
+    lookup: Callable[[str | None], str | None] = ingest.ApiKeys(keys).tenant_of
+    return lookup
 
 
 def as_tenant(record: LogRecord, tenant: str) -> LogRecord:
@@ -143,7 +140,7 @@ def test_forged_tenant_id_counts_for_the_keys_tenant_only(scenario: Any) -> None
     assert b'"globex"' in body
     tenant = key_lookup(KEYS)(ACME_KEY)
     assert tenant == "acme"
-    ready = otlp_http.prepare(body, tenant=tenant, fmt="json", received_unix_nano=forged[-1].time_unix_nano,
+    ready = ingest.prepare(body, tenant=tenant, fmt="json", received_unix_nano=forged[-1].time_unix_nano,
                     max_body_bytes=4 * 1024 * 1024)
     assert (ready.accepted, ready.rejected) == (len(forged), 0)
     decoded = decode_logs(ready.payload, fmt="proto")

@@ -32,7 +32,6 @@ at WARNING (reason and peer, never the key), at most ``REFUSAL_WARNINGS_PER_S`` 
 Modules, along the request: ``limits`` (every limit and the principle behind it), ``keys`` (API keys ->
 tenant), ``handler`` (one request: headers, body, answer), ``payload`` (inflate, count, decode, stamp the
 tenant, re-encode), ``producer`` (the logs topic), ``server`` (connections, slots, counters).
-``connectors.otlp_http`` re-exports the public names.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from connectors.otlp import MAX_MESSAGE_BYTES
 
-# The refusal warnings keep the logger name they had before the package was split (logging configs name it).
-LOGGER_NAME = "connectors.otlp_http"
+# The refusal warnings' logger: the package, whichever module refuses.
+LOGGER_NAME = "connectors.ingest"
 # Request size: exporters batch far below this (SDK: 512 records; Collector batch processor: 8192 records,
 # typically well under 4 MiB); it bounds memory per request, compressed and decompressed.
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024

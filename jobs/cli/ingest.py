@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from connectors.ingest import ApiKeys, IngestLimits, IngestServer, KafkaLogsProducer
 from connectors.ingest.limits import (
     BODY_GRACE_S,
     DEFAULT_MAX_BODY_BYTES,
@@ -36,7 +37,6 @@ from connectors.ingest.limits import (
     MIN_UPLOAD_BYTES_PER_S,
     default_max_message_bytes,
 )
-from connectors.otlp_http import ApiKeys, IngestLimits, IngestServer, KafkaLogsProducer
 from jobs.config import ConfigError, JobConfig
 
 SETTINGS = ("LOGCLAW_MAX_FUTURE_SKEW_MS", "LOGCLAW_MAX_MESSAGE_BYTES")  # shared with the job (jobs.config)

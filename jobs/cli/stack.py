@@ -43,8 +43,8 @@ from connectors.flink_cluster import (
     pyflink_home,
     write_conf_dir,
 )
+from connectors.ingest import load_api_keys
 from connectors.jars import PROJECT_ROOT, jar_urls, provision_jars
-from connectors.otlp_http import load_api_keys
 
 CONF_TEMPLATE = PROJECT_ROOT / "flink-conf" / "config.yaml"
 DEFAULT_STACK_DIR = PROJECT_ROOT / ".cache" / "stack"

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from connectors.otlp_http import ApiKeys
+    from connectors.ingest import ApiKeys
     from jobs.console.app import build_app
 
     try:

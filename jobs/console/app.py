@@ -26,7 +26,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from connectors.console_read import ConsoleReader
-from connectors.otlp_http import ApiKeys
+from connectors.ingest import ApiKeys
 from jobs.console import pages
 
 SESSION_COOKIE = "logclaw_console"
