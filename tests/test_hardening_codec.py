@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -22,6 +21,7 @@ from connectors.otlp import (
     latest_event_time_unix_nano,
 )
 from jobs.config import ConfigError, JobConfig
+from tests.bench.bad_input_bench import ints_in
 from udfs.records import DecodeError, LogRecord, Span
 
 T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z in ns
@@ -45,20 +45,6 @@ def attr(key: str, value: dict[str, Any]) -> dict[str, Any]:
 
 def reasons(errors: tuple[DecodeError, ...]) -> list[tuple[str, int]]:
     return [(e.reason, e.index) for e in errors]
-
-
-def ints_in(value: Any) -> Iterator[int]:
-    """Every int inside a decoded record or span (fields, attributes, nested values)."""
-    if isinstance(value, bool):
-        return
-    if isinstance(value, int):
-        yield value
-    elif isinstance(value, (tuple, list)):
-        for item in value:
-            yield from ints_in(item)
-    elif isinstance(value, Mapping):
-        for item in value.values():
-            yield from ints_in(item)
 
 
 def assert_state_safe(items: tuple[LogRecord, ...] | tuple[Span, ...]) -> None:

@@ -277,17 +277,18 @@ def generate(seed: int, count: int) -> Iterator[Payload]:
 # --- the pure path -----------------------------------------------------------------------------------------
 
 
-def _ints(value: Any) -> Iterator[int]:
+def ints_in(value: Any) -> Iterator[int]:
+    """Every int inside a decoded record or span (fields, attributes, nested values)."""
     if isinstance(value, bool):
         return
     if isinstance(value, int):
         yield value
     elif isinstance(value, (tuple, list)):
         for item in value:
-            yield from _ints(item)
+            yield from ints_in(item)
     elif isinstance(value, Mapping):
         for item in value.values():
-            yield from _ints(item)
+            yield from ints_in(item)
 
 
 def decode(payload: Payload, *, received_ms: int, skew_ms: int = 300_000) -> Decoded | DecodedSpans:
@@ -316,7 +317,7 @@ def violations(payload: Payload, decoded: Decoded | DecodedSpans) -> list[str]:
         if payload.sent is not None and total != payload.sent:
             problems.append(f"decoded {len(items)} + dead-lettered {len(decoded.errors)} != sent {payload.sent}")
     for item in items:
-        bad = [n for n in _ints(tuple(item)) if not INT_MIN <= n <= UINT_MAX]
+        bad = [n for n in ints_in(tuple(item)) if not INT_MIN <= n <= UINT_MAX]
         if bad:
             problems.append(f"integer out of the state codec's range: {str(bad[0])[:40]}")
     return problems
