@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from scipy.stats import beta
+from scipy.special import betaincinv
 
 SCHEMA_VERSION = 1
 CREDIBILITY = 0.95
@@ -111,7 +111,7 @@ def surprise(h: TemplateHistory) -> float:
 def discovery_bound(discoveries: float, buckets: float) -> float:
     """Upper ``CREDIBILITY`` bound of Beta(K + 1, B - K + 1), in (0, 1): K discoveries in B buckets."""
     k = min(max(0.0, discoveries), max(0.0, buckets))
-    return float(beta.ppf(CREDIBILITY, k + 1.0, max(0.0, buckets) - k + 1.0))
+    return float(betaincinv(k + 1.0, max(0.0, buckets) - k + 1.0, CREDIBILITY))  # Beta(a, b)'s quantile
 
 
 def encode(h: TemplateHistory) -> dict[str, Any]:

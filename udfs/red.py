@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from scipy.stats import beta, binom
+from scipy.special import bdtrc, betaincinv
 
 from udfs import spans_sketch as sk
 from udfs.anomaly import ServiceAnomaly, SignalInfo, SpanTiming
@@ -242,7 +242,7 @@ def tail_test(recent: list[RedBucket], base: Mapping[int, float], which: str, cf
     if hits < cfg.min_slow:
         return NO_TEST._replace(hits=hits, total=total)
     above = sk.count_above(base, t)
-    p0 = float(beta.ppf(CREDIBILITY, above + 1, n_base - above + 1))
+    p0 = float(betaincinv(above + 1, n_base - above + 1, CREDIBILITY))  # Beta(a, b)'s quantile
     worst = max(per)
     merged: sk.Sketch = {}
     for b in recent:
@@ -267,7 +267,7 @@ def rate_test(recent: list[RedBucket], failures: float, requests: float, which: 
 
 def _tail(hits: float, total: float, p0: float) -> float:
     h, n = round(hits), round(total)
-    return float(binom.sf(h - 1, n, p0)) if h > 0 and n > 0 else 1.0
+    return float(bdtrc(h - 1, n, p0))  # P(X >= h), X ~ Binomial(n, p0) if h > 0 and n > 0 else 1.0
 
 
 def _enters(t: Test, cfg: RedConfig) -> bool:

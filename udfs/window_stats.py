@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from scipy.stats import binom
+from scipy.special import bdtrc
 
 
 class WindowStats(NamedTuple):
@@ -20,4 +20,4 @@ class WindowStats(NamedTuple):
 
 def tail_p_value(failures: int, total: int, rate: float) -> float:
     """P(X >= failures) for X ~ Binomial(total, rate); 1.0 without failures."""
-    return float(binom.sf(failures - 1, total, rate)) if failures > 0 and total > 0 else 1.0
+    return float(bdtrc(failures - 1, total, rate)) if failures > 0 and total > 0 else 1.0
