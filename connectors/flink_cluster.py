@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -206,13 +207,19 @@ class StandaloneCluster:
     # --- jobs ----------------------------------------------------------------------------------------------
 
     def submit_python(self, script: Path, *, pyfs: Sequence[Path] = (), classpaths: Sequence[str] = (),
-                      env: Mapping[str, str] | None = None, cwd: Path | None = None, timeout_s: float = 180.0) -> str:
-        """``flink run -d -C url... -py script -pyfs ...``: the job id once the cluster accepted it (detached).
+                      env: Mapping[str, str] | None = None, cwd: Path | None = None, timeout_s: float = 180.0,
+                      savepoint: Path | None = None, allow_non_restored_state: bool = False) -> str:
+        """``flink run -d [-s savepoint [-n]] -C url... -py script -pyfs ...``: the job id once the cluster
+        accepted it (detached).
 
         ``classpaths`` (``file://`` URLs, e.g. the Kafka connector jars) go on ``-C``: the client's table
         planner finds the connector factory only on the program's class path, not via ``pipeline.jars``.
+        ``savepoint`` restores every operator's state by its uid (``jobs/steps.py``);
+        ``allow_non_restored_state`` lets state of operators the new job no longer has be dropped.
         """
         cmd = ["bash", str(self.home / "bin" / "flink"), "run", "-d"]
+        if savepoint is not None:
+            cmd += ["-s", str(savepoint)] + (["-n"] if allow_non_restored_state else [])
         for url in classpaths:
             cmd += ["-C", url]
         cmd += ["-py", str(script)]
@@ -250,6 +257,10 @@ class StandaloneCluster:
     def cancel(self, job_id: str) -> None:
         self.rest(f"/jobs/{job_id}?mode=cancel", method="PATCH")
 
+    def stop_with_savepoint(self, job_id: str, target_dir: Path, timeout_s: float = 300.0) -> Path:
+        """``stop_with_savepoint`` (the module function) on this cluster."""
+        return stop_with_savepoint(self.rest_url, job_id, target_dir, timeout_s)
+
     def vertex_metric_sum(self, job_id: str, vertex_id: str, metric: str) -> float:
         """Sum of ``<subtask>.<operator>.<metric>`` over all subtasks and operators of one vertex."""
         listed = self.rest(f"/jobs/{job_id}/vertices/{vertex_id}/metrics")
@@ -265,14 +276,57 @@ class StandaloneCluster:
 
     # --- REST ----------------------------------------------------------------------------------------------
 
-    def rest(self, path: str, *, method: str = "GET", timeout_s: float = 10.0) -> Any:
-        request = urllib.request.Request(self.rest_url + path, method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
-                body = response.read()
-        except (urllib.error.URLError, OSError) as exc:
-            raise ClusterError(f"{method} {self.rest_url}{path}: {exc}") from exc
-        return json.loads(body) if body else {}
+    def rest(self, path: str, *, method: str = "GET", timeout_s: float = 10.0, body: Any = None) -> Any:
+        return rest_call(self.rest_url, path, method=method, timeout_s=timeout_s, body=body)
+
+
+def rest_call(base_url: str, path: str, *, method: str = "GET", timeout_s: float = 10.0, body: Any = None) -> Any:
+    """One Flink REST request (JSON ``body`` when given); the decoded answer, ``ClusterError`` on failure."""
+    data = None if body is None else json.dumps(body).encode()
+    headers = {} if body is None else {"Content-Type": "application/json"}
+    request = urllib.request.Request(base_url + path, method=method, data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            answer = response.read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise ClusterError(f"{method} {base_url}{path}: {exc}") from exc
+    return json.loads(answer) if answer else {}
+
+
+def stop_with_savepoint(base_url: str, job_id: str, target_dir: Path, timeout_s: float = 300.0) -> Path:
+    """Stop the job with a savepoint in ``target_dir`` (REST ``POST /jobs/:id/stop``, no drain: event time
+    is not advanced to the end, so open windows and incidents stay open in the savepoint); the savepoint's
+    directory once Flink reports it COMPLETED. ``ClusterError`` if it failed or timed out (the job then
+    keeps running). Works on any cluster with REST: standalone, or the MiniCluster of ``logclaw run``."""
+    body = {"drain": False, "targetDirectory": target_dir.resolve().as_uri()}
+    trigger = rest_call(base_url, f"/jobs/{job_id}/stop", method="POST", body=body)["request-id"]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        answer = rest_call(base_url, f"/jobs/{job_id}/savepoints/{trigger}")
+        if answer.get("status", {}).get("id") == "COMPLETED":
+            operation = answer.get("operation", {})
+            if "location" in operation:
+                return Path(urllib.parse.urlparse(str(operation["location"])).path)
+            cause = operation.get("failure-cause", {})
+            raise ClusterError(f"savepoint of job {job_id} failed: "
+                               f"{cause.get('class', '?')}: {str(cause.get('stack-trace', ''))[:1500]}")
+        time.sleep(0.5)
+    raise ClusterError(f"savepoint of job {job_id} not completed within {timeout_s} s")
+
+
+def savepoints(root: Path) -> list[Path]:
+    """Completed savepoints (``savepoint-*`` folders holding ``_metadata``) under ``root``, oldest first
+    by the metadata's modification time (Flink writes ``_metadata`` last, so its presence means complete)."""
+    if (root / "_metadata").is_file():
+        return [root]
+    found = [m.parent for m in root.glob("savepoint-*/_metadata") if m.is_file()] if root.is_dir() else []
+    return sorted(found, key=lambda p: ((p / "_metadata").stat().st_mtime_ns, p.name))
+
+
+def latest_savepoint(root: Path) -> Path | None:
+    """The newest completed savepoint under ``root`` (or ``root`` itself if it is one), else None."""
+    found = savepoints(root)
+    return found[-1].resolve() if found else None
 
 
 def _port_free(host: str, port: int) -> bool:

@@ -33,12 +33,15 @@ from typing import Any
 from urllib.parse import quote
 
 import jsonschema
+from prometheus_client import Counter as PromCounter
+from prometheus_client import Gauge
 
 from connectors.ledger import EventMark, LedgerBusy, LedgerKey, TicketLedger, plan
 from connectors.llm import LlmFailure, LlmModel, LlmRca, build_messages
 from connectors.logstore import EVENT_RANK, LogReader, format_time_ms, parse_time_ms
 from connectors.tickets.base import KeyAddressed, Rca, TicketClient, TicketRef, TicketView
 from connectors.tickets.retry import PermanentError, TransientError, UnclearError
+from jobs.observability import add_logging_arguments, add_metrics_port_argument, configure_logging, start_metrics_server
 from jobs.ticketing_config import ConfigError, TicketingConfig, add_config_arguments
 from udfs.rca import deterministic_rca
 from udfs.redact import redact_value
@@ -71,16 +74,32 @@ def load_validator(path: Path | None = None) -> jsonschema.protocols.Validator:
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
 
 
-class Metrics:
-    """Ticket counters per destination; logged every ``interval_s`` (processing time)."""
+# Prometheus (``--metrics-port``): process-wide, as Prometheus scrapes a process.
+TICKETS = PromCounter("logclaw_ticketing_tickets", "ticket outcomes per destination and its platform "
+                      "(created, updated, resolved, skipped as duplicate, failed to the dead-letter)",
+                      ["destination", "platform", "outcome"])
+RETRIES = PromCounter("logclaw_ticketing_retries", "message retries after a transient failure "
+                      "(platform 429/5xx/timeouts, ledger busy)")
+QUEUE_LAG = Gauge("logclaw_ticketing_queue_lag_messages", "incident events behind the newest on the "
+                  "incidents topic, per partition (the consumer's cached high watermark)", ["partition"])
+EVENT_AGE = Gauge("logclaw_ticketing_event_age_seconds", "wall clock at handling minus the incident "
+                  "event's detected_at (event time), of the last event handled")
 
-    def __init__(self, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+
+class Metrics:
+    """Ticket counters per destination; logged every ``interval_s`` (processing time) and exported to
+    Prometheus with the destination's platform (``platforms``: destination -> type)."""
+
+    def __init__(self, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 platforms: Mapping[str, str] | None = None) -> None:
         self.counts: Counter[tuple[str, str]] = Counter()
         self.interval_s, self._clock = interval_s, clock
         self._last_log = clock()
+        self.platforms = dict(platforms or {})
 
     def add(self, destination: str, kind: str) -> None:
         self.counts[(destination, kind)] += 1
+        TICKETS.labels(destination, self.platforms.get(destination, ""), kind).inc()
 
     def failed(self) -> int:
         return sum(n for (_d, kind), n in self.counts.items() if kind == "failed")
@@ -178,6 +197,7 @@ class TicketingWorker:
         except ValueError as exc:
             return f"bad timestamp: {exc}"
         kind = incident["event"]
+        EVENT_AGE.set(max(0.0, time.time() - detected_ms / 1000))
         return Event(text, incident, EventMark(incident["incident_id"], kind, detected_ms, EVENT_RANK[kind]))
 
     def handle(self, raw: bytes | str) -> None:
@@ -335,6 +355,7 @@ def handle_with_retry(worker: TicketingWorker, raw: bytes | str, stop: threading
             return True
         except RETRYABLE as exc:
             attempt += 1
+            RETRIES.inc()
             log.warning("transient failure (attempt %d): %s", attempt, exc)
             if (max_attempts and attempt >= max_attempts) or stop.wait(min(backoff_cap_s, 0.2 * 2**attempt)):
                 return False
@@ -365,6 +386,7 @@ def run_kafka(worker: TicketingWorker, cfg: TicketingConfig, stop: threading.Eve
             if msg.error():
                 log.warning("consumer error: %s", msg.error())
                 continue
+            _observe_lag(consumer, msg)
             if not handle_with_retry(worker, msg.value() or b"", stop, cfg.max_attempts):
                 if stop.is_set():
                     break  # not committed: the message is handled again after restart
@@ -377,6 +399,18 @@ def run_kafka(worker: TicketingWorker, cfg: TicketingConfig, stop: threading.Eve
     finally:
         consumer.close()
     return done
+
+
+def _observe_lag(consumer: Any, msg: Any) -> None:
+    """Messages after ``msg`` on its partition, from the high watermark of the latest fetch (no request)."""
+    from confluent_kafka import KafkaException, TopicPartition
+
+    try:
+        _low, high = consumer.get_watermark_offsets(TopicPartition(msg.topic(), msg.partition()), cached=True)
+    except KafkaException:
+        return
+    if high >= 0:
+        QUEUE_LAG.labels(str(msg.partition())).set(max(0, high - msg.offset() - 1))
 
 
 def run_once(worker: TicketingWorker, path: Path, max_attempts: int = 5) -> None:
@@ -439,17 +473,28 @@ def build_worker(cfg: TicketingConfig, clients: Mapping[str, TicketClient] | Non
     ledger = TicketLedger(cfg.ledger_path, owner=cfg.worker_id)
     dead_letter = DeadLetter(cfg.dead_letter_path, producer, cfg.dead_letter_topic)
     worker = TicketingWorker(routing, clients, ledger, dead_letter, reader=reader, llm=llm,
-                             metrics=Metrics(cfg.metrics_interval_s), dashboards_url=cfg.dashboards_url)
+                             metrics=Metrics(cfg.metrics_interval_s, platforms={
+                                 name: d.type for name, d in routing.destinations.items()}),
+                             dashboards_url=cfg.dashboards_url)
     return worker, ledger
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--once", metavar="FILE", help="process an incidents.jsonl and exit (no Kafka)")
     add_config_arguments(parser)
+    add_logging_arguments(parser)
+    add_metrics_port_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Exit 0 when every event was handled, 1 when some failed (dead-lettered), 2 on bad settings."""
+    configure_logging(args.log_format, args.log_level)
+    if args.once and not Path(args.once).is_file():
+        print(f"logclaw ticketing: --once {args.once}: no such file", file=sys.stderr)
+        return 2
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        print(f"logclaw ticketing: --metrics-port {args.metrics_port}: not a port (0-65535)", file=sys.stderr)
+        return 2
     try:
         cfg = TicketingConfig.from_args(args, os.environ)
         producer = None
@@ -461,7 +506,11 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"logclaw ticketing: {exc}", file=sys.stderr)
         return 2
+    metrics_server = None
     try:
+        if args.metrics_port:
+            metrics_server = start_metrics_server(args.metrics_port)
+            log.info("metrics on :%d/metrics", metrics_server.port)
         if args.once:
             run_once(worker, Path(args.once), cfg.max_attempts or 5)
         else:
@@ -469,7 +518,12 @@ def run(args: argparse.Namespace) -> int:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: stop.set())
             run_kafka(worker, cfg, stop)
+    except OSError as exc:  # the --once file unreadable, the metrics port taken
+        print(f"logclaw ticketing: {exc}", file=sys.stderr)
+        return 1
     finally:
         ledger.close()
+        if metrics_server is not None:
+            metrics_server.stop()
     print(worker.metrics.table())
     return 1 if worker.metrics.failed() else 0

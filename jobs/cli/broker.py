@@ -10,10 +10,11 @@ from pathlib import Path
 from types import FrameType
 
 from connectors.broker import DEFAULT_TOPICS, BrokerError, LocalBroker
+from jobs.cli import port_number
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=int, default=None,
+    parser.add_argument("--port", type=port_number, default=None,
                         help="listen port on 127.0.0.1 (default: a free one)")
     parser.add_argument("--topics", default=",".join(DEFAULT_TOPICS),
                         help="comma-separated topics to create (default: %(default)s)")

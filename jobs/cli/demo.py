@@ -15,6 +15,7 @@ from pathlib import Path
 
 from connectors.otlp import encode_logs_json, encode_spans_json
 from connectors.simulate_io import write_jsonl
+from jobs.cli import positive_float
 from jobs.cli.replay import describe, replay, write_incidents
 from jobs.config import JobConfig
 from udfs.scenarios import library as scenarios
@@ -23,7 +24,7 @@ from udfs.scenarios import library as scenarios
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default out/demo)")
     parser.add_argument("--scenario", default="cascade", choices=sorted(scenarios.SCENARIOS))
-    parser.add_argument("--scale", type=float, default=0.25, help="background length factor (default 0.25)")
+    parser.add_argument("--scale", type=positive_float, default=0.25, help="background length factor (default 0.25)")
 
 
 def _generate(name: str, scale: float, out: Path) -> tuple[Path, Path | None, int]:

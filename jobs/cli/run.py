@@ -1,6 +1,8 @@
 """``logclaw run``: the detection job on Kafka, on the local MiniCluster, with REST (and the web UI),
-checkpointing to a local folder, until Ctrl-C or SIGTERM; then the job is cancelled and its last
-completed checkpoint is kept, so ``--from-checkpoint`` resumes it with its state and offsets.
+checkpointing to a local folder, until Ctrl-C or SIGTERM; then the job is stopped with a savepoint in
+``--savepoint-dir`` and the next ``logclaw run`` resumes from the newest savepoint there (state and
+offsets: templates, baselines, open incidents), unless ``--fresh``. If the savepoint fails the job is
+cancelled and its last completed checkpoint is kept, for ``--from-checkpoint``.
 
 Checkpoint settings are Flink 2.x configuration keys (``CheckpointingOptions``,
 ``StateRecoveryOptions``): ``execution.checkpointing.dir``, ``...externalized-checkpoint-retention``
@@ -22,10 +24,14 @@ from typing import Any
 
 from py4j.protocol import Py4JError
 
+from connectors.flink_cluster import ClusterError, latest_savepoint, stop_with_savepoint
+from jobs.cli import port_number
 from jobs.config import ConfigError, JobConfig
+from jobs.observability import add_logging_arguments, configure_logging
 
 TERMINAL = {"FAILED", "CANCELED", "FINISHED"}
 RETAINED_CHECKPOINTS = 3
+DEFAULT_SAVEPOINT_DIR = Path(".logclaw/savepoints")  # beside --checkpoint-dir's default: the run's state dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--logs-topic", help="OTLP logs topic (LOGCLAW_LOGS_TOPIC, default otlp_logs)")
     parser.add_argument("--spans-topic", help="optional OTLP spans topic (LOGCLAW_SPANS_TOPIC)")
     parser.add_argument("--group-id", help="consumer group of the job (LOGCLAW_GROUP_ID)")
-    parser.add_argument("--web-port", type=int, help="REST / web UI port on 127.0.0.1 (LOGCLAW_WEB_PORT, 8081)")
+    parser.add_argument("--web-port", type=port_number, help="REST / web UI port on 127.0.0.1 (LOGCLAW_WEB_PORT, 8081)")
     parser.add_argument("--parallelism", type=int, help="operator parallelism (LOGCLAW_PARALLELISM, 2)")
     parser.add_argument("--checkpoint-dir", type=Path, default=Path(".logclaw/checkpoints"),
                         help="where completed checkpoints are kept (default: %(default)s)")
@@ -42,6 +48,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from-checkpoint", type=Path, metavar="PATH",
                         help="restore state and offsets: a chk-N folder, its _metadata, or a checkpoint "
                         "folder (its newest completed checkpoint is used)")
+    parser.add_argument("--savepoint-dir", type=Path, default=DEFAULT_SAVEPOINT_DIR,
+                        help="where the job's savepoint is written on stop and resumed from on start "
+                        "(default: %(default)s)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start without the newest savepoint (no detection history)")
+    parser.add_argument("--allow-non-restored-state", action="store_true",
+                        help="resume even if the savepoint holds state of an operator the job no longer has")
+    add_logging_arguments(parser)
 
 
 def completed_checkpoints(root: Path) -> list[Path]:
@@ -62,8 +76,10 @@ def resolve_restore_path(path: Path) -> Path:
     return found[-1].resolve()
 
 
-def checkpoint_settings(checkpoint_dir: Path, restore_from: Path | None) -> dict[str, str]:
-    """Flink 2.x configuration for retained file-system checkpoints and an optional restore."""
+def checkpoint_settings(checkpoint_dir: Path, restore_from: Path | None,
+                        allow_non_restored_state: bool = False) -> dict[str, str]:
+    """Flink 2.x configuration for retained file-system checkpoints and an optional restore (a
+    checkpoint or a savepoint)."""
     settings = {
         "execution.checkpointing.storage": "filesystem",
         "execution.checkpointing.dir": checkpoint_dir.resolve().as_uri(),
@@ -72,6 +88,8 @@ def checkpoint_settings(checkpoint_dir: Path, restore_from: Path | None) -> dict
     }
     if restore_from is not None:
         settings["execution.state-recovery.path"] = restore_from.as_uri()
+        if allow_non_restored_state:
+            settings["execution.state-recovery.ignore-unclaimed-state"] = "true"
     return settings
 
 
@@ -109,7 +127,15 @@ def _config(args: argparse.Namespace) -> JobConfig:
     )
 
 
-def submit(cfg: JobConfig, checkpoint_dir: Path, restore_from: Path | None) -> Any:
+def restore_point(args: argparse.Namespace) -> Path | None:
+    """``--from-checkpoint`` if given, else the newest savepoint in ``--savepoint-dir`` unless ``--fresh``."""
+    if args.from_checkpoint:
+        return resolve_restore_path(args.from_checkpoint)
+    return None if args.fresh else latest_savepoint(args.savepoint_dir)
+
+
+def submit(cfg: JobConfig, checkpoint_dir: Path, restore_from: Path | None,
+           allow_non_restored_state: bool = False) -> Any:
     """Build the job on a MiniCluster with REST on ``cfg.web_port`` and start it; return its JobClient."""
     from pyflink.common import Configuration
 
@@ -118,7 +144,7 @@ def submit(cfg: JobConfig, checkpoint_dir: Path, restore_from: Path | None) -> A
 
     env = local_env(cfg, with_kafka=True, web_ui=True)
     extra = Configuration()
-    for key, value in checkpoint_settings(checkpoint_dir, restore_from).items():
+    for key, value in checkpoint_settings(checkpoint_dir, restore_from, allow_non_restored_state).items():
         extra.set_string(key, value)
     env.configure(extra)
     configure(env, cfg)
@@ -132,9 +158,10 @@ def _status(client: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    configure_logging(args.log_format, args.log_level)
     try:
         cfg = _config(args)
-        restore = resolve_restore_path(args.from_checkpoint) if args.from_checkpoint else None
+        restore = restore_point(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -145,13 +172,15 @@ def run(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return _run(cfg, args.checkpoint_dir, restore, stopping)
+        return _run(cfg, args, restore, stopping)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
-def _run(cfg: JobConfig, checkpoint_dir: Path, restore: Path | None, stopping: threading.Event) -> int:
+def _run(cfg: JobConfig, args: argparse.Namespace, restore: Path | None, stopping: threading.Event) -> int:
+    checkpoint_dir: Path = args.checkpoint_dir
+
     def say(text: str) -> None:
         print(f"run: {text}", flush=True)
 
@@ -160,7 +189,7 @@ def _run(cfg: JobConfig, checkpoint_dir: Path, restore: Path | None, stopping: t
         f" parallelism {cfg.parallelism}")
     if restore is not None:
         say(f"restoring from {restore}")
-    client = submit(cfg, checkpoint_dir, restore)
+    client = submit(cfg, checkpoint_dir, restore, args.allow_non_restored_state)
     job_id = str(client.get_job_id())
     rest, ui = wait_for_rest(cfg.web_port)
     url = f"http://127.0.0.1:{cfg.web_port}/"
@@ -183,14 +212,25 @@ def _run(cfg: JobConfig, checkpoint_dir: Path, restore: Path | None, stopping: t
             if status in TERMINAL:
                 say(f"job {job_id} ended on its own: {status} after {time.monotonic() - started:.0f} s")
                 return 1
-        say(f"stopping: cancelling job {job_id}")
-        client.cancel().result()
+        say(f"stopping: job {job_id} with a savepoint in {args.savepoint_dir.resolve()}")
+        try:
+            args.savepoint_dir.mkdir(parents=True, exist_ok=True)
+            kept_at = stop_with_savepoint(f"http://127.0.0.1:{cfg.web_port}", job_id, args.savepoint_dir)
+        except ClusterError as exc:
+            say(f"the savepoint failed ({exc}); cancelling job {job_id}")
+            client.cancel().result()
+            _say_checkpoint(say, checkpoint_dir / job_id)
+            return 1
+        say(f"stopped; savepoint {kept_at}: the next `logclaw run` resumes from it (--fresh to start anew)")
+        return 0
     except Py4JError as exc:  # the JVM is gone, e.g. SIGTERM sent to the whole process group
         say(f"lost the Flink JVM ({type(exc).__name__}); checkpoints stay in {checkpoint_dir.resolve()}")
         return 1
-    kept = completed_checkpoints(checkpoint_dir / job_id)
+
+
+def _say_checkpoint(say: Any, job_checkpoints: Path) -> None:
+    kept = completed_checkpoints(job_checkpoints)
     if kept:
         say(f"cancelled; resume with --from-checkpoint {kept[-1].resolve()}")
     else:
         say("cancelled; no completed checkpoint was kept")
-    return 0

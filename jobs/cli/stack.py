@@ -14,8 +14,10 @@
 6. the incident console (``logclaw ui``) on the job's store, on 127.0.0.1.
 
 It prints the console's and the Flink web UI's URLs and the ``logclaw simulate --kafka`` command that feeds the
-stack. ``down`` cancels
-the job, runs ``stop-cluster.sh`` and stops the two background processes (SIGTERM, then SIGKILL).
+stack. ``down`` stops the job with a savepoint (``--savepoint-dir``, default ``.cache/stack/savepoints``),
+runs ``stop-cluster.sh`` and stops the background processes (SIGTERM, then SIGKILL); the next ``up``
+resumes the job from the newest savepoint there (its templates, service baselines and open incidents:
+the detection history), unless ``--fresh``. If the savepoint fails, ``down`` stops nothing and exits 1.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from connectors.flink_cluster import (
     ClusterError,
     StandaloneCluster,
     cluster_conf,
+    latest_savepoint,
     load_conf,
     prometheus_jar,
     pyflink_home,
@@ -45,6 +48,7 @@ from connectors.flink_cluster import (
 )
 from connectors.ingest import load_api_keys
 from connectors.jars import PROJECT_ROOT, jar_urls, provision_jars
+from jobs.cli import port_number
 
 CONF_TEMPLATE = PROJECT_ROOT / "flink-conf" / "config.yaml"
 DEFAULT_STACK_DIR = PROJECT_ROOT / ".cache" / "stack"
@@ -52,9 +56,10 @@ PYFS = ("jobs", "connectors", "udfs")  # shipped with the job (-pyfs); the worke
 
 
 def cluster_overrides(stack_dir: Path, *, rest_port: int, rpc_port: int, checkpoint_dir: Path | None = None,
-                      extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                      savepoint_dir: Path | None = None, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What a local run adds to ``flink-conf/config.yaml``: interpreter, jars, ports, directories."""
     checkpoints = checkpoint_dir or stack_dir / "checkpoints"
+    savepoints = savepoint_dir or stack_dir / "savepoints"
     return {
         "python.executable": sys.executable,
         "python.client.executable": sys.executable,
@@ -65,18 +70,19 @@ def cluster_overrides(stack_dir: Path, *, rest_port: int, rpc_port: int, checkpo
         "env.pid.dir": str(stack_dir / "pid"),
         "io.tmp.dirs": str(stack_dir / "tmp"),
         "execution.checkpointing.dir": checkpoints.resolve().as_uri(),
-        "execution.checkpointing.savepoint-dir": (stack_dir / "savepoints").resolve().as_uri(),
+        "execution.checkpointing.savepoint-dir": savepoints.resolve().as_uri(),
         **(extra or {}),
     }
 
 
 def prepare_cluster(stack_dir: Path, *, rest_port: int, rpc_port: int | None = None,
-                    checkpoint_dir: Path | None = None, extra: Mapping[str, Any] | None = None) -> StandaloneCluster:
+                    checkpoint_dir: Path | None = None, savepoint_dir: Path | None = None,
+                    extra: Mapping[str, Any] | None = None) -> StandaloneCluster:
     """Provision the jars and write ``stack_dir/conf`` (a FLINK_CONF_DIR); the cluster is not started."""
     provision_jars(PROJECT_ROOT, progress=lambda _m: None)
     home = pyflink_home()
     overrides = cluster_overrides(stack_dir, rest_port=rest_port, rpc_port=rpc_port or free_port(),
-                                  checkpoint_dir=checkpoint_dir, extra=extra)
+                                  checkpoint_dir=checkpoint_dir, savepoint_dir=savepoint_dir, extra=extra)
     conf = cluster_conf(load_conf(CONF_TEMPLATE), overrides, has_prometheus=prometheus_jar(home) is not None)
     (stack_dir / "tmp").mkdir(parents=True, exist_ok=True)
     write_conf_dir(stack_dir / "conf", conf, home)
@@ -89,9 +95,27 @@ def job_env(bootstrap: str, store_path: Path, **extra: str) -> dict[str, str]:
             "LOGCLAW_STORE_PATH": str(store_path), **extra}
 
 
-def submit_detect(cluster: StandaloneCluster, env: Mapping[str, str]) -> str:
+def submit_detect(cluster: StandaloneCluster, env: Mapping[str, str], *, savepoint: Path | None = None,
+                  allow_non_restored_state: bool = False) -> str:
+    """Submit ``jobs/detect.py`` (detached), restoring ``savepoint`` when given; the job id."""
     return cluster.submit_python(PROJECT_ROOT / "jobs" / "detect.py", pyfs=[PROJECT_ROOT / d for d in PYFS],
-                                 classpaths=jar_urls(PROJECT_ROOT), env=env, cwd=PROJECT_ROOT)
+                                 classpaths=jar_urls(PROJECT_ROOT), env=env, cwd=PROJECT_ROOT,
+                                 savepoint=savepoint, allow_non_restored_state=allow_non_restored_state)
+
+
+def resume_point(savepoint_dir: Path, fresh: bool) -> Path | None:
+    """The savepoint ``up`` restores: the newest under ``savepoint_dir``, or None with ``--fresh``."""
+    return None if fresh else latest_savepoint(savepoint_dir)
+
+
+def stop_job(cluster: StandaloneCluster, job_id: str, savepoint_dir: Path | None) -> Path | None:
+    """Stop the job with a savepoint under ``savepoint_dir`` (its path), or cancel it when that is None.
+    ``ClusterError`` when the savepoint fails: the job then keeps running."""
+    if savepoint_dir is None:
+        cluster.cancel(job_id)
+        return None
+    savepoint_dir.mkdir(parents=True, exist_ok=True)
+    return cluster.stop_with_savepoint(job_id, savepoint_dir)
 
 
 # --- background processes ----------------------------------------------------------------------------------
@@ -168,11 +192,23 @@ def start_console(stack_dir: Path, port: int, flink_url: str) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stack-dir", type=Path, default=DEFAULT_STACK_DIR,
                         help="pid files, logs, config, checkpoints, store (default: %(default)s)")
-    parser.add_argument("--rest-port", type=int, default=8081, help="Flink web UI / REST port (up only)")
-    parser.add_argument("--broker-port", type=int, default=9092, help="Kafka broker port (up only)")
+    parser.add_argument("--rest-port", type=port_number, default=8081, help="Flink web UI / REST port (up only)")
+    parser.add_argument("--broker-port", type=port_number, default=9092, help="Kafka broker port (up only)")
     parser.add_argument("--no-ticketing", action="store_true", help="do not start the ticketing worker (up only)")
-    parser.add_argument("--ingest-port", type=int, default=4318, help="OTLP/HTTP logs endpoint port (up only)")
-    parser.add_argument("--ui-port", type=int, default=8080, help="incident console port (up only)")
+    parser.add_argument("--ingest-port", type=port_number, default=4318, help="OTLP/HTTP logs endpoint port (up only)")
+    parser.add_argument("--ui-port", type=port_number, default=8080, help="incident console port (up only)")
+    parser.add_argument("--savepoint-dir", type=Path, default=None,
+                        help="where down writes the job's savepoint and up resumes from the newest one "
+                        "(default: STACK_DIR/savepoints)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="up: start the job without the newest savepoint (no detection history)")
+    parser.add_argument("--allow-non-restored-state", action="store_true",
+                        help="up: resume even if the savepoint holds state of an operator the job no longer has")
+    parser.add_argument("--no-savepoint", action="store_true", help="down: cancel the job without a savepoint")
+
+
+def savepoint_dir_of(args: argparse.Namespace) -> Path:
+    return Path(args.savepoint_dir or Path(args.stack_dir) / "savepoints").resolve()
 
 
 def run_up(args: argparse.Namespace) -> int:
@@ -188,11 +224,17 @@ def run_up(args: argparse.Namespace) -> int:
         bootstrap = _wait_for_line(stack_dir / "broker.log", "broker: bootstrap", broker, 60).split()[-1]
         state["bootstrap"] = bootstrap
         print(f"up: broker {bootstrap} (pid {broker.pid})", flush=True)
-        cluster = prepare_cluster(stack_dir, rest_port=args.rest_port)
+        savepoints = savepoint_dir_of(args)
+        cluster = prepare_cluster(stack_dir, rest_port=args.rest_port, savepoint_dir=savepoints)
         (stack_dir / "state.json").write_text(json.dumps(state))
         cluster.start()
         print(f"up: Flink cluster {cluster.rest_url} (logs {cluster.log_dir})", flush=True)
-        job_id = submit_detect(cluster, job_env(bootstrap, stack_dir / "logclaw.db"))
+        resume = resume_point(savepoints, args.fresh)
+        print(f"up: resuming the detection state from {resume}" if resume else
+              f"up: starting the detection job fresh ({'--fresh' if args.fresh else f'no savepoint in {savepoints}'})",
+              flush=True)
+        job_id = submit_detect(cluster, job_env(bootstrap, stack_dir / "logclaw.db"), savepoint=resume,
+                               allow_non_restored_state=args.allow_non_restored_state)
         state["job_id"] = job_id
         (stack_dir / "state.json").write_text(json.dumps(state))
         cluster.wait_for_job_state(job_id, "RUNNING", 120)
@@ -211,7 +253,7 @@ def run_up(args: argparse.Namespace) -> int:
     except (ClusterError, RuntimeError, OSError, ValueError) as exc:
         print(f"up: failed: {exc}; stopping what was started", file=sys.stderr)
         (stack_dir / "state.json").write_text(json.dumps(state))
-        run_down(args)
+        run_down(args, savepoint=False)
         return 1
     print(f"\nconsole: {console_url}incidents?tenant={tenant}")
     print(f"web UI:  {cluster.rest_url}/#/job/running/{job_id}/overview")
@@ -222,22 +264,31 @@ def run_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_down(args: argparse.Namespace) -> int:
+def run_down(args: argparse.Namespace, *, savepoint: bool = True) -> int:
     stack_dir: Path = args.stack_dir.resolve()
     state_file = stack_dir / "state.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
     stopped = []
+    conf_file = stack_dir / "conf" / "config.yaml"
+    if state.get("job_id") and conf_file.exists():
+        target = savepoint_dir_of(args) if savepoint and not getattr(args, "no_savepoint", False) else None
+        try:
+            kept = stop_job(StandaloneCluster(conf_dir=stack_dir / "conf"), state["job_id"], target)
+        except ClusterError as exc:
+            if target is not None:
+                print(f"down: the savepoint failed, nothing was stopped: {exc}\n"
+                      "down: retry, or `logclaw down --no-savepoint` to cancel the job without one", file=sys.stderr)
+                return 1
+        else:
+            stopped.append(f"detection job (savepoint {kept})" if kept else "detection job (cancelled)")
     if _stop_pid_file(stack_dir / "ui.pid"):
         stopped.append("console")
     if _stop_pid_file(stack_dir / "ingest.pid"):
         stopped.append("ingest endpoint")
     if _stop_pid_file(stack_dir / "ticketing.pid"):
         stopped.append("ticketing worker")
-    if (stack_dir / "conf" / "config.yaml").exists():
+    if conf_file.exists():
         cluster = StandaloneCluster(conf_dir=stack_dir / "conf")
-        if state.get("job_id"):
-            with contextlib.suppress(ClusterError):
-                cluster.cancel(state["job_id"])
         if cluster.pids("standalonesession") or cluster.pids("taskexecutor"):
             cluster.stop()
             stopped.append("Flink cluster")

@@ -5,10 +5,14 @@ the tenant. OpenSearch credentials come from ``LOGCLAW_OPENSEARCH_*`` and never 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from jobs.cli import port_number
+from jobs.observability import add_logging_arguments, configure_logging
 
 if TYPE_CHECKING:
     from connectors.console_read import ConsoleReader
@@ -21,14 +25,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"embedded store file (default {DEFAULT_STORE}; "
                         "ignored when LOGCLAW_OPENSEARCH_URL is set)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback only)")
-    parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    parser.add_argument("--port", type=port_number, default=8080, help="port (default 8080; 0 picks a free one)")
     parser.add_argument("--keys", type=Path, default=None,
-                        help="API key file (as for `logclaw ingest`): log in with a key, see only its tenant")
+                        help="API key file (as for 'logclaw ingest'): log in with a key, see only its tenant")
     parser.add_argument("--ledger", type=Path, default=None,
                         help="ticket ledger (default: tickets-ledger.sqlite beside the store, when present)")
     parser.add_argument("--dead-letters", type=Path, default=None,
                         help="dead-letter file of a replay (default: dead-letter.jsonl beside the store)")
     parser.add_argument("--flink-url", default="", help="Flink REST URL for the job's state on the health page")
+    add_logging_arguments(parser)
 
 
 def open_from_args(args: argparse.Namespace) -> ConsoleReader:
@@ -48,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from connectors.ingest import ApiKeys
     from jobs.console.app import build_app
 
+    configure_logging(args.log_format, args.log_level)
     try:
         reader = open_from_args(args)
         keys = ApiKeys.from_file(args.keys) if args.keys else None
@@ -61,11 +67,20 @@ def run(args: argparse.Namespace) -> int:
                     flink_url=args.flink_url)
     sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host, args.port))
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as exc:  # as ingest: the port is taken or the address is not this machine's
+        sock.close()
+        reader.close()
+        print(f"ui: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"ui: console on http://{host}:{sock.getsockname()[1]}/ ({reader.store_info()['kind']}"
           f"{', API keys: ' + str(len(keys)) if keys else ''}); Ctrl-C stops it", flush=True)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, server_header=False)
+    # log_config=None: uvicorn's loggers go through configure_logging's handler (text or JSON), at
+    # warning and above: the console logs no access lines (they would carry tenants' queries).
+    logging.getLogger("uvicorn").setLevel(logging.WARNING)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, server_header=False, log_config=None)
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
