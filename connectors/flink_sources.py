@@ -10,6 +10,7 @@ offsets, else earliest — never "latest", which the local tansu broker answers 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from pyflink.common import WatermarkStrategy
@@ -22,10 +23,13 @@ _SAFE = re.compile(r"[^A-Za-z0-9_]")
 
 
 def kafka_topic(env: StreamExecutionEnvironment, *, bootstrap: str, topic: str, group_id: str, name: str,
-                max_message_bytes: int = MAX_MESSAGE_BYTES) -> DataStream:  # fmt: skip
+                max_message_bytes: int = MAX_MESSAGE_BYTES,
+                client_properties: Mapping[str, str] | None = None) -> DataStream:  # fmt: skip
     """Rows of (value bytes, partition, offset, timestamp) from ``topic``. A partition's fetch takes
     ``max_message_bytes`` (the topics' ``max.message.bytes``), so the largest message the topic can
-    hold comes in one fetch; the decoder rejects anything larger as ``too_large``."""
+    hold comes in one fetch; the decoder rejects anything larger as ``too_large``.
+    ``client_properties``: more Java Kafka client settings (security:
+    ``KafkaSecurity.java_properties()``), passed as ``'properties.<key>'`` options."""
     from pyflink.table import StreamTableEnvironment
 
     t_env = StreamTableEnvironment.create(env)
@@ -43,10 +47,21 @@ def kafka_topic(env: StreamExecutionEnvironment, *, bootstrap: str, topic: str, 
           'properties.group.id' = '{group_id}',
           'properties.auto.offset.reset' = 'earliest',
           'properties.max.partition.fetch.bytes' = '{int(max_message_bytes)}',
-          'scan.startup.mode' = 'group-offsets',
+          'scan.startup.mode' = 'group-offsets',{kafka_options(client_properties or {})}
           'format' = 'raw'
         )""")
     return t_env.to_data_stream(t_env.from_path(table))
+
+
+def kafka_options(properties: Mapping[str, str]) -> str:
+    """``'properties.<key>' = '<value>',`` lines for the Kafka table's WITH clause (SQL string literals:
+    a quote is doubled, so a password or PEM text cannot end the literal)."""
+    return "".join(f"\n          {_sql_literal('properties.' + key)} = {_sql_literal(value)},"
+                   for key, value in properties.items())
+
+
+def _sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def text_files(env: StreamExecutionEnvironment, paths: tuple[str, ...], name: str) -> DataStream:

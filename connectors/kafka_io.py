@@ -15,6 +15,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from connectors.otlp import MAX_MESSAGE_BYTES
+from connectors.security import KafkaSecurity
 
 # Errors about this one message, not the broker: sending it again cannot succeed.
 _REFUSED = frozenset(
@@ -42,14 +43,17 @@ class KeyedProducer:
     """Produce JSON values with a key and wait for the acknowledgement (at-least-once).
 
     ``max_message_bytes`` is the client's ``message.max.bytes``: the one size limit of the project's
-    topics (``connectors.otlp.MAX_MESSAGE_BYTES``), not librdkafka's 1 MB default."""
+    topics (``connectors.otlp.MAX_MESSAGE_BYTES``), not librdkafka's 1 MB default. ``security`` is how
+    it authenticates (``connectors.security``; default plain TCP)."""
 
     def __init__(self, bootstrap_servers: str, topic: str, *, timeout_s: float = 30.0,
-                 max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:  # fmt: skip
+                 max_message_bytes: int = MAX_MESSAGE_BYTES,
+                 security: KafkaSecurity | None = None) -> None:  # fmt: skip
         self.topic = topic
         self.timeout_s = timeout_s
         self._producer = Producer(
             {
+                **(security or KafkaSecurity()).librdkafka_config(),
                 "bootstrap.servers": bootstrap_servers,
                 "enable.idempotence": True,
                 "acks": "all",

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -52,14 +52,16 @@ class ProduceError(RuntimeError):
 
 def produce_messages(
     bootstrap: str, topic: str, messages: Iterable[KafkaMessage], *, flush_timeout_s: float = 30.0,
-    max_buffer_waits: int = 1_000,
+    max_buffer_waits: int = 1_000, client_config: Mapping[str, Any] | None = None,
 ) -> int:
     """Produce ``messages`` to ``topic`` and flush; return how many the broker acknowledged.
+    ``client_config``: more librdkafka settings (security: ``jobs.settings.kafka_client_config``).
 
     Raises ``ProduceError`` when any delivery failed or the flush timed out, so a partial load is
     never reported as done.
     """
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": False})
+    producer = Producer({**(client_config or {}), "bootstrap.servers": bootstrap, "linger.ms": 20,
+                         "enable.idempotence": False})
     acked: list[int] = [0]
     failures: list[str] = []
 

@@ -1,54 +1,37 @@
 """One frozen job configuration, parsed once at the edge from environment variables and CLI flags.
 
 Every setting has a default that works on a laptop; a bad value fails at start-up naming the
-variable. Flink runtime knobs (checkpointing, state backend, memory, Python bundles) stay in
-``flink-conf/config.yaml``.
+variable. The variables are declared once, in ``jobs.settings`` (pydantic-settings), shared with the
+ticketing worker, ingest and the console; this module stays light because the job pickles
+``JobConfig`` into its Python operators (no pydantic there). Flink runtime knobs (checkpointing,
+state backend, memory, Python bundles) stay in ``flink-conf/config.yaml``.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from connectors.ingest.limits import DEFAULT_MAX_FUTURE_SKEW_MS
 from connectors.otlp import MAX_MESSAGE_BYTES
+from connectors.security import KafkaSecurity, OpenSearchAccess, Secret, SecurityError
 
 
 class ConfigError(ValueError):
-    """A setting is invalid; the message names it."""
-
-
-def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r}: expected an integer") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={value}: must be >= {minimum}")
-    if maximum is not None and value > maximum:
-        raise ConfigError(f"{name}={value}: must be <= {maximum}")
-    return value
-
-
-def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
-    value = env.get(name) or default
-    if value not in choices:
-        raise ConfigError(f"{name}={value!r}: expected one of {', '.join(choices)}")
-    return value
+    """A setting is invalid; the message names it (one line, no secret value)."""
 
 
 @dataclass(frozen=True)
 class JobConfig:
-    """Settings of the detection job. Env names are ``LOGCLAW_`` + the upper-case field name."""
+    """Settings of the detection job; ``jobs.settings`` names their variables (``JobSettings``,
+    ``KafkaSettings``, ``OpenSearchSettings``). Secrets are ``Secret`` values, masked in ``repr``."""
 
     mode: str = "kafka"  # kafka | files
     bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     logs_topic: str = "otlp_logs"
     spans_topic: str = ""  # optional otlp_spans input; "" = none
     incidents_topic: str = "logclaw.incidents"
@@ -61,7 +44,9 @@ class JobConfig:
     store_path: str = ""  # embedded store (SQLite); "" = <out_dir or .logclaw>/store.sqlite
     opensearch_url: str = ""  # when set, OpenSearch replaces the embedded store
     opensearch_user: str = ""
-    opensearch_password: str = field(default="", repr=False)
+    opensearch_password: Secret = field(default_factory=Secret)
+    opensearch_ca_file: str = ""
+    opensearch_verify_certs: bool = True
     index_logs: bool = True
     parallelism: int = 2
     out_of_orderness_ms: int = 5_000
@@ -80,14 +65,11 @@ class JobConfig:
     bundle_time_ms: int = 0  # 0: 100 in thread mode, 25 in process mode (see flink-conf/config.yaml)
     web_port: int = 8081
 
-    def __repr__(self) -> str:
-        shown = []
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "opensearch_password" and value:
-                value = "***"
-            shown.append(f"{f.name}={value!r}")
-        return f"JobConfig({', '.join(shown)})"
+    @property
+    def opensearch(self) -> OpenSearchAccess:
+        """The OpenSearch URL, basic auth and TLS options (``opensearch_url`` empty: the embedded store)."""
+        return OpenSearchAccess(url=self.opensearch_url, user=self.opensearch_user, password=self.opensearch_password,
+                                ca_file=self.opensearch_ca_file, verify_certs=self.opensearch_verify_certs)
 
     @property
     def resolved_store_path(self) -> Path:
@@ -97,38 +79,22 @@ class JobConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> JobConfig:
-        """Read ``LOGCLAW_*`` variables, then apply explicit overrides (CLI flags)."""
+        """Read the ``LOGCLAW_*`` variables (``jobs.settings``), then apply explicit overrides (CLI flags)."""
+        from jobs.settings import JobSettings, KafkaSettings, OpenSearchSettings  # pydantic: the edge only
+
         env = dict(os.environ if environ is None else environ)
-        d = cls()
+        job = JobSettings.load(env)
+        kafka = KafkaSettings.load(env)
+        search = OpenSearchSettings.load(env)
         cfg = cls(
-            mode=_choice(env, "LOGCLAW_MODE", d.mode, ("kafka", "files")),
-            bootstrap_servers=env.get("LOGCLAW_BOOTSTRAP_SERVERS", d.bootstrap_servers),
-            logs_topic=env.get("LOGCLAW_LOGS_TOPIC", d.logs_topic),
-            spans_topic=env.get("LOGCLAW_SPANS_TOPIC", d.spans_topic),
-            incidents_topic=env.get("LOGCLAW_INCIDENTS_TOPIC", d.incidents_topic),
-            dead_letter_topic=env.get("LOGCLAW_DEAD_LETTER_TOPIC", d.dead_letter_topic),
-            group_id=env.get("LOGCLAW_GROUP_ID", d.group_id),
-            input_format=_choice(env, "LOGCLAW_INPUT_FORMAT", d.input_format, ("auto", "proto", "json")),
-            store_path=env.get("LOGCLAW_STORE_PATH", d.store_path),
-            opensearch_url=env.get("LOGCLAW_OPENSEARCH_URL", d.opensearch_url),
-            opensearch_user=env.get("LOGCLAW_OPENSEARCH_USER", d.opensearch_user),
-            opensearch_password=env.get("LOGCLAW_OPENSEARCH_PASSWORD", d.opensearch_password),
-            index_logs=_choice(env, "LOGCLAW_INDEX_LOGS", "true", ("true", "false")) == "true",
-            parallelism=_int(env, "LOGCLAW_PARALLELISM", d.parallelism, minimum=1),
-            out_of_orderness_ms=_int(env, "LOGCLAW_OUT_OF_ORDERNESS_MS", d.out_of_orderness_ms),
-            idleness_ms=_int(env, "LOGCLAW_IDLENESS_MS", d.idleness_ms, minimum=1),
-            max_body_bytes=_int(env, "LOGCLAW_MAX_BODY_BYTES", d.max_body_bytes, minimum=256),
-            max_future_skew_ms=_int(env, "LOGCLAW_MAX_FUTURE_SKEW_MS", d.max_future_skew_ms, minimum=1_000,
-                                    maximum=86_400_000),
-            max_message_bytes=_int(env, "LOGCLAW_MAX_MESSAGE_BYTES", d.max_message_bytes, minimum=65_536,
-                                   maximum=64 * 1024 * 1024),
-            max_notables=_int(env, "LOGCLAW_MAX_NOTABLES", d.max_notables, minimum=1),
-            trace_sample=_int(env, "LOGCLAW_TRACE_SAMPLE", d.trace_sample),
-            checkpoint_interval_ms=_int(env, "LOGCLAW_CHECKPOINT_INTERVAL_MS", d.checkpoint_interval_ms),
-            execution_mode=_choice(env, "LOGCLAW_EXECUTION_MODE", d.execution_mode, ("thread", "process")),
-            bundle_size=_int(env, "LOGCLAW_BUNDLE_SIZE", d.bundle_size, minimum=1),
-            bundle_time_ms=_int(env, "LOGCLAW_BUNDLE_TIME_MS", d.bundle_time_ms),
-            web_port=_int(env, "LOGCLAW_WEB_PORT", d.web_port, minimum=0),
+            **job.model_dump(),
+            bootstrap_servers=kafka.bootstrap_servers,
+            kafka_security=kafka.security(),
+            opensearch_url=search.url,
+            opensearch_user=search.user,
+            opensearch_password=Secret(search.password.get_secret_value()),
+            opensearch_ca_file=search.ca_file,
+            opensearch_verify_certs=search.verify_certs,
         )
         cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
         cfg.validate()
@@ -146,9 +112,11 @@ class JobConfig:
         if self.mode == "files" and not self.log_files:
             raise ConfigError("files mode needs at least one --logs FILE")
         if self.mode == "kafka" and not self.bootstrap_servers:
-            raise ConfigError("LOGCLAW_BOOTSTRAP_SERVERS is empty")
-        if self.opensearch_url and not self.opensearch_url.startswith(("http://", "https://")):
-            raise ConfigError(f"LOGCLAW_OPENSEARCH_URL={self.opensearch_url!r}: expected an http(s):// URL")
+            raise ConfigError("LOGCLAW_KAFKA_BOOTSTRAP_SERVERS is empty")
+        try:
+            self.opensearch  # noqa: B018 (checks URL, basic auth and TLS options together)
+        except SecurityError as exc:
+            raise ConfigError(f"LOGCLAW_OPENSEARCH_{exc.setting.upper()}: {exc.message}") from None
         if not 1_000 <= self.max_future_skew_ms <= 86_400_000:
             raise ConfigError(f"LOGCLAW_MAX_FUTURE_SKEW_MS={self.max_future_skew_ms}: must be 1000..86400000")
         if not 65_536 <= self.max_message_bytes <= 64 * 1024 * 1024:

@@ -11,19 +11,26 @@ happened. It is programmable: fail the next N requests (``fail_next``) or single
 (``fail_item``). Shapes follow the OpenSearch REST docs (bulk response ``items[].index.status`` /
 ``error.type`` / ``error.reason``; composable templates ``index_patterns`` + ``template`` +
 ``priority``).
+
+Security, when asked for: ``basic_auth=(user, password)`` answers every request without those
+credentials 401 (``security_exception``, as the security plugin does; counted in ``unauthorized``), and
+``tls=True`` serves HTTPS with the test-only certificate in ``tests/standins/tls/`` (CA ``TEST_CA``).
 """
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import functools
 import json
 import re
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -39,6 +46,9 @@ _SEARCH_PARAMS = {"ignore_unavailable", "allow_no_indices", "expand_wildcards"}
 _RANGE_OPS = {"gte", "gt", "lte", "lt"}
 _MULTI_MATCH_KEYS = {"query", "fields", "type", "operator"}
 _WORD = re.compile(r"\w+")
+TLS_DIR = Path(__file__).with_name("tls")
+TEST_CA = TLS_DIR / "test-ca.pem"  # signed the stand-in's server certificate (127.0.0.1, localhost)
+OTHER_CA = TLS_DIR / "other-ca.pem"  # an unrelated CA: a client trusting only it must refuse the stand-in
 
 
 class BadRequest(Exception):
@@ -77,6 +87,9 @@ class OpenSearchStandin:
     _item_failures: dict[str, ItemFailure] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     url: str = ""
+    basic_auth: tuple[str, str] | None = None  # required credentials; None: none required
+    tls: bool = False
+    unauthorized: int = 0  # requests answered 401
 
     # -- programming -----------------------------------------------------------------------------
 
@@ -100,9 +113,13 @@ class OpenSearchStandin:
     def running(self) -> Iterator[OpenSearchStandin]:
         server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         server.daemon_threads = True
+        if self.tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(TLS_DIR / "server.pem", TLS_DIR / "server.key")
+            server.socket = context.wrap_socket(server.socket, server_side=True)
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         thread.start()
-        self.url = f"http://127.0.0.1:{server.server_address[1]}"
+        self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{server.server_address[1]}"
         try:
             yield self
         finally:
@@ -113,6 +130,9 @@ class OpenSearchStandin:
     def handle(self, request: Request) -> tuple[int, dict[str, Any] | None]:
         with self._lock:
             self.requests.append(request)
+            if self.basic_auth is not None and not self._authorized(request):
+                self.unauthorized += 1
+                return 401, _error(401, "security_exception", "missing authentication credentials for REST request")
             if self._fail_next:
                 status = self._fail_next.pop(0)
                 kind = "es_rejected_execution_exception" if status == 429 else "unavailable_exception"
@@ -122,6 +142,12 @@ class OpenSearchStandin:
             except BadRequest as exc:
                 self.violations.append(f"{request.method} {request.path}: {exc.error_type}: {exc.reason}")
                 return exc.status, _error(exc.status, exc.error_type, exc.reason)
+
+    def _authorized(self, request: Request) -> bool:
+        assert self.basic_auth is not None
+        user, password = self.basic_auth
+        expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        return request.headers.get("authorization", "") == expected
 
     def _route(self, request: Request) -> tuple[int, dict[str, Any] | None]:
         parts = [unquote(part) for part in request.path.strip("/").split("/") if part]
@@ -454,6 +480,8 @@ def _handler_for(standin: OpenSearchStandin) -> type[BaseHTTPRequestHandler]:
             request.status = status
             data = json.dumps(payload).encode() if payload is not None else b""
             self.send_response(status)
+            if status == 401:
+                self.send_header("www-authenticate", 'Basic realm="OpenSearch Security"')
             self.send_header("content-type", "application/json; charset=UTF-8")
             self.send_header("content-length", str(len(data)))
             self.end_headers()
