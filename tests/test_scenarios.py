@@ -62,7 +62,7 @@ def test_scenario_names_are_the_documented_ones() -> None:
     assert list(SCENARIOS) == [
         "steady", "room_booked", "error_spike", "oom_burst", "cascade", "two_tenants", "quiet_single_error",
         "recurring_errors", "novel_exception", "latency_chain", "span_errors_chain", "span_steady", "cpu_contention",
-        "network_delay",
+        "network_delay", "network_delay_pod",
     ]
     with pytest.raises(KeyError, match="unknown scenario 'nope'"):
         build("nope")

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 from udfs import novelty
 from udfs.anomaly import ServiceAnomaly, ServiceRecovered, TraceFact
 from udfs.incidents import to_contract
-from udfs.rootcause import OWN, WAITS, Ranking, ServiceFacts, rank
+from udfs.rootcause import OWN, WAITS, Ranking, ServiceFacts, rank, shared_end
 from udfs.scoring import Breakdown, ScoreConfig, blast_radius_score
 from udfs.tenant_state import IncidentState, Pending, ServiceEntry, TenantState, hold
 
@@ -382,7 +382,8 @@ def _ranking(state: TenantState, inc: IncidentState, cfg: CorrelateConfig) -> Ra
     for key, (count, _) in state.precedence.items():
         a, b = key.split("|")
         prec[(a, b)] = count
-    return rank(facts, call_graph(state, cfg), prec)
+    graph = call_graph(state, cfg)
+    return rank(shared_end(facts, graph), graph, prec)
 
 
 def _next_timer(state: TenantState, cfg: CorrelateConfig) -> int | None:

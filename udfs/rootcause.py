@@ -53,6 +53,40 @@ class Ranking(NamedTuple):
     affected: tuple[str, ...]
 
 
+def shared_end(facts: Sequence[ServiceFacts], calls: Mapping[str, set[str]]) -> list[ServiceFacts]:
+    """``facts`` with the one end that every slow link shares made the suspect.
+
+    A client span's self time is the link: the time between sending a request and the callee's
+    server span starting, plus the way back. When it rises at one caller, the time appeared on that
+    caller's side (its outbound path, pool, sidecar): the caller stays the suspect. When it rises at
+    several callers whose only common callee is one service, and that service's own spans did not
+    move, the common end explains every slow link with one cause (a network delay or a saturated
+    inbound queue on its side) where blaming the callers needs one fault each: the callee becomes the
+    suspect (OWN) and the callers only wait for it. Needs the call graph from spans; unchanged
+    otherwise."""
+    links = [f for f in facts if f.spans == OWN and f.spans_detail.startswith("self_time")]
+    if len(links) < 2:
+        return list(facts)
+    slow = {f.service for f in links}
+    common = set.intersection(*(set(calls.get(f.service, ())) for f in links)) - slow
+    if len(common) != 1:
+        return list(facts)
+    end = common.pop()
+    if any(f.service == end and f.spans == OWN for f in facts):
+        return list(facts)
+    callers = ", ".join(sorted(slow))
+    out = [
+        f._replace(spans=WAITS, spans_detail=f"its link to {end} slowed with every other caller's: {f.spans_detail}")
+        if f.service in slow else f
+        for f in facts if f.service != end
+    ]
+    out.append(ServiceFacts(
+        end, min(f.onset_ms for f in links), max(f.score for f in links), "latency on every link into it", OWN,
+        f"the client-side self time of every caller's link into it rose ({callers}), its own spans did not",
+    ))
+    return out
+
+
 def _reach(graph: Mapping[str, set[str]], start: str, limit: int = 8) -> dict[str, int]:
     """Services reachable from ``start`` with their hop distance (bounded BFS)."""
     seen: dict[str, int] = {}

@@ -26,9 +26,13 @@ gateway ``GET /trips`` -> (users and) trips ``GET /api/trips`` -> pricing; gatew
   request and pricing starting on it, plus the way back). Why not pricing: every span pricing
   records is as fast as before and its other caller sees no delay, so nothing of pricing moved;
   the time appeared on trips' side of the link (its outbound path, connection pool, sidecar or the
-  link itself), which is where an operator starts. (A delay on every path *into* pricing would move
-  every caller's client span; telling that from several callers' own faults needs more than one
-  edge, and is not claimed here.)
+  link itself), which is where an operator starts.
+- ``network_delay_pod``: every reply pricing sends takes +100 ms (netem on pricing's pod): the client
+  spans of both its callers slow down, pricing's own spans do not. The incident names **pricing**:
+  the one end every slow link shares explains them with one cause (udfs.rootcause ``shared_end``).
+  The gateway's direct calls (0.5/s) need the 7.5 min warm-up of scale 0.5 to reach the latency test's
+  200-request baseline; at the evaluation scale (6 min) only trips' link is judged and the incident names
+  trips, as for one slow link.
 
 Pure and deterministic (seeded RNGs per purpose, times from ``base_ms``). Times are Unix ns.
 """
@@ -145,6 +149,8 @@ class _Chain:
         out_ns, back_ns = (int(NET_MS * self.rng.lognormvariate(0.0, 0.5) * MS_NS) for _ in range(2))
         if self.fault == "edge" and (caller, callee) == EDGE and self.in_fault(start):
             out_ns += int(EDGE_DELAY_MS * MS_NS)
+        if self.fault == "pod" and callee == EDGE[1] and self.in_fault(start):
+            back_ns += int(EDGE_DELAY_MS * MS_NS)  # netem on the callee's pod delays what it sends: its replies
         end, err = self.call(callee, span_id, trace_id, start + out_ns, sub, route)
         method, path = route
         self.stream.span(self.svcs[caller], trace_id, span_id, parent, f"{method} {callee} {path}", CLIENT, start,
@@ -247,7 +253,20 @@ def network_delay(*, seed: int = 0, base_ms: int = DEFAULT_BASE_MS, scale: float
     )
 
 
+def network_delay_pod(*, seed: int = 0, base_ms: int = DEFAULT_BASE_MS, scale: float = 1.0) -> Scenario:
+    """The routed chain with client spans; every reply of pricing +100 ms for 3 min (delay on its pod)."""
+    return _fault_scenario(
+        "network_delay_pod", "pod",
+        "every reply pricing sends takes +100 ms for 3 min (network delay injected on pricing's pod): the "
+        "client spans of both its callers (trips and gateway) slow down, pricing's own server spans are "
+        "unchanged, no error log: one incident, root cause pricing (the one end every slow link shares), "
+        "trips and gateway affected", seed, base_ms, scale,
+        root="pricing", affected=frozenset({"trips", "gateway"}), routes=True,
+    )
+
+
 SPAN_SCENARIOS: Mapping[str, Callable[..., Scenario]] = MappingProxyType(
     {"latency_chain": latency_chain, "span_errors_chain": span_errors_chain, "span_steady": span_steady,
-     "cpu_contention": cpu_contention, "network_delay": network_delay}
+     "cpu_contention": cpu_contention, "network_delay": network_delay,
+     "network_delay_pod": network_delay_pod}
 )
