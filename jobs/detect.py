@@ -108,15 +108,16 @@ def sources(env: StreamExecutionEnvironment, cfg: JobConfig) -> tuple[DataStream
         logs = flink_sources.text_files(env, cfg.log_files, "otlp-logs-files")
         spans = flink_sources.text_files(env, cfg.trace_files, "otlp-spans-files") if cfg.trace_files else None
         return logs, spans
+    security = cfg.kafka_security.java_properties()  # SASL / TLS of the Java Kafka client
     logs = flink_sources.kafka_topic(
         env, bootstrap=cfg.bootstrap_servers, topic=cfg.logs_topic, group_id=cfg.group_id, name="logs",
-        max_message_bytes=cfg.max_message_bytes,
+        max_message_bytes=cfg.max_message_bytes, client_properties=security,
     )
     spans = None
     if cfg.spans_topic:
         spans = flink_sources.kafka_topic(
             env, bootstrap=cfg.bootstrap_servers, topic=cfg.spans_topic, group_id=cfg.group_id, name="spans",
-            max_message_bytes=cfg.max_message_bytes,
+            max_message_bytes=cfg.max_message_bytes, client_properties=security,
         )
     return logs, spans
 
