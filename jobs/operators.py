@@ -119,8 +119,8 @@ def open_writer(cfg: JobConfig) -> Any:
     if cfg.opensearch_url:
         from connectors.opensearch import OpenSearchSink
 
-        auth = (cfg.opensearch_user, cfg.opensearch_password) if cfg.opensearch_user else None
-        sink = OpenSearchSink([cfg.opensearch_url], auth=auth)
+        access = cfg.opensearch  # basic auth, CA bundle, certificate verification
+        sink = OpenSearchSink([access.url], auth=access.auth(), client_options=access.client_options())
         sink.ensure_templates()
         return sink
     from connectors.store import EmbeddedStore
@@ -540,7 +540,8 @@ class IncidentSink(ProcessFunction):  # type: ignore[misc]
             from connectors.kafka_io import KeyedProducer
 
             self.producer = KeyedProducer(self.cfg.bootstrap_servers, self.cfg.incidents_topic,
-                                          max_message_bytes=self.cfg.max_message_bytes)
+                                          max_message_bytes=self.cfg.max_message_bytes,
+                                          security=self.cfg.kafka_security)
         group = ctx.get_metrics_group()
         # A sum, not a gauge (see SinkMetrics): mean lag = detection_lag_ms_total / incident_events_out.
         self.m_lag = group.counter("detection_lag_ms_total")
@@ -578,7 +579,8 @@ class DeadLetterSink(ProcessFunction):  # type: ignore[misc]
             from connectors.kafka_io import KeyedProducer
 
             self.producer = KeyedProducer(self.cfg.bootstrap_servers, self.cfg.dead_letter_topic,
-                                          max_message_bytes=self.cfg.max_message_bytes)
+                                          max_message_bytes=self.cfg.max_message_bytes,
+                                          security=self.cfg.kafka_security)
         else:
             from pathlib import Path
 
