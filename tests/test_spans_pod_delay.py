@@ -32,7 +32,8 @@ def test_two_callers_whose_links_into_one_callee_slowed_make_that_callee_the_sus
     calls = {"gateway": {"trips", "pricing", "users"}, "trips": {"pricing"}}
     out = shared_end(_facts(("gateway", OWN, LINK), ("trips", OWN, LINK)), calls)
     by = {f.service: f for f in out}
-    assert by["pricing"].spans == OWN and "every caller's link into it rose (gateway, trips)" in by["pricing"].spans_detail
+    assert by["pricing"].spans == OWN
+    assert "every caller's link into it rose (gateway, trips)" in by["pricing"].spans_detail
     assert by["gateway"].spans == by["trips"].spans == WAITS
     assert by["pricing"].onset_ms == 1_000
     ranking = rank(out, calls, {})
@@ -93,7 +94,9 @@ def test_the_fault_slows_every_link_into_pricing_and_none_of_pricings_own_spans(
         return [s for s in chosen if s.start_unix_nano < lo], [s for s in chosen if lo <= s.start_unix_nano < hi]
 
     for caller in ("trips", "gateway"):
-        before, during = split(lambda s, c=caller: s.service == c and s.kind == CLIENT and s.name.startswith("POST pricing"))
+        before, during = split(
+            lambda s, c=caller: s.service == c and s.kind == CLIENT and s.name.startswith("POST pricing")
+        )
         assert _median_ms(during) - _median_ms(before) == pytest.approx(latency.EDGE_DELAY_MS, abs=15), caller
     before, during = split(lambda s: s.service == "pricing")
     assert _median_ms(during) == pytest.approx(_median_ms(before), rel=0.15)
