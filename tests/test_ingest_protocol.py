@@ -168,6 +168,7 @@ def test_refusals_are_logged_at_warning_with_reason_and_peer_never_the_key(caplo
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(messages) == 2, messages
     assert messages[0].startswith("ingest: refused POST '/v1/logs' from 127.0.0.1:")
-    assert messages[0].endswith(" -> 401: missing or unknown x-logclaw-api-key header")
-    assert messages[1].endswith(" -> 404: no such path; logs go to /v1/logs")
+    assert messages[0].endswith(" -> 401 (unauthenticated): missing or unknown API key (x-logclaw-api-key header or "
+                                "Authorization: Bearer)")
+    assert messages[1].endswith(" -> 404 (not_found): no such path; logs go to /v1/logs, traces to /v1/traces")
     assert not [m for m in caplog.messages if wrong in m or KEY in m]

@@ -75,7 +75,8 @@ def test_refusals_are_answered_from_the_headers_without_reading_the_body() -> No
         for first_bytes, expected in [
             (head(BIG), b"HTTP/1.1 401 "),
             (head(BIG, key="wrong-key-0123456789"), b"HTTP/1.1 401 "),
-            (head(BIG, key="key-acme-1-0123456789", path="/v1/traces"), b"HTTP/1.1 404 "),
+            (head(BIG, key="key-acme-1-0123456789", path="/v1/metrics"), b"HTTP/1.1 404 "),
+            (head(BIG, key="key-acme-1-0123456789", path="/v1/traces"), b"HTTP/1.1 413 "),
             (head(BIG, key="key-acme-1-0123456789"), b"HTTP/1.1 413 "),
             (head(10, key="key-acme-1-0123456789", **{"Content-Encoding": "br"}), b"HTTP/1.1 415 "),
         ]:

@@ -67,8 +67,8 @@ class RecordingProducer:
 
 
 class Running:
-    def __init__(self, server: IngestServer, producer: RecordingProducer) -> None:
-        self.server, self.producer = server, producer
+    def __init__(self, server: IngestServer, producer: RecordingProducer, spans: RecordingProducer) -> None:
+        self.server, self.producer, self.spans = server, producer, spans
         self.port = int(server.server_address[1])
 
     def post(self, body: bytes, headers: Mapping[str, str], path: str = "/v1/logs",
@@ -84,14 +84,15 @@ class Running:
 
 @contextmanager
 def serve(**options: Any) -> Iterator[Running]:
-    """The real server on a loopback port with a recording producer; ``options`` go to ``IngestServer``."""
-    producer = RecordingProducer()
-    server = IngestServer(("127.0.0.1", 0), keys=KEYS, producer=producer,
+    """The real server on a loopback port with recording producers (logs, spans); ``options`` go to
+    ``IngestServer``."""
+    producer, spans = RecordingProducer(), RecordingProducer()
+    server = IngestServer(("127.0.0.1", 0), keys=KEYS, producer=producer, spans_producer=spans,
                           **{"max_body_bytes": 64 * 1024, "retry_after_s": 7, "clock_ns": lambda: NOW, **options})
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
-        yield Running(server, producer)
+        yield Running(server, producer, spans)
     finally:
         server.shutdown()
         server.server_close()
@@ -189,7 +190,7 @@ def test_protobuf_request_goes_to_the_topic_as_one_message_with_the_key_tenant_o
     status, got_headers, body = ingest.post(pb_request("spoofed").SerializeToString(), headers())
     assert (status, got_headers["content-type"], body) == (200, PB, b"")  # full success: empty response message
     ((key, _, timestamp_ms),) = ingest.producer.sent
-    assert (key, timestamp_ms) == (b"acme", NOW // 1_000_000)  # the receive time, never an event time
+    assert (key.split(b"/")[0], timestamp_ms) == (b"acme", NOW // 1_000_000)  # the receive time, never an event time
     # Whole records: tenant.id replaced, each host keeps its own resource, scope and ids preserved.
     assert produced_records(ingest) == honest(pb_request("acme").SerializeToString())
     assert [dict(r.resource_attributes)["host.name"] for r in produced_records(ingest)] == ["a", "a", "b"]
@@ -201,7 +202,7 @@ def test_tenant_is_set_when_the_client_sends_none_and_keys_map_to_their_own_tena
     got = produced_records(ingest)
     assert got == [r._replace(tenant="globex", resource_attributes={**r.resource_attributes, "tenant.id": "globex"})
                    for r in honest(pb_request(None).SerializeToString())]
-    assert ingest.producer.sent[0][0] == b"globex"
+    assert ingest.producer.sent[0][0].split(b"/")[0] == b"globex"  # tenant/<hash of the resources>
 
 
 def test_gzip_json_request_is_accepted_and_answered_in_json(ingest: Running) -> None:
@@ -273,7 +274,8 @@ def test_empty_request_is_a_success_without_a_message(ingest: Running) -> None:
 @pytest.mark.parametrize("key", [None, "", "key-acme-1-0123456789x", "KEY-ACME-1-0123456789", "key-acme-1"])
 def test_missing_or_unknown_api_key_is_401(ingest: Running, key: str | None) -> None:
     status, _, body = ingest.post(pb_request("acme").SerializeToString(), headers(key=key))
-    assert (status, status_of(body)) == (401, (code_pb2.UNAUTHENTICATED, "missing or unknown x-logclaw-api-key header"))
+    assert (status, status_of(body)) == (401, (code_pb2.UNAUTHENTICATED, "missing or unknown API key (x-logclaw-api-key"
+                                                                        " header or Authorization: Bearer)"))
     assert ingest.producer.sent == []
 
 
@@ -319,8 +321,9 @@ def test_unknown_content_type_or_encoding_is_415(ingest: Running) -> None:
 
 def test_wrong_path_is_404_and_wrong_method_405(ingest: Running) -> None:
     raw = pb_request("acme").SerializeToString()
-    status, _, body = ingest.post(raw, headers(), path="/v1/traces")
-    assert (status, status_of(body)) == (404, (code_pb2.NOT_FOUND, "no such path; logs go to /v1/logs"))
+    status, _, body = ingest.post(raw, headers(), path="/v1/metrics")
+    assert (status, status_of(body)) == (404, (code_pb2.NOT_FOUND,
+                                               "no such path; logs go to /v1/logs, traces to /v1/traces"))
     status, got_headers, body = ingest.post(b"", headers(), method="GET")
     assert (status, got_headers["allow"], status_of(body)) == (
         405, "POST", (code_pb2.UNIMPLEMENTED, "GET is not allowed on /v1/logs; use POST"))
@@ -353,7 +356,7 @@ def test_unreachable_broker_is_503_within_the_ack_timeout_with_the_real_producer
     thread.start()
     try:
         started = time.monotonic()
-        status, got_headers, body = Running(server, RecordingProducer()).post(
+        status, got_headers, body = Running(server, RecordingProducer(), RecordingProducer()).post(
             pb_request("acme").SerializeToString(), headers())
         took = time.monotonic() - started
     finally:
@@ -433,7 +436,7 @@ def test_official_sdk_exporter_delivers_through_the_endpoint(ingest: Running) ->
              r.exception_type, r.scope_name) for r in got] == [
         ("globex", "globex", "inventory", "ERROR", "java.lang.OutOfMemoryError: Java heap space", T0 + i * 10**8,
          "java.lang.OutOfMemoryError", "com.shop.jvm") for i in range(5)]
-    assert {k for k, _, _ in ingest.producer.sent} == {b"globex"}
+    assert {k.split(b"/")[0] for k, _, _ in ingest.producer.sent} == {b"globex"}
 
 
 # --- api keys file --------------------------------------------------------------------------------------------
@@ -485,8 +488,8 @@ def test_sdk_oom_burst_through_ingest_and_broker_opens_an_immediate_incident_aga
     out = tmp_path / "ingest.out"
     with out.open("wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "jobs.cli", "ingest", "--port", str(port), "--keys", str(keys), "--bootstrap",
-             broker.bootstrap, "--topic", logs_topic], cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "jobs.cli", "ingest", "--port", str(port), "--grpc-port", "0", "--keys", str(keys),
+             "--bootstrap", broker.bootstrap, "--topic", logs_topic], cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
     client = None
     consumers: list[Any] = []
@@ -515,7 +518,7 @@ def test_sdk_oom_burst_through_ingest_and_broker_opens_an_immediate_incident_aga
                 records.extend(decode_logs(msg.value() or b"", fmt="proto").records)
         assert [(r.tenant, r.service, r.time_unix_nano) for r in records] == [
             ("tenant-seven", "payment-api", base_ns + i * 100_000_000) for i in range(20)]
-        assert {m.key() for m in messages} == {b"tenant-seven"}
+        assert {(m.key() or b"").split(b"/")[0] for m in messages} == {b"tenant-seven"}
         sent_until_ms = time.time_ns() // 1_000_000
         assert all(base_ns // 1_000_000 <= m.timestamp()[1] <= sent_until_ms for m in messages)  # receive time
         assert all(m.timestamp()[1] > max(r.time_ms for r in decode_logs(m.value() or b"", fmt="proto").records)

@@ -36,14 +36,21 @@ tenant, re-encode), ``producer`` (the logs topic), ``server`` (connections, slot
 
 from __future__ import annotations
 
-from connectors.ingest.handler import (
+from connectors.ingest.handler import HEALTH_PATH, LOGS_PATH, METRICS_PATH, TRACES_PATH, export_response, status_body
+from connectors.ingest.intake import (
     API_KEY_HEADER,
-    HEALTH_PATH,
     JSON,
-    LOGS_PATH,
+    LOGS,
     PROTOBUF,
-    export_response,
-    status_body,
+    SIGNALS,
+    TRACES,
+    IngestStats,
+    Intake,
+    Reason,
+    RefusalLog,
+    Refused,
+    Signal,
+    presented_key,
 )
 from connectors.ingest.keys import ApiKeys, check_api_keys, load_api_keys, tenant_problem
 from connectors.ingest.limits import (
@@ -74,7 +81,8 @@ from connectors.ingest.payload import (
     with_tenant,
 )
 from connectors.ingest.producer import KafkaLogsProducer, LogsProducer, ProduceError
-from connectors.ingest.server import ConnectionTable, IngestServer, IngestStats, RefusalLog
+from connectors.ingest.server import ConnectionTable, IngestServer
+from connectors.ingest.traces import prepare_traces
 
 __all__ = [
     "API_KEY_HEADER",
@@ -89,12 +97,17 @@ __all__ = [
     "IDLE_TIMEOUT_S",
     "JSON",
     "KAFKA_RECORD_OVERHEAD_BYTES",
+    "LOGS",
     "LOGS_PATH",
     "MAX_TENANT_CHARS",
     "MESSAGE_HEADROOM_BYTES",
+    "METRICS_PATH",
     "MIN_API_KEY_CHARS",
     "MIN_UPLOAD_BYTES_PER_S",
     "PROTOBUF",
+    "SIGNALS",
+    "TRACES",
+    "TRACES_PATH",
     "ApiKeys",
     "BadPayload",
     "ConnectionTable",
@@ -102,11 +115,15 @@ __all__ = [
     "IngestServer",
     "IngestStats",
     "Ingested",
+    "Intake",
     "KafkaLogsProducer",
     "LogsProducer",
     "PayloadTooLarge",
     "ProduceError",
+    "Reason",
     "RefusalLog",
+    "Refused",
+    "Signal",
     "check_api_keys",
     "count_records",
     "default_max_message_bytes",
@@ -114,6 +131,8 @@ __all__ = [
     "inflate",
     "load_api_keys",
     "prepare",
+    "prepare_traces",
+    "presented_key",
     "rejection_message",
     "status_body",
     "tenant_problem",

@@ -1,5 +1,6 @@
-"""One HTTP request: ``POST /v1/logs`` checked on its headers alone (path, framing, key, size, type), then
-its body read within a deadline, made ready (``payload.prepare``) and produced; ``GET /healthz``.
+"""One HTTP request: ``POST /v1/logs`` or ``/v1/traces`` checked on its headers alone (path, framing, key,
+size, type), then its body read within a deadline and exported (``intake.Intake.export``); ``GET /healthz``
+and ``GET /metrics`` (Prometheus).
 
 A refused request is answered with a ``google.rpc.Status`` and, when its body was not read, its
 connection closed after a short linger; every read has a total deadline (``_DeadlineReader``).
@@ -20,21 +21,33 @@ from urllib.parse import urlsplit
 
 from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
+from connectors.ingest.intake import (
+    API_KEY_HEADER,
+    JSON,
+    LOGS,
+    PROTOBUF,
+    SIGNALS,
+    Reason,
+    Refused,
+    Signal,
+)
+from connectors.ingest.intake import export_response as signal_response
 from connectors.ingest.limits import LINGER_BYTES, LINGER_S, LOGGER_NAME, SEND_TIMEOUT_S
-from connectors.ingest.payload import BadPayload, PayloadTooLarge, inflate, prepare
-from connectors.ingest.producer import ProduceError
+from connectors.ingest.metrics import METRICS_CONTENT_TYPE
+from connectors.ingest.payload import BadPayload, inflate
 
 if TYPE_CHECKING:
     from connectors.ingest.server import IngestServer
 
 log = logging.getLogger(LOGGER_NAME)
 
-LOGS_PATH = "/v1/logs"
+LOGS_PATH = LOGS.http_path
+TRACES_PATH = "/v1/traces"
 HEALTH_PATH = "/healthz"
-API_KEY_HEADER = "x-logclaw-api-key"
-PROTOBUF, JSON = "application/x-protobuf", "application/json"
+METRICS_PATH = "/metrics"
+_SIGNAL_OF_PATH = {signal.http_path: signal for signal in SIGNALS}
+_PATHS_TEXT = f"logs go to {LOGS_PATH}, traces to {TRACES_PATH}"
 _MEDIA_TYPES = {"application/x-protobuf": PROTOBUF, "application/protobuf": PROTOBUF, "application/json": JSON}
 _ENCODINGS = ("", "identity", "gzip", "x-gzip", "deflate")
 _DIGITS = re.compile(r"[0-9]+")
@@ -42,13 +55,7 @@ _DIGITS = re.compile(r"[0-9]+")
 
 def export_response(rejected: int, error_message: str, content_type: str) -> bytes:
     """An ``ExportLogsServiceResponse``; ``partial_success`` only when records were rejected."""
-    response = logs_service_pb2.ExportLogsServiceResponse()
-    if rejected or error_message:
-        response.partial_success.rejected_log_records = rejected
-        response.partial_success.error_message = error_message
-    if content_type == JSON:
-        return str(json_format.MessageToJson(response, indent=None)).encode()
-    return bytes(response.SerializeToString())
+    return signal_response(LOGS, rejected, error_message, content_type)
 
 
 def status_body(code: int, message: str, content_type: str) -> bytes:
@@ -59,17 +66,36 @@ def status_body(code: int, message: str, content_type: str) -> bytes:
     return bytes(status.SerializeToString())
 
 
-
 def peer(address: Any) -> str:
     return f"{address[0]}:{address[1]}" if isinstance(address, tuple) and len(address) >= 2 else str(address)
+
+
+# The reason (metric label) of each refusal status, unless the refusal names its own.
+_REASON_OF_STATUS = {
+    HTTPStatus.BAD_REQUEST: Reason.BAD_REQUEST, HTTPStatus.UNAUTHORIZED: Reason.UNAUTHENTICATED,
+    HTTPStatus.NOT_FOUND: Reason.NOT_FOUND, HTTPStatus.METHOD_NOT_ALLOWED: Reason.METHOD_NOT_ALLOWED,
+    HTTPStatus.REQUEST_TIMEOUT: Reason.BODY_TIMEOUT, HTTPStatus.LENGTH_REQUIRED: Reason.LENGTH_REQUIRED,
+    HTTPStatus.REQUEST_ENTITY_TOO_LARGE: Reason.TOO_LARGE, HTTPStatus.UNSUPPORTED_MEDIA_TYPE:
+    Reason.UNSUPPORTED_MEDIA_TYPE, HTTPStatus.SERVICE_UNAVAILABLE: Reason.SATURATED,
+}
+# The answer to a refusal of the shared export path: HTTP status and google.rpc code (the OTLP/HTTP spec).
+_ANSWER_OF_REASON = {
+    Reason.BAD_REQUEST: (HTTPStatus.BAD_REQUEST, code_pb2.INVALID_ARGUMENT),
+    Reason.TOO_LARGE: (HTTPStatus.REQUEST_ENTITY_TOO_LARGE, code_pb2.RESOURCE_EXHAUSTED),
+    Reason.BROKER_UNAVAILABLE: (HTTPStatus.SERVICE_UNAVAILABLE, code_pb2.UNAVAILABLE),
+    Reason.SATURATED: (HTTPStatus.SERVICE_UNAVAILABLE, code_pb2.UNAVAILABLE),
+    Reason.NOT_FOUND: (HTTPStatus.NOT_FOUND, code_pb2.NOT_FOUND),
+}
 
 
 class _Refusal(Exception):
     """Internal control flow: answer ``status`` with a Status body and stop handling the request."""
 
-    def __init__(self, status: HTTPStatus, code: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(self, status: HTTPStatus, code: int, message: str, headers: Mapping[str, str] | None = None,
+                 reason: Reason | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, dict(headers or {})
+        self.reason = reason or _REASON_OF_STATUS.get(status, Reason.BAD_REQUEST)
 
 
 class _DeadlineReader(io.RawIOBase):
@@ -103,6 +129,7 @@ class Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     timeout = SEND_TIMEOUT_S  # reads set their own deadline (_DeadlineReader); this bounds writes
     _body_unread = False  # the request announced a body that was not read (yet)
+    _signal: Signal | None = None  # the signal of the POST being handled
     _expect_100 = False  # the client waits for "100 Continue" before sending its body
 
     def setup(self) -> None:
@@ -115,6 +142,7 @@ class Handler(BaseHTTPRequestHandler):
         limits = self.server.limits
         self._reader.deadline = time.monotonic() + limits.idle_timeout_s
         self._body_unread = self._expect_100 = False
+        self._signal = None
         self.server.connections.waits(self.connection)
         try:
             if not self.rfile.peek(1):
@@ -141,13 +169,18 @@ class Handler(BaseHTTPRequestHandler):
         log.debug("%s " + format, self.address_string(), *args)
 
     def log_error(self, format: str, *args: Any) -> None:  # malformed requests, header timeouts
+        self.server.intake.metrics.refused("http", Reason.MALFORMED.value)
         self.server.refusals.warn("ingest: refused a request from %s: " + format, peer(self.client_address), *args)
 
     def do_GET(self) -> None:
-        if urlsplit(self.path).path == HEALTH_PATH:
+        path = urlsplit(self.path).path
+        if path in (HEALTH_PATH, METRICS_PATH):
             self._body_unread = self._announces_body()
             self.close_connection = self.close_connection or self._body_unread
-            self._reply(HTTPStatus.OK, b"ok\n", "text/plain; charset=utf-8")
+            if path == HEALTH_PATH:
+                self._reply(HTTPStatus.OK, b"ok\n", "text/plain; charset=utf-8")
+            else:
+                self._reply(HTTPStatus.OK, self.server.intake.metrics.exposition(), METRICS_CONTENT_TYPE)
             self._linger_if_unread()
             return
         self._not_allowed()
@@ -159,14 +192,15 @@ class Handler(BaseHTTPRequestHandler):
             return
         self._not_allowed(head_only=True)
 
-    # Everything but POST on the logs path and GET/HEAD on the health path.
+    # Everything but POST on a signal's path and GET/HEAD on the health and metrics paths.
     def _not_allowed(self, head_only: bool = False) -> None:
         self._body_unread = self._announces_body()
-        if urlsplit(self.path).path == LOGS_PATH:
+        path = urlsplit(self.path).path
+        if path in _SIGNAL_OF_PATH:
             refusal = _Refusal(HTTPStatus.METHOD_NOT_ALLOWED, code_pb2.UNIMPLEMENTED,
-                               f"{self.command} is not allowed on {LOGS_PATH}; use POST", {"Allow": "POST"})
+                               f"{self.command} is not allowed on {path}; use POST", {"Allow": "POST"})
         else:
-            refusal = _Refusal(HTTPStatus.NOT_FOUND, code_pb2.NOT_FOUND, f"no such path; logs go to {LOGS_PATH}")
+            refusal = _Refusal(HTTPStatus.NOT_FOUND, code_pb2.NOT_FOUND, f"no such path; {_PATHS_TEXT}")
         self._refuse(refusal, head_only=head_only)
 
     do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
@@ -182,13 +216,15 @@ class Handler(BaseHTTPRequestHandler):
     def _post(self, content_type: str) -> None:
         server = self.server
         received_ns = server.clock_ns()  # the request's head has arrived: its receive time
-        if urlsplit(self.path).path != LOGS_PATH:
-            raise _Refusal(HTTPStatus.NOT_FOUND, code_pb2.NOT_FOUND, f"no such path; logs go to {LOGS_PATH}")
+        signal = _SIGNAL_OF_PATH.get(urlsplit(self.path).path)
+        if signal is None:
+            raise _Refusal(HTTPStatus.NOT_FOUND, code_pb2.NOT_FOUND, f"no such path; {_PATHS_TEXT}")
+        self._signal = signal
         length = self._content_length()
-        tenant = server.api_keys.tenant_of(self.headers.get(API_KEY_HEADER))
+        tenant = server.intake.tenant_of(self.headers.get(API_KEY_HEADER), self.headers.get("Authorization"))
         if tenant is None:
             raise _Refusal(HTTPStatus.UNAUTHORIZED, code_pb2.UNAUTHENTICATED,
-                           f"missing or unknown {API_KEY_HEADER} header")
+                           f"missing or unknown API key ({API_KEY_HEADER} header or Authorization: Bearer)")
         if length > server.limits.max_body_bytes:
             raise _Refusal(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, code_pb2.RESOURCE_EXHAUSTED,
                            f"body of {length} bytes exceeds the limit of {server.limits.max_body_bytes} bytes")
@@ -199,37 +235,27 @@ class Handler(BaseHTTPRequestHandler):
                            f"Content-Encoding {encoding!r} is not supported; use gzip or none")
         if not server.inflight.acquire(blocking=False):
             raise _Refusal(HTTPStatus.SERVICE_UNAVAILABLE, code_pb2.UNAVAILABLE, "receiver saturated",
-                           {"Retry-After": str(server.retry_after_s)})
+                           {"Retry-After": str(server.retry_after_s)}, Reason.SATURATED)
         try:
             raw = self._read_body(length)
-            self._ingest(self._inflate(raw, encoding), tenant, content_type, received_ns)
+            server.intake.metrics.received("http", signal.name, len(raw))
+            self._ingest(signal, self._inflate(raw, encoding), tenant, content_type, received_ns)
         finally:
             server.inflight.release()
 
-    def _ingest(self, body: bytes, tenant: str, content_type: str, received_ns: int) -> None:
-        server, limits = self.server, self.server.limits
+    def _ingest(self, signal: Signal, body: bytes, tenant: str, content_type: str, received_ns: int) -> None:
+        server = self.server
         try:
-            ready = prepare(body, tenant=tenant, fmt="json" if content_type == JSON else "proto",
-                            received_unix_nano=received_ns, max_body_bytes=limits.max_body_bytes,
-                            max_records=limits.max_records, max_message_bytes=limits.max_message_bytes,
-                            max_future_skew_ms=limits.max_future_skew_ms)
-        except BadPayload as exc:
-            raise _Refusal(HTTPStatus.BAD_REQUEST, code_pb2.INVALID_ARGUMENT, str(exc)) from None
-        except PayloadTooLarge as exc:
-            raise _Refusal(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, code_pb2.RESOURCE_EXHAUSTED, str(exc)) from None
-        if ready.accepted:
-            try:
-                server.producer.send(tenant.encode("utf-8"), ready.payload, ready.timestamp_ms)
-            except ProduceError as exc:
-                log.warning("ingest: not acknowledged (%d records of tenant %s): %s", ready.accepted, tenant, exc)
-                if exc.too_large:
-                    raise _Refusal(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, code_pb2.RESOURCE_EXHAUSTED,
-                                   f"the broker refuses a message this large; send smaller batches ({exc})") from None
-                raise _Refusal(HTTPStatus.SERVICE_UNAVAILABLE, code_pb2.UNAVAILABLE,
-                               f"the log broker did not acknowledge; retry later ({exc})",
-                               {"Retry-After": str(server.retry_after_s)}) from None
+            ready = server.intake.export(signal, body, tenant=tenant, fmt="json" if content_type == JSON else "proto",
+                                         received_ns=received_ns)
+        except Refused as refused:
+            status, code = _ANSWER_OF_REASON[refused.reason]
+            retry = {"Retry-After": str(server.retry_after_s)} if status == HTTPStatus.SERVICE_UNAVAILABLE else None
+            raise _Refusal(status, code, refused.message, retry, refused.reason) from None
         server.stats.add(HTTPStatus.OK, ready.accepted, ready.rejected, 1 if ready.accepted else 0)
-        self._reply(HTTPStatus.OK, export_response(ready.rejected, ready.error_message, content_type), content_type)
+        server.intake.metrics.answered("http", signal.name, "partial" if ready.rejected else "ok")
+        self._reply(HTTPStatus.OK, signal_response(signal, ready.rejected, ready.error_message, content_type),
+                    content_type)
 
     def _content_type(self) -> str:
         """The canonical request media type (``PROTOBUF`` / ``JSON``), or "" when it is neither."""
@@ -296,8 +322,10 @@ class Handler(BaseHTTPRequestHandler):
         """Answer ``refusal``; when the body was not read, close the connection (lingering briefly)."""
         server = self.server
         server.stats.add(refusal.status)
-        server.refusals.warn("ingest: refused %s %r from %s -> %d: %s", self.command, self.path[:200],
-                             peer(self.client_address), refusal.status, refusal.message)
+        server.intake.refused("http", refusal.reason, f"{self.command} {self.path[:200]!r}", peer(self.client_address),
+                              int(refusal.status), refusal.message)
+        if self._signal is not None:
+            server.intake.metrics.answered("http", self._signal.name, "refused")
         if self._body_unread or refusal.status == HTTPStatus.UNAUTHORIZED:
             self.close_connection = True  # nobody without a key keeps a connection
         kind = content_type or PROTOBUF

@@ -1,6 +1,7 @@
-"""The receiver: ``IngestServer`` (threads, one per connection) with its bookkeeping: the connection
-cap (``ConnectionTable``), the in-flight slots, counters (``IngestStats``) and rate-limited refusal
-warnings (``RefusalLog``). Requests are handled in ``connectors.ingest.handler``.
+"""The OTLP/HTTP receiver: ``IngestServer`` (threads, one per connection) with its connection cap
+(``ConnectionTable``); the state it shares with the gRPC receiver (keys, limits, producers, in-flight slots,
+counters, metrics, refusal warnings) is its ``intake`` (``connectors.ingest.intake``). Requests are handled in
+``connectors.ingest.handler``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import socket
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from http.server import ThreadingHTTPServer
@@ -19,7 +19,8 @@ from typing import Any
 
 from google.rpc import code_pb2
 
-from connectors.ingest.handler import LOGS_PATH, PROTOBUF, Handler, peer, status_body
+from connectors.ingest.handler import LOGS_PATH, Handler, peer, status_body
+from connectors.ingest.intake import LOGS, PROTOBUF, TRACES, IngestStats, Intake, Reason, RefusalLog
 from connectors.ingest.keys import ApiKeys
 from connectors.ingest.limits import (
     BODY_GRACE_S,
@@ -33,52 +34,12 @@ from connectors.ingest.limits import (
     LISTEN_BACKLOG,
     LOGGER_NAME,
     MIN_UPLOAD_BYTES_PER_S,
-    REFUSAL_WARNINGS_PER_S,
     IngestLimits,
     default_max_message_bytes,
 )
 from connectors.ingest.producer import LogsProducer
 
 log = logging.getLogger(LOGGER_NAME)
-
-
-class IngestStats:
-    """Counters since start (thread-safe): requests by status, records accepted/rejected, messages sent."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.by_status: Counter[int] = Counter()
-        self.accepted = self.rejected = self.messages = 0
-
-    def add(self, status: int, accepted: int = 0, rejected: int = 0, messages: int = 0) -> None:
-        with self._lock:
-            self.by_status[int(status)] += 1
-            self.accepted += accepted
-            self.rejected += rejected
-            self.messages += messages
-
-
-class RefusalLog:
-    """WARNING lines for refusals, at most ``per_s`` a second; the next line says how many were skipped."""
-
-    def __init__(self, per_s: int = REFUSAL_WARNINGS_PER_S) -> None:
-        self.per_s = per_s
-        self._lock = threading.Lock()
-        self._second, self._used, self._skipped = -1, 0, 0
-
-    def warn(self, message: str, *args: object) -> None:
-        with self._lock:
-            second = int(time.monotonic())
-            if second != self._second:
-                self._second, self._used = second, 0
-            if self._used >= self.per_s:
-                self._skipped += 1
-                return
-            self._used += 1
-            skipped, self._skipped = self._skipped, 0
-        if skipped:
-            message, args = message + " (%d earlier refusals not logged)", (*args, skipped)
-        log.warning(message, *args)
 
 
 class ConnectionTable:
@@ -136,10 +97,11 @@ class ConnectionTable:
 
 
 class IngestServer(ThreadingHTTPServer):
-    """``ThreadingHTTPServer`` answering ``POST /v1/logs`` and ``GET /healthz``; ``serve_forever()`` until
-    ``shutdown()``. ``keys`` is ``{api_key: tenant}`` (kept as digests) or an ``ApiKeys``; ``limits``, when
-    given, replaces the limit arguments (``max_*``, timeouts, rate). ``clock_ns`` is the wall clock (Unix
-    ns) read when a request arrives: its receive time."""
+    """``ThreadingHTTPServer`` answering ``POST /v1/logs`` and ``/v1/traces``, ``GET /healthz`` and
+    ``/metrics``; ``serve_forever()`` until ``shutdown()``. ``keys`` is ``{api_key: tenant}`` (kept as digests)
+    or an ``ApiKeys``; ``producer`` takes the logs, ``spans_producer`` the traces (without it, ``/v1/traces``
+    answers 404); ``limits``, when given, replaces the limit arguments (``max_*``, timeouts, rate).
+    ``clock_ns`` is the wall clock (Unix ns) read when a request arrives: its receive time."""
 
     daemon_threads = True
     request_queue_size = LISTEN_BACKLOG
@@ -151,22 +113,24 @@ class IngestServer(ThreadingHTTPServer):
                  idle_timeout_s: float = IDLE_TIMEOUT_S, head_timeout_s: float = HEAD_TIMEOUT_S,
                  body_grace_s: float = BODY_GRACE_S, min_upload_bytes_per_s: float = MIN_UPLOAD_BYTES_PER_S,
                  max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS, limits: IngestLimits | None = None,
-                 clock_ns: Callable[[], int] = time.time_ns) -> None:
-        self.api_keys = keys if isinstance(keys, ApiKeys) else ApiKeys(keys)
-        self.limits = limits or IngestLimits(
+                 clock_ns: Callable[[], int] = time.time_ns, spans_producer: LogsProducer | None = None) -> None:
+        api_keys = keys if isinstance(keys, ApiKeys) else ApiKeys(keys)
+        limits = limits or IngestLimits(
             max_body_bytes=max_body_bytes, max_records=max_records,
             max_message_bytes=default_max_message_bytes(max_body_bytes) if max_message_bytes is None
             else max_message_bytes,
             max_connections=max_connections, max_inflight=max_inflight, idle_timeout_s=idle_timeout_s,
             head_timeout_s=head_timeout_s, body_grace_s=body_grace_s, min_upload_bytes_per_s=min_upload_bytes_per_s,
             max_future_skew_ms=max_future_skew_ms)
-        self.producer = producer
-        self.retry_after_s = retry_after_s
-        self.clock_ns = clock_ns
-        self.inflight = threading.BoundedSemaphore(self.limits.max_inflight)
+        producers = {LOGS.name: producer} | ({TRACES.name: spans_producer} if spans_producer is not None else {})
+        self.intake = Intake(keys=api_keys, producers=producers, limits=limits, retry_after_s=retry_after_s,
+                             clock_ns=clock_ns)
+        self.api_keys, self.limits, self.producer, self.spans_producer = api_keys, limits, producer, spans_producer
+        self.retry_after_s, self.clock_ns = retry_after_s, clock_ns
+        self.inflight: threading.BoundedSemaphore = self.intake.inflight
+        self.stats: IngestStats = self.intake.stats
+        self.refusals: RefusalLog = self.intake.refusals
         self.connections = ConnectionTable(self.limits.max_connections)
-        self.stats = IngestStats()
-        self.refusals = RefusalLog()
         super().__init__(address, Handler)
 
     @property
@@ -207,7 +171,7 @@ class IngestServer(ThreadingHTTPServer):
             pass
         self.shutdown_request(request)
         self.stats.add(HTTPStatus.SERVICE_UNAVAILABLE)
-        self.refusals.warn("ingest: refused a connection from %s -> 503: %s", peer(client_address), message)
+        self.intake.refused("http", Reason.TOO_MANY_CONNECTIONS, "a connection", peer(client_address), 503, message)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A connection that broke (reset, timeout) is the client's business; anything else is a bug."""
