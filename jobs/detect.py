@@ -18,6 +18,7 @@ from pyflink.common import Duration, Types, WatermarkStrategy
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
 
 from jobs import operators as op
+from jobs import span_operators as sop
 from jobs.config import JobConfig
 from jobs.event_time import KEYED_TIMED, keyed, keyed_by_event_time
 from jobs.steps import STEPS, step
@@ -54,22 +55,22 @@ def build_pipeline(
     observations = decoded.get_side_output(op.TRACE_OBSERVATIONS)
     span_input: tuple[tuple[DataStream, str], ...] = ()
     if spans is not None:
-        spans_decoded = step(spans.process(op.DecodeSpans(cfg), KEYED_TIMED), "decode_spans")
-        span_input = ((spans_decoded, "span_watermarks"),)  # Span, with its own watermarks
+        spans_decoded = step(spans.process(sop.DecodeSpans(cfg), KEYED_TIMED), "decode_spans")
+        span_input = ((spans_decoded, "span_watermarks"),)  # a message's spans of one trace, own watermarks
         # A side output nobody asks for is emitted as a main-output element: ask, or one bad span fails the job.
         letters = letters.union(spans_decoded.get_side_output(op.DEAD_LETTER))
     dead = step(letters.process(op.DeadLetterSink(cfg)), "dead_letter_sink")  # bounded JSON per bad message
     terminate(dead.set_parallelism(1), "dead_letter_end")
     timelines = keyed_by_event_time(observations, watermarks(cfg), "trace_watermarks", "traces_keyed", *span_input)
-    # timelines: TraceObservation | Span keyed by (tenant, trace)
+    # timelines: TraceObservation | tuple of Span, keyed by (tenant, trace)
     anomalies = step(
         batches.process(op.ServiceWindow(ecfg)), "service_window"
     )  # ServiceAnomaly (immediate at once, windowed on bucket close) | ServiceRecovered
-    facts = step(timelines.process(op.TraceTimeline(ecfg)), "trace_timeline")
-    # facts: TraceFact (learned/span call edges and error precedence); side output: SpanTiming per span
-    # with self time, once the watermark passes its end
+    facts = step(timelines.process(sop.TraceTimeline(ecfg)), "trace_timeline")
+    # facts: FactBatch (learned/span call edges and error precedence) per step; side output: the SpanTimings
+    # (with self time, once the watermark passes their end) of a step per (tenant, service, operation)
     if spans is not None:
-        red = step(keyed(facts.get_side_output(op.SPAN_TIMINGS)).process(op.SpanRed(ecfg)), "span_red")
+        red = step(keyed(facts.get_side_output(sop.SPAN_TIMINGS)).process(sop.SpanRed(ecfg)), "span_red")
         anomalies = anomalies.union(red)  # + ServiceAnomaly (latency, span_errors) on RED bucket close
     events = step(
         anomalies.union(facts).key_by(lambda x: x.tenant).process(op.Correlate(ecfg), Types.STRING()), "correlate"

@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from pyflink.common import Duration, Row, Time, Types
@@ -20,22 +20,20 @@ from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction,
 from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig, ValueStateDescriptor
 
 from connectors.flink_sources import row_payload
-from connectors.logstore import metric_rows, span_metric_rows
-from connectors.otlp import build_dead_letter, decode_logs, decode_spans, latest_event_time_unix_nano
+from connectors.logstore import metric_rows
+from connectors.otlp import build_dead_letter, decode_logs, latest_event_time_unix_nano
 from jobs.config import JobConfig
-from jobs.event_time import KEYED, KEYED_TIMED
-from udfs import correlate, red, tenant_state, traces, window, window_state
-from udfs.anomaly import ServiceAnomaly, ServiceBatch, SpanTiming, TraceFact, TraceObservation
+from jobs.event_time import KEYED_TIMED
+from udfs import correlate, tenant_state, window, window_state
+from udfs.anomaly import ServiceAnomaly, ServiceBatch, TraceFact
 from udfs.batch import summarize
 from udfs.engine import EngineConfig
 from udfs.incidents import rfc3339
-from udfs.records import Span
 from udfs.signals import SignalMatcher
 from udfs.timefmt import parse_time_ms
 
 DEAD_LETTER = OutputTag("dead-letter", Types.STRING())
 TRACE_OBSERVATIONS = OutputTag("trace-observations", KEYED_TIMED)  # keyed by (tenant, trace)
-SPAN_TIMINGS = OutputTag("span-timings", KEYED)  # keyed by (tenant, service, operation)
 PROGRESS = OutputTag("progress", Types.STRING())
 
 # Background cleanup named explicitly, defaults off: PyFlink 2.3 builds its default RocksDB compaction-filter
@@ -215,40 +213,6 @@ def dead_letter(cfg: JobConfig, topic: str, value: Any, errors: Any) -> str:
                              timestamp_ms=ts_ms, errors=errors, payload=payload, max_bytes=cfg.max_message_bytes)
 
 
-class DecodeSpans(ProcessFunction):  # type: ignore[misc]
-    """Bytes in; spans keyed by (tenant, trace id) out. Bad spans and unreadable messages go to the
-    dead-letter side output as logs do (one letter per message, every bad span listed)."""
-
-    def __init__(self, cfg: JobConfig) -> None:
-        self.cfg = cfg
-
-    def open(self, ctx: RuntimeContext) -> None:
-        self.writer = open_writer(self.cfg) if self.cfg.index_logs else None
-        group = ctx.get_metrics_group()
-        self.m_spans = group.counter("spans_in")
-        self.m_errors = group.counter("span_decode_errors")
-
-    def process_element(self, value: Any, ctx: ProcessFunction.Context) -> Iterator[Any]:
-        payload, _, _, _ = row_payload(value)
-        decoded = decode_spans(payload, fmt=self.cfg.input_format, latest_time_unix_nano=latest_accepted_ns(self.cfg),
-                               max_message_bytes=self.cfg.max_message_bytes)  # fmt: skip
-        if decoded.errors:
-            self.m_errors.inc(len(decoded.errors))
-            yield DEAD_LETTER, dead_letter(self.cfg, self.cfg.spans_topic, value, decoded.errors)
-        self.m_spans.inc(len(decoded.spans))
-        if self.writer is not None and decoded.spans:  # span counts and durations per bucket (latency charts)
-            self.writer.write_metrics(span_metric_rows(decoded.spans))
-            self.writer.flush()
-        for span in decoded.spans:
-            yield Row(f"{span.tenant}\x1f{span.trace_id}", span), int(span.start_ms)
-
-    def close(self) -> None:
-        writer = getattr(self, "writer", None)
-        if writer is not None:
-            writer.flush()
-            writer.close()
-
-
 class ServiceWindow(KeyedProcessFunction):  # type: ignore[misc]
     """Keyed by (tenant, service): buckets, baseline, immediate path; event-time timers close buckets.
 
@@ -342,130 +306,11 @@ class ServiceWindow(KeyedProcessFunction):  # type: ignore[misc]
         yield from self._emit(step, ctx)
 
 
-class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
-    """Keyed by (tenant, trace id): request timeline -> trace facts; spans held until the watermark
-    passes their end -> span timings with self time (side output, keyed by operation); expires
-    after its TTL."""
+class FactBatch(NamedTuple):
+    """The trace facts of one trace timeline step, as one element to the tenant's correlator."""
 
-    def __init__(self, engine_cfg: EngineConfig) -> None:
-        self.cfg = engine_cfg.traces
-
-    def open(self, ctx: RuntimeContext) -> None:
-        self.state = _value_state(ctx, "trace-timeline")
-
-    def process_element(self, item: TraceObservation | Span, ctx: KeyedProcessFunction.Context) -> Iterator[TraceFact]:
-        raw = self.state.value()
-        state = traces.decode_state(loads(raw)) if raw else traces.new_state(item.tenant, item.trace_id)
-        if isinstance(item, Span):
-            step = traces.on_span(state, item, self.cfg)
-        else:
-            step = traces.on_observation(state, item, self.cfg)
-        self.state.update(dumps(traces.encode_state(step.state)))
-        ctx.timer_service().register_event_time_timer(step.timer_at_ms)
-        yield from _route(step.emit)
-
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
-        raw = self.state.value()
-        if not raw:
-            return
-        step = traces.on_timer(traces.decode_state(loads(raw)), timestamp, self.cfg)
-        if traces.expired(step.state, timestamp, self.cfg):
-            self.state.clear()  # eviction rule: event-time TTL after the trace was last seen
-        else:
-            if step.emit:
-                self.state.update(dumps(traces.encode_state(step.state)))
-            ctx.timer_service().register_event_time_timer(step.timer_at_ms)
-        yield from _route(step.emit)
-
-
-def _route(items: Iterable[TraceFact | SpanTiming]) -> Iterator[Any]:
-    """Trace facts to the correlator (main output); span timings to their RED state (side output)."""
-    for item in items:
-        if isinstance(item, TraceFact):
-            yield item
-        else:
-            yield SPAN_TIMINGS, Row(f"{item.tenant}\x1f{item.service}\x1f{item.operation}", item)
-
-
-class SpanRed(KeyedProcessFunction):  # type: ignore[misc]
-    """Keyed by (tenant, service, operation): RED buckets from span timings; event-time timers close
-    them (latency / span-error anomalies) and evict the key after its TTL.
-
-    Stored like the service window: each open bucket one MapState entry (a span rewrites only its
-    bucket), the rest written at bucket close; decoded state cached while the revision is ours."""
-
-    MAX_CACHED = 10_000
-
-    def __init__(self, engine_cfg: EngineConfig) -> None:
-        self.cfg = engine_cfg.red
-
-    def open(self, ctx: RuntimeContext) -> None:
-        self.core = _value_state(ctx, "red-core")
-        self.buckets = _map_state(ctx, "red-open-buckets", Types.LONG())  # bucket start ms -> bucket
-        self.revision = _value_state(ctx, "red-revision", Types.LONG())
-        self.cache: dict[str, tuple[int, red.RedState]] = {}
-        group = ctx.get_metrics_group()
-        self.m_spans = group.counter("spans_counted")
-        self.m_late = group.counter("late_spans")
-        self.m_anomalies = group.counter("anomalies_spans")
-
-    def _load(self, key: str, timing: SpanTiming | None) -> tuple[int, red.RedState | None]:
-        rev = self.revision.value()
-        fresh = red.new_state(*red.key_of(timing)) if timing is not None else None
-        if rev is None:
-            return 0, fresh
-        cached = self.cache.get(key)
-        if cached is not None and cached[0] == rev:
-            return cached
-        core = self.core.value()
-        if core is None:
-            return rev, fresh
-        return rev, red.decode_parts(loads(core), {int(k): loads(v) for k, v in self.buckets.items()})
-
-    def _save(self, key: str, rev: int, state: red.RedState, core: bool) -> None:
-        if core or rev == 0:
-            self.core.update(dumps(red.encode_core(state)))
-        self.revision.update(rev + 1)
-        if len(self.cache) >= self.MAX_CACHED:
-            self.cache.clear()
-        self.cache[key] = (rev + 1, state)
-
-    def process_element(self, timing: SpanTiming, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
-        key = ctx.get_current_key()
-        rev, state = self._load(key, timing)
-        assert state is not None
-        late = state.late_spans
-        step = red.on_timing(state, timing, self.cfg)
-        self.m_spans.inc()
-        start = timing.end_ms - timing.end_ms % self.cfg.bucket_ms
-        if state.late_spans > late:
-            self.m_late.inc()
-        else:
-            self.buckets.put(start, dumps(red.encode_bucket(state.open[start])))
-        self._save(key, rev, state, core=False)
-        ctx.timer_service().register_event_time_timer(step.timer_at_ms)
-        return iter(())
-
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
-        key = ctx.get_current_key()
-        rev, state = self._load(key, None)
-        if state is None:
-            return
-        before = list(state.open)
-        step = red.on_timer(state, timestamp, self.cfg)
-        if red.expired(state, timestamp, self.cfg):  # eviction rule: TTL after the operation's last span
-            self.core.clear()
-            self.buckets.clear()
-            self.revision.clear()
-            self.cache.pop(key, None)
-        else:
-            for start in before:
-                if start not in state.open:
-                    self.buckets.remove(start)
-            self._save(key, rev, state, core=len(before) != len(state.open))
-            ctx.timer_service().register_event_time_timer(step.timer_at_ms)
-        self.m_anomalies.inc(len(step.emit))
-        yield from step.emit
+    tenant: str
+    facts: tuple[TraceFact, ...]
 
 
 class Correlate(KeyedProcessFunction):  # type: ignore[misc]
@@ -507,13 +352,15 @@ class Correlate(KeyedProcessFunction):  # type: ignore[misc]
             return
         # Everything else waits for the watermark and is applied in event-time order (see
         # correlate.enqueue); kept by event time so an append never rewrites the tenant's state.
-        raw = self.pending.get(item.at_ms)
-        items = loads(raw) if raw else []
-        items.append(tenant_state.encode_pending(item))
-        self.pending.put(item.at_ms, dumps(items))
+        due: dict[int, list[Any]] = {}
+        for one in item.facts if isinstance(item, FactBatch) else (item,):
+            due.setdefault(one.at_ms, []).append(tenant_state.encode_pending(one))
+        for at_ms, encoded in due.items():
+            raw = self.pending.get(at_ms)
+            self.pending.put(at_ms, dumps([*loads(raw), *encoded] if raw else encoded))
+            ctx.timer_service().register_event_time_timer(at_ms)
         if self.state.value() is None:
             self.state.update(dumps(tenant_state.encode_state(tenant_state.new_state(item.tenant))))
-        ctx.timer_service().register_event_time_timer(item.at_ms)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[str]:
         if self.state.value() is None:

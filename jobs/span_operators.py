@@ -1,0 +1,290 @@
+"""Flink operators of the spans path: decode spans, the trace timeline per (tenant, trace id) and the
+RED state per (tenant, service, operation). Thin adapters over udfs.traces and udfs.red, as in
+jobs/operators.py.
+
+Spans outnumber log records, and in thread mode every call from Python into Flink (a state read or
+write, a timer, an output element) costs more than the pure step it serves. So elements travel in
+batches that apply the pure steps exactly as one element at a time would: the decoder emits one
+element per (tenant, trace id) of a message (its spans in message order), the timeline one element
+per (tenant, service, operation) of a step's span timings and one ``FactBatch`` per step; each
+keyed function reads and writes its state once per element, keeps the decoded state while the stored
+one is what it last wrote, and registers a timer only when it has not already registered that one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from pyflink.common import Row, Types
+from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction, RuntimeContext
+
+from connectors.flink_sources import row_payload
+from connectors.logstore import span_metric_rows
+from connectors.otlp import decode_spans
+from jobs.config import JobConfig
+from jobs.event_time import KEYED
+from jobs.operators import (
+    DEAD_LETTER,
+    FactBatch,
+    _map_state,
+    _value_state,
+    dead_letter,
+    dumps,
+    latest_accepted_ns,
+    loads,
+    open_writer,
+)
+from udfs import red, traces
+from udfs.anomaly import SpanTiming, TraceFact, TraceObservation
+from udfs.engine import EngineConfig
+from udfs.records import Span
+
+SPAN_TIMINGS = OutputTag("span-timings", KEYED)  # Row((tenant, service, operation), tuple of SpanTiming)
+
+MAX_CACHED = 10_000
+"""Decoded states and pending timers kept per instance: a bound on memory (a few KiB per key), not a
+tuning; past it the cache starts over and states are read back from Flink."""
+
+
+class PendingTimers:
+    """The event-time timers this instance registered per key that have not fired yet. Registering
+    one of them again is a call into Flink that Flink would ignore, so it is skipped. A fresh
+    instance (after a restore) knows none and registers again, which is always safe."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, set[int]] = {}
+
+    def register(self, ctx: Any, key: str, at_ms: int) -> None:
+        seen = self.pending.get(key)
+        if seen is None:
+            if len(self.pending) >= MAX_CACHED:
+                self.pending.clear()
+            seen = self.pending[key] = set()
+        if at_ms not in seen:
+            seen.add(at_ms)
+            ctx.timer_service().register_event_time_timer(at_ms)
+
+    def fired(self, key: str, at_ms: int) -> None:
+        """Call first thing in ``on_timer``: Flink has dropped the timer."""
+        seen = self.pending.get(key)
+        if seen is not None:
+            seen.discard(at_ms)
+
+    def forget(self, key: str) -> None:
+        self.pending.pop(key, None)
+
+
+def trace_elements(spans: Iterable[Span]) -> Iterator[tuple[Row, int]]:
+    """One keyed, timed element per (tenant, trace id): its spans in message order, timed by the
+    latest span start among them (the watermark moves as far as it would span by span)."""
+    groups: dict[str, list[Span]] = {}
+    for span in spans:
+        groups.setdefault(f"{span.tenant}\x1f{span.trace_id}", []).append(span)
+    for key, group in groups.items():
+        yield Row(key, tuple(group)), max(s.start_unix_nano for s in group) // 1_000_000
+
+
+class DecodeSpans(ProcessFunction):  # type: ignore[misc]
+    """Bytes in; per message, one element per (tenant, trace id) out (its spans). Bad spans and
+    unreadable messages go to the dead-letter side output as logs do (one letter per message, every
+    bad span listed)."""
+
+    def __init__(self, cfg: JobConfig) -> None:
+        self.cfg = cfg
+
+    def open(self, ctx: RuntimeContext) -> None:
+        self.writer = open_writer(self.cfg) if self.cfg.index_logs else None
+        group = ctx.get_metrics_group()
+        self.m_spans = group.counter("spans_in")
+        self.m_errors = group.counter("span_decode_errors")
+
+    def process_element(self, value: Any, ctx: ProcessFunction.Context) -> Iterator[Any]:
+        payload, _, _, _ = row_payload(value)
+        decoded = decode_spans(payload, fmt=self.cfg.input_format, latest_time_unix_nano=latest_accepted_ns(self.cfg),
+                               max_message_bytes=self.cfg.max_message_bytes)  # fmt: skip
+        if decoded.errors:
+            self.m_errors.inc(len(decoded.errors))
+            yield DEAD_LETTER, dead_letter(self.cfg, self.cfg.spans_topic, value, decoded.errors)
+        if not decoded.spans:
+            return
+        self.m_spans.inc(len(decoded.spans))
+        if self.writer is not None:  # span counts and durations per bucket (latency charts)
+            self.writer.write_metrics(span_metric_rows(decoded.spans))
+            self.writer.flush()
+        yield from trace_elements(decoded.spans)
+
+    def close(self) -> None:
+        writer = getattr(self, "writer", None)
+        if writer is not None:
+            writer.flush()
+            writer.close()
+
+
+class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
+    """Keyed by (tenant, trace id): request timeline -> trace facts (one ``FactBatch`` per step);
+    spans held until the watermark passes their end -> span timings with self time (side output,
+    one element per operation); expires after its TTL.
+
+    The decoded state is cached with the string it was stored as: when the stored string is still
+    that one (compared, not decoded), the cached state is used; after a restore or an expiry it is
+    not, and the state is decoded from Flink."""
+
+    def __init__(self, engine_cfg: EngineConfig) -> None:
+        self.cfg = engine_cfg.traces
+
+    def open(self, ctx: RuntimeContext) -> None:
+        self.state = _value_state(ctx, "trace-timeline")
+        self.cache: dict[str, tuple[str, traces.TraceState]] = {}
+        self.timers = PendingTimers()
+
+    def _load(self, key: str) -> traces.TraceState | None:
+        raw = self.state.value()
+        if not raw:
+            return None
+        cached = self.cache.get(key)
+        if cached is not None and cached[0] == raw:
+            return cached[1]
+        return traces.decode_state(loads(raw))
+
+    def _save(self, key: str, state: traces.TraceState) -> None:
+        raw = dumps(traces.encode_state(state))
+        self.state.update(raw)
+        if len(self.cache) >= MAX_CACHED:
+            self.cache.clear()
+        self.cache[key] = (raw, state)
+
+    def process_element(self, item: TraceObservation | tuple[Span, ...], ctx: KeyedProcessFunction.Context
+                        ) -> Iterator[Any]:  # fmt: skip
+        key = ctx.get_current_key()
+        first = item if isinstance(item, TraceObservation) else item[0]
+        state = self._load(key) or traces.new_state(first.tenant, first.trace_id)
+        emit: list[TraceFact | SpanTiming] = []
+        if isinstance(item, TraceObservation):
+            step = traces.on_observation(state, item, self.cfg)
+            emit.extend(step.emit)
+        else:
+            for span in item:
+                step = traces.on_span(state, span, self.cfg)
+                emit.extend(step.emit)
+        self._save(key, step.state)
+        self.timers.register(ctx, key, step.timer_at_ms)
+        yield from route(emit)
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
+        key = ctx.get_current_key()
+        self.timers.fired(key, timestamp)
+        state = self._load(key)
+        if state is None:
+            return
+        step = traces.on_timer(state, timestamp, self.cfg)
+        if traces.expired(step.state, timestamp, self.cfg):
+            self.state.clear()  # eviction rule: event-time TTL after the trace was last seen
+            self.cache.pop(key, None)
+            self.timers.forget(key)
+        else:
+            if step.emit:
+                self._save(key, step.state)
+            self.timers.register(ctx, key, step.timer_at_ms)
+        yield from route(step.emit)
+
+
+def route(items: Iterable[TraceFact | SpanTiming]) -> Iterator[Any]:
+    """Trace facts to the correlator (main output, one batch); span timings to their RED state (side
+    output, one element per (tenant, service, operation), in emission order)."""
+    facts: list[TraceFact] = []
+    timings: dict[str, list[SpanTiming]] = {}
+    for item in items:
+        if isinstance(item, TraceFact):
+            facts.append(item)
+        else:
+            timings.setdefault(f"{item.tenant}\x1f{item.service}\x1f{item.operation}", []).append(item)
+    if facts:
+        yield FactBatch(facts[0].tenant, tuple(facts))
+    for key, group in timings.items():
+        yield SPAN_TIMINGS, Row(key, tuple(group))
+
+
+class SpanRed(KeyedProcessFunction):  # type: ignore[misc]
+    """Keyed by (tenant, service, operation): RED buckets from span timings; event-time timers close
+    them (latency / span-error anomalies) and evict the key after its TTL.
+
+    Stored like the service window: each open bucket one MapState entry (an element rewrites only
+    the buckets it touched), the rest written at bucket close; decoded state cached while the
+    revision is ours."""
+
+    def __init__(self, engine_cfg: EngineConfig) -> None:
+        self.cfg = engine_cfg.red
+
+    def open(self, ctx: RuntimeContext) -> None:
+        self.core = _value_state(ctx, "red-core")
+        self.buckets = _map_state(ctx, "red-open-buckets", Types.LONG())  # bucket start ms -> bucket
+        self.revision = _value_state(ctx, "red-revision", Types.LONG())
+        self.cache: dict[str, tuple[int, red.RedState]] = {}
+        self.timers = PendingTimers()
+        group = ctx.get_metrics_group()
+        self.m_spans = group.counter("spans_counted")
+        self.m_late = group.counter("late_spans")
+        self.m_anomalies = group.counter("anomalies_spans")
+
+    def _load(self, key: str, timing: SpanTiming | None) -> tuple[int, red.RedState | None]:
+        rev = self.revision.value()
+        fresh = red.new_state(*red.key_of(timing)) if timing is not None else None
+        if rev is None:
+            return 0, fresh
+        cached = self.cache.get(key)
+        if cached is not None and cached[0] == rev:
+            return cached
+        core = self.core.value()
+        if core is None:
+            return rev, fresh
+        return rev, red.decode_parts(loads(core), {int(k): loads(v) for k, v in self.buckets.items()})
+
+    def _save(self, key: str, rev: int, state: red.RedState, core: bool) -> None:
+        if core or rev == 0:
+            self.core.update(dumps(red.encode_core(state)))
+        self.revision.update(rev + 1)
+        if len(self.cache) >= MAX_CACHED:
+            self.cache.clear()
+        self.cache[key] = (rev + 1, state)
+
+    def process_element(self, timings: tuple[SpanTiming, ...], ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+        key = ctx.get_current_key()
+        rev, state = self._load(key, timings[0])
+        assert state is not None
+        late = state.late_spans
+        for timing in timings:
+            red.on_timing(state, timing, self.cfg)
+        self.m_spans.inc(len(timings))
+        if state.late_spans > late:
+            self.m_late.inc(state.late_spans - late)
+        bucket_ms = self.cfg.bucket_ms
+        for start in {t.end_ms - t.end_ms % bucket_ms for t in timings}:
+            if start in state.open:  # a late span's bucket is closed (and not open)
+                self.buckets.put(start, dumps(red.encode_bucket(state.open[start])))
+        self._save(key, rev, state, core=False)
+        self.timers.register(ctx, key, red.next_timer(state, self.cfg))
+        return iter(())
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
+        key = ctx.get_current_key()
+        self.timers.fired(key, timestamp)
+        rev, state = self._load(key, None)
+        if state is None:
+            return
+        before = list(state.open)
+        step = red.on_timer(state, timestamp, self.cfg)
+        if red.expired(state, timestamp, self.cfg):  # eviction rule: TTL after the operation's last span
+            self.core.clear()
+            self.buckets.clear()
+            self.revision.clear()
+            self.cache.pop(key, None)
+            self.timers.forget(key)
+        else:
+            for start in before:
+                if start not in state.open:
+                    self.buckets.remove(start)
+            self._save(key, rev, state, core=len(before) != len(state.open))
+            self.timers.register(ctx, key, step.timer_at_ms)
+        self.m_anomalies.inc(len(step.emit))
+        yield from step.emit
