@@ -40,7 +40,7 @@ DEPRECATED: dict[str, str] = {
 FILE_SUFFIX = "_FILE"
 
 
-class _Settings(BaseSettings):
+class SettingsModel(BaseSettings):
     """Base: frozen, values only from the mapping ``load`` is given (never a ``.env`` file)."""
 
     model_config = SettingsConfigDict(frozen=True, extra="forbid", case_sensitive=True)
@@ -53,17 +53,36 @@ class _Settings(BaseSettings):
 
     @classmethod
     def env_name(cls, field: str) -> str:
+        """``prefix`` + the upper-case field name, unless the field names its variable (``env``)."""
+        extra = cls.model_fields[field].json_schema_extra if field in cls.model_fields else None
+        if isinstance(extra, dict) and isinstance(extra.get("env"), str):
+            return str(extra["env"])
         return cls.prefix + field.upper()
 
     @classmethod
-    def load(cls, environ: Mapping[str, str]) -> Any:
-        """The settings in ``environ`` (empty values count as unset); ``ConfigError`` names the variable."""
-        raw: dict[str, str] = {}
+    def flag(cls, field: str) -> str:
+        """The command-line flag that overrides the field, or ""."""
+        extra = cls.model_fields[field].json_schema_extra
+        return str(extra.get("flag", "")) if isinstance(extra, dict) else ""
+
+    @classmethod
+    def label(cls, field: str) -> str:
+        """How an error names the setting: the variable, and the flag when there is one."""
+        flag = cls.flag(field) if field in cls.model_fields else ""
+        return cls.env_name(field) + (f" / {flag}" if flag else "")
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str], flags: Mapping[str, Any] | None = None) -> Any:
+        """The settings in ``environ`` (empty values count as unset), ``flags`` (field -> value, None:
+        not given) over them; ``ConfigError`` names the variable (and flag)."""
+        raw: dict[str, Any] = {}
         for name, info in cls.model_fields.items():
             var = cls.env_name(name)
-            value = _lookup(environ, var)
+            value: Any = _lookup(environ, var)
             if info.annotation is SecretStr:
                 value = _secret(environ, var, value)
+            if flags is not None and flags.get(name) is not None:
+                value = flags[name]
             if value is not None:
                 raw[name] = value
         try:
@@ -98,20 +117,19 @@ def _secret(environ: Mapping[str, str], var: str, value: str | None) -> str | No
     return text.rstrip("\r\n")  # a secret file written with echo ends in a newline
 
 
-def _config_error(cls: type[_Settings], exc: ValidationError) -> ConfigError:
-    """The first problem as one line: the variable, the value (never a secret's) and what was expected."""
+def _config_error(cls: type[SettingsModel], exc: ValidationError) -> ConfigError:
+    """The first problem as one line: the variable, what was expected and the value (never a secret's)."""
     error = exc.errors()[0]
     field = str(error["loc"][0]) if error["loc"] else ""
-    var = cls.env_name(field) if field in cls.model_fields else field
     secret = field in cls.model_fields and cls.model_fields[field].annotation is SecretStr
-    shown = "" if secret else f"={error.get('input')!r}"
-    return ConfigError(f"{var}{shown}: {error['msg']}")
+    shown = "" if secret else f", got {error.get('input')!r}"
+    return ConfigError(f"{cls.label(field)}: {error['msg']}{shown}")
 
 
 # -- Kafka ------------------------------------------------------------------------------------------------
 
 
-class KafkaSettings(_Settings):
+class KafkaSettings(SettingsModel):
     """Every Kafka client: the job's source and producers, ingest, the ticketing worker, simulate."""
 
     prefix: ClassVar[str] = "LOGCLAW_KAFKA_"
@@ -158,7 +176,7 @@ def kafka_client_config(environ: Mapping[str, str]) -> dict[str, Any]:
 # -- OpenSearch -------------------------------------------------------------------------------------------
 
 
-class OpenSearchSettings(_Settings):
+class OpenSearchSettings(SettingsModel):
     """The job's sink, the worker's evidence reader and the console's reader."""
 
     prefix: ClassVar[str] = "LOGCLAW_OPENSEARCH_"
@@ -185,7 +203,7 @@ def opensearch_access(environ: Mapping[str, str]) -> OpenSearchAccess:
 # -- the detection job ------------------------------------------------------------------------------------
 
 
-class JobSettings(_Settings):
+class JobSettings(SettingsModel):
     """The detection job (``jobs.config.JobConfig``); Flink runtime knobs stay in ``flink-conf/``."""
 
     mode: Literal["kafka", "files"] = Field("kafka", description="kafka or files (replay)")
@@ -217,14 +235,14 @@ class JobSettings(_Settings):
 # -- the README table -------------------------------------------------------------------------------------
 
 # (section, model, who reads it) in README order
-SECTIONS: tuple[tuple[str, type[_Settings], str], ...] = (
+SECTIONS: tuple[tuple[str, type[SettingsModel], str], ...] = (
     ("Kafka", KafkaSettings, "job, ingest, ticketing, simulate"),
     ("OpenSearch", OpenSearchSettings, "job, ticketing, console"),
     ("Detection job", JobSettings, "job (ingest reads the two limits)"),
 )
 
 
-def _default(model: type[_Settings], name: str) -> str:
+def _default(model: type[SettingsModel], name: str) -> str:
     value = model.model_fields[name].default
     if isinstance(value, SecretStr):
         return ""

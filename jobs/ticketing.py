@@ -370,7 +370,7 @@ def run_kafka(worker: TicketingWorker, cfg: TicketingConfig, stop: threading.Eve
     from confluent_kafka import Consumer
 
     consumer = Consumer({
-        "bootstrap.servers": cfg.bootstrap, "group.id": cfg.group_id, "enable.auto.commit": False,
+        **cfg.kafka_config, "group.id": cfg.group_id, "enable.auto.commit": False,
         "auto.offset.reset": "earliest", "enable.partition.eof": False, **(consumer_config or {}),
     })
     consumer.subscribe([cfg.topic])
@@ -461,7 +461,8 @@ def build_worker(cfg: TicketingConfig, clients: Mapping[str, TicketClient] | Non
     if cfg.opensearch_url:
         from connectors.opensearch import OpenSearchReader
 
-        reader = OpenSearchReader(cfg.opensearch_url)
+        access = cfg.opensearch  # basic auth, CA bundle, verification (none of it sent before)
+        reader = OpenSearchReader([access.url], access.auth(), client_options=access.client_options())
     elif Path(cfg.store_path).exists():
         from connectors.store import EmbeddedStore
 
@@ -501,7 +502,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.once and cfg.dead_letter_topic:
             from confluent_kafka import Producer
 
-            producer = Producer({"bootstrap.servers": cfg.bootstrap})
+            producer = Producer(cfg.kafka_config)
         worker, ledger = build_worker(cfg, producer=producer)
     except ConfigError as exc:
         print(f"logclaw ticketing: {exc}", file=sys.stderr)

@@ -1,8 +1,10 @@
 """The ticketing worker's configuration: one frozen object, parsed once at start-up.
 
-Every setting has an environment variable and a command-line flag (the flag wins). A bad value fails
-at start-up with ``ConfigError`` naming both, e.g. ``LOGCLAW_LLM_TIMEOUT_S / --llm-timeout-s:
-expected a number > 0, got 'abc'``. Secrets (the LLM API key) are masked in ``repr``.
+Every setting has an environment variable and a command-line flag (the flag wins), declared once in
+``TicketingSettings`` (pydantic-settings, see ``jobs.settings``); Kafka and OpenSearch settings are the
+shared ``LOGCLAW_KAFKA_*`` / ``LOGCLAW_OPENSEARCH_*``. A bad value fails at start-up with
+``ConfigError`` naming both, e.g. ``LOGCLAW_LLM_TIMEOUT_S / --llm-timeout-s: Input should be a valid
+number, ..., got 'abc'``. Secrets (the LLM API key, passwords) are masked in ``repr``.
 """
 
 from __future__ import annotations
@@ -10,70 +12,59 @@ from __future__ import annotations
 import argparse
 import json
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from pydantic import Field, SecretStr
+
+from connectors.security import KafkaSecurity, OpenSearchAccess
+from jobs.config import ConfigError
+from jobs.settings import KafkaSettings, OpenSearchSettings, SettingsModel
 from udfs.routing import RoutingConfig, RoutingError
 
 DEFAULT_TOPIC = "logclaw.incidents"
 
-
-class ConfigError(ValueError):
-    """A start-up configuration problem; the message names the variable and flag."""
+__all__ = ["DEFAULT_TOPIC", "ConfigError", "TicketingConfig", "TicketingSettings", "add_config_arguments"]
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise ValueError("expected a number > 0")
-    return value
+def _s(default: Any, env: str, flag: str, description: str, **constraints: Any) -> Any:
+    """A worker setting: its variable, its flag and what it means."""
+    return Field(default, description=description, json_schema_extra={"env": env, "flag": flag}, **constraints)
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError("expected an integer >= 0")
-    return value
+class TicketingSettings(SettingsModel):
+    """The ticketing worker's own settings; Kafka and OpenSearch come from ``KafkaSettings`` and
+    ``OpenSearchSettings`` (``--bootstrap`` and ``--opensearch-url`` override their URLs)."""
 
-
-def _models(text: str) -> tuple[str, ...]:
-    return tuple(m.strip() for m in text.split(",") if m.strip())
-
-
-# field -> (environment variable, flag, parser, default, help)
-_SETTINGS: dict[str, tuple[str, str, Callable[[str], Any], str, str]] = {
-    "bootstrap": ("LOGCLAW_KAFKA_BOOTSTRAP", "--bootstrap", str, "127.0.0.1:9092", "Kafka bootstrap servers"),
-    "topic": ("LOGCLAW_INCIDENTS_TOPIC", "--topic", str, DEFAULT_TOPIC, "incident events topic"),
-    "group_id": ("LOGCLAW_TICKETING_GROUP", "--group-id", str, "logclaw-ticketing", "consumer group id"),
-    "dead_letter_topic": ("LOGCLAW_TICKETING_DLQ_TOPIC", "--dead-letter-topic", str, "",
-                          "dead-letter topic (Kafka mode; empty: file only)"),
-    "data_dir": ("LOGCLAW_DATA_DIR", "--data-dir", str, ".logclaw", "folder of the embedded store"),
-    "store_path": ("LOGCLAW_STORE_PATH", "--store", str, "", "embedded store file (evidence)"),
-    "opensearch_url": ("LOGCLAW_OPENSEARCH_URL", "--opensearch-url", str, "",
-                       "read evidence from OpenSearch instead of the embedded store"),
-    "ledger_path": ("LOGCLAW_LEDGER_PATH", "--ledger", str, "", "ticket ledger file (SQLite)"),
-    "dead_letter_path": ("LOGCLAW_TICKETING_DLQ_PATH", "--dead-letter", str, "", "dead-letter JSONL file"),
-    "routing_path": ("LOGCLAW_ROUTING", "--routing", str, "", "routing config file (JSON or YAML)"),
-    "tickets_dir": ("LOGCLAW_TICKETS_DIR", "--tickets-dir", str, "",
-                    "folder of the default `file` destination"),
-    "llm_models": ("LOGCLAW_LLM_MODELS", "--llm-models", _models, "",
-                   "comma-separated litellm models, tried in order (empty: deterministic RCA)"),
-    "llm_timeout_s": ("LOGCLAW_LLM_TIMEOUT_S", "--llm-timeout-s", _positive_float, "30", "per LLM call"),
-    "llm_max_retries": ("LOGCLAW_LLM_MAX_RETRIES", "--llm-max-retries", _non_negative_int, "1",
-                        "retries per model on transient errors"),
-    "llm_api_base": ("LOGCLAW_LLM_API_BASE", "--llm-api-base", str, "", "e.g. http://ollama:11434"),
-    "llm_api_key": ("LOGCLAW_LLM_API_KEY", "--llm-api-key", str, "",
-                    "API key (else litellm reads OPENAI_API_KEY etc.)"),
-    "dashboards_url": ("LOGCLAW_DASHBOARDS_URL", "--dashboards-url", str, "",
-                       "OpenSearch Dashboards base URL for ticket links"),
-    "worker_id": ("LOGCLAW_WORKER_ID", "--worker-id", str, "", "ledger claim owner (default: host name)"),
-    "metrics_interval_s": ("LOGCLAW_METRICS_INTERVAL_S", "--metrics-interval-s", _positive_float, "60",
-                           "how often counters are logged"),
-    "max_attempts": ("LOGCLAW_TICKETING_MAX_ATTEMPTS", "--max-attempts", _non_negative_int, "0",
-                     "attempts per message on transient failures (0: until shutdown; --once: 5)"),
-}
+    prefix: ClassVar[str] = "LOGCLAW_"
+    topic: str = _s(DEFAULT_TOPIC, "LOGCLAW_INCIDENTS_TOPIC", "--topic", "incident events topic")
+    group_id: str = _s("logclaw-ticketing", "LOGCLAW_TICKETING_GROUP", "--group-id", "the worker's consumer group")
+    dead_letter_topic: str = _s("", "LOGCLAW_TICKETING_DLQ_TOPIC", "--dead-letter-topic",
+                                "the worker's dead-letter topic (Kafka mode; empty: file only)")
+    data_dir: str = _s(".logclaw", "LOGCLAW_DATA_DIR", "--data-dir", "folder of the embedded store, ledger, tickets")
+    store_path: str = _s("", "LOGCLAW_STORE_PATH", "--store",
+                         "embedded store file (default: <data dir or out>/store.sqlite)")
+    ledger_path: str = _s("", "LOGCLAW_LEDGER_PATH", "--ledger", "ticket ledger file (SQLite)")
+    dead_letter_path: str = _s("", "LOGCLAW_TICKETING_DLQ_PATH", "--dead-letter", "the worker's dead-letter JSONL file")
+    routing_path: str = _s("", "LOGCLAW_ROUTING", "--routing", "routing config file (JSON or YAML)")
+    tickets_dir: str = _s("", "LOGCLAW_TICKETS_DIR", "--tickets-dir", "folder of the default `file` destination")
+    llm_models: str = _s("", "LOGCLAW_LLM_MODELS", "--llm-models",
+                         "comma-separated litellm models, tried in order (empty: deterministic RCA)")
+    llm_timeout_s: float = _s(30.0, "LOGCLAW_LLM_TIMEOUT_S", "--llm-timeout-s", "per LLM call, seconds", gt=0)
+    llm_max_retries: int = _s(1, "LOGCLAW_LLM_MAX_RETRIES", "--llm-max-retries",
+                              "retries per model on transient errors", ge=0)
+    llm_api_base: str = _s("", "LOGCLAW_LLM_API_BASE", "--llm-api-base", "e.g. http://ollama:11434")
+    llm_api_key: SecretStr = _s(SecretStr(""), "LOGCLAW_LLM_API_KEY", "--llm-api-key",
+                                "LLM API key (else litellm reads OPENAI_API_KEY etc.)")
+    dashboards_url: str = _s("", "LOGCLAW_DASHBOARDS_URL", "--dashboards-url",
+                             "OpenSearch Dashboards base URL for ticket links")
+    worker_id: str = _s("", "LOGCLAW_WORKER_ID", "--worker-id", "ledger claim owner (default: host name)")
+    metrics_interval_s: float = _s(60.0, "LOGCLAW_METRICS_INTERVAL_S", "--metrics-interval-s",
+                                   "how often counters are logged, seconds", gt=0)
+    max_attempts: int = _s(0, "LOGCLAW_TICKETING_MAX_ATTEMPTS", "--max-attempts",
+                           "attempts per message on transient failures (0: until shutdown; --once: 5)", ge=0)
 
 
 @dataclass(frozen=True)
@@ -100,6 +91,9 @@ class TicketingConfig:
     worker_id: str = ""
     metrics_interval_s: float = 60.0
     max_attempts: int = 0
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    # user, password, CA bundle, verification; its url is ``opensearch_url`` (a flag may override it)
+    opensearch_login: OpenSearchAccess = field(default_factory=OpenSearchAccess)
 
     def __post_init__(self) -> None:
         data = Path(self.data_dir)
@@ -120,6 +114,21 @@ class TicketingConfig:
         shown["llm_api_key"] = "***" if self.llm_api_key else ""
         return "TicketingConfig(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
+    @property
+    def opensearch(self) -> OpenSearchAccess:
+        """Where the evidence reader finds OpenSearch and how it logs in."""
+        login = self.opensearch_login
+        try:
+            return OpenSearchAccess(url=self.opensearch_url, user=login.user, password=login.password,
+                                    ca_file=login.ca_file, verify_certs=login.verify_certs)
+        except ValueError as exc:
+            raise ConfigError(f"LOGCLAW_OPENSEARCH_URL / --opensearch-url: {exc}") from None
+
+    @property
+    def kafka_config(self) -> dict[str, Any]:
+        """confluent-kafka settings of the worker's consumer and dead-letter producer."""
+        return {**self.kafka_security.librdkafka_config(), "bootstrap.servers": self.bootstrap}
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> TicketingConfig:
         return cls.from_args(None, env)
@@ -127,15 +136,17 @@ class TicketingConfig:
     @classmethod
     def from_args(cls, args: argparse.Namespace | None, env: Mapping[str, str]) -> TicketingConfig:
         """Flags (when given) over environment variables over defaults; fails naming both."""
-        values: dict[str, Any] = {}
-        for name, (var, flag, parse, default, _help) in _SETTINGS.items():
-            flag_value = getattr(args, name, None) if args is not None else None
-            text = flag_value if flag_value is not None else env.get(var, default)
-            try:
-                values[name] = parse(str(text))
-            except ValueError as exc:
-                raise ConfigError(f"{var} / {flag}: {exc}, got {text!r}") from None
-        return cls(**values)
+        flags = {name: getattr(args, name, None) for name in TicketingSettings.model_fields} if args else {}
+        own: TicketingSettings = TicketingSettings.load(env, flags)
+        kafka: KafkaSettings = KafkaSettings.load(env, {"bootstrap_servers": getattr(args, "bootstrap", None)})
+        search: OpenSearchSettings = OpenSearchSettings.load(env, {"url": getattr(args, "opensearch_url", None)})
+        values = own.model_dump()
+        values["llm_models"] = tuple(m.strip() for m in own.llm_models.split(",") if m.strip())
+        values["llm_api_key"] = own.llm_api_key.get_secret_value()
+        cfg = cls(**values, bootstrap=kafka.bootstrap_servers, kafka_security=kafka.security(),
+                  opensearch_url=search.url, opensearch_login=search.access())
+        cfg.opensearch  # noqa: B018 (fails at start-up, naming the setting, when the URL and login disagree)
+        return cfg
 
     def load_routing(self) -> RoutingConfig:
         """The routing file, or the built-in default: medium and above to the `file` destination."""
@@ -164,5 +175,12 @@ class TicketingConfig:
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per setting; the default ``None`` means "use the environment variable"."""
-    for name, (var, flag, _parse, default, help_text) in _SETTINGS.items():
-        parser.add_argument(flag, dest=name, default=None, help=f"{help_text} [{var}, default {default!r}]")
+    parser.add_argument("--bootstrap", dest="bootstrap", default=None,
+                        help=f"Kafka bootstrap servers [{KafkaSettings.env_name('bootstrap_servers')}]")
+    parser.add_argument("--opensearch-url", dest="opensearch_url", default=None,
+                        help="read evidence from OpenSearch instead of the embedded store "
+                             f"[{OpenSearchSettings.env_name('url')}]")
+    for name, info in TicketingSettings.model_fields.items():
+        default = info.default.get_secret_value() if isinstance(info.default, SecretStr) else info.default
+        parser.add_argument(TicketingSettings.flag(name), dest=name, default=None,
+                            help=f"{info.description} [{TicketingSettings.env_name(name)}, default {default!r}]")
