@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from connectors.otlp import MAX_MESSAGE_BYTES
@@ -33,13 +34,14 @@ class KafkaLogsProducer:
     job (``connectors.otlp.MAX_MESSAGE_BYTES``), not librdkafka's 1 MB default nor the request limit."""
 
     def __init__(self, bootstrap_servers: str, topic: str, *, timeout_s: float = 10.0,
-                 max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
+                 max_message_bytes: int = MAX_MESSAGE_BYTES, client_config: Mapping[str, Any] | None = None) -> None:
         from confluent_kafka import Producer
 
         self.topic = topic
         self.timeout_s = timeout_s
         self.max_message_bytes = max_message_bytes
         self._producer = Producer({
+            **(client_config or {}),  # SASL/TLS: jobs.settings.kafka_client_config
             "bootstrap.servers": bootstrap_servers,
             "enable.idempotence": True,
             "acks": "all",

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from connectors.ingest import ApiKeys, IngestLimits, IngestServer, KafkaLogsProducer
 from connectors.ingest.limits import (
@@ -55,6 +56,7 @@ class Settings:
     max_message_bytes: int  # the producer's message.max.bytes: the one message size limit
     port: int
     ack_timeout_s: float
+    kafka_config: Mapping[str, Any]  # confluent-kafka: bootstrap servers, SASL/TLS (jobs.settings)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,7 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     net = parser.add_argument_group("listening and Kafka")
     net.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s; 0.0.0.0 for all)")
     net.add_argument("--port", metavar="PORT", help="listen port (default: 4318, the OTLP/HTTP port)")
-    net.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap servers (default: %(default)s)")
+    net.add_argument("--bootstrap", help="Kafka bootstrap servers (LOGCLAW_KAFKA_BOOTSTRAP_SERVERS, else "
+                     "127.0.0.1:9092; SASL/TLS: LOGCLAW_KAFKA_*)")
     net.add_argument("--topic", default="otlp_logs", help="logs topic (default: %(default)s)")
     net.add_argument("--ack-timeout-s", metavar="S",
                      help="seconds a request waits for the broker's ack before answering 503 (default: 10)")
@@ -104,8 +107,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(f"ingest: {_count(len(keys), 'api key')} of {_count(len(keys.tenants), 'tenant')} loaded from {args.keys}",
           flush=True)
-    producer = KafkaLogsProducer(args.bootstrap, args.topic, timeout_s=settings.ack_timeout_s,
-                                 max_message_bytes=settings.max_message_bytes)
+    bootstrap = settings.kafka_config["bootstrap.servers"]
+    producer = KafkaLogsProducer(bootstrap, args.topic, timeout_s=settings.ack_timeout_s,
+                                 max_message_bytes=settings.max_message_bytes, client_config=settings.kafka_config)
     try:
         server = IngestServer((args.host, settings.port), keys=keys, producer=producer, limits=settings.limits)
     except OSError as exc:
@@ -113,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"ingest: cannot listen on {args.host}:{settings.port}: {exc}", file=sys.stderr)
         return 1
     limits = settings.limits
-    print(f"ingest: listening on {server.url} (topic {args.topic} at {args.bootstrap}; per request at most "
+    print(f"ingest: listening on {server.url} (topic {args.topic} at {bootstrap}; per request at most "
           f"{limits.max_body_bytes} bytes and {limits.max_records} records, future skew {limits.max_future_skew_ms}"
           f" ms; {limits.max_connections} connections)", flush=True)
     serve_until_signalled(server)
@@ -164,8 +168,11 @@ def settings_of(args: argparse.Namespace, environ: Mapping[str, str]) -> Setting
         body_grace_s=_seconds(args, "--body-timeout-s", BODY_GRACE_S),
         min_upload_bytes_per_s=_int(args, "--min-upload-bytes-per-s", MIN_UPLOAD_BYTES_PER_S, 1),
         max_future_skew_ms=skew)
+    from jobs.settings import KafkaSettings
+
+    kafka = KafkaSettings.load(environ, {"bootstrap_servers": args.bootstrap})
     return Settings(limits=limits, max_message_bytes=job.max_message_bytes, port=_int(args, "--port", 4318, 0, 65535),
-                    ack_timeout_s=_seconds(args, "--ack-timeout-s", 10.0))
+                    ack_timeout_s=_seconds(args, "--ack-timeout-s", 10.0), kafka_config=kafka.client_config())
 
 
 def _raw(args: argparse.Namespace, flag: str) -> str | None:
