@@ -18,6 +18,7 @@ checks that the README shows exactly this table).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -118,12 +119,36 @@ def _secret(environ: Mapping[str, str], var: str, value: str | None) -> str | No
 
 
 def _config_error(cls: type[SettingsModel], exc: ValidationError) -> ConfigError:
-    """The first problem as one line: the variable, what was expected and the value (never a secret's)."""
+    """The first problem as one line, in the commands' style: ``VAR=value: must be >= 1`` (or, for a
+    setting with a flag, ``VAR / --flag: must be >= 1, got value``); a secret's value is never shown."""
     error = exc.errors()[0]
     field = str(error["loc"][0]) if error["loc"] else ""
     secret = field in cls.model_fields and cls.model_fields[field].annotation is SecretStr
-    shown = "" if secret else f", got {error.get('input')!r}"
-    return ConfigError(f"{cls.label(field)}: {error['msg']}{shown}")
+    raw = error.get("input")
+    shown = raw if isinstance(raw, str) and re.fullmatch(r"-?[0-9][0-9_.e+]*", raw) else repr(raw)
+    what = _short(error)
+    if secret:
+        return ConfigError(f"{cls.label(field)}: {what}")
+    if cls.flag(field) if field in cls.model_fields else "":
+        return ConfigError(f"{cls.label(field)}: {what}, got {shown}")
+    return ConfigError(f"{cls.label(field)}={shown}: {what}")
+
+
+def _short(error: Any) -> str:
+    """pydantic's message in the commands' words (``must be >= 1``, ``expected an integer``)."""
+    ctx = error.get("ctx") or {}
+    kind = error["type"]
+    for key, op in (("ge", ">="), ("le", "<="), ("gt", ">"), ("lt", "<")):
+        if key in ctx and kind.startswith(("greater_than", "less_than")):
+            return f"must be {op} {ctx[key]}"
+    words = {
+        "int_parsing": "expected an integer", "int_from_float": "expected an integer",
+        "float_parsing": "expected a number", "bool_parsing": "expected true or false",
+        "string_too_short": "must not be empty",
+        "string_pattern_mismatch": "expected an http(s):// URL" if "http" in str(ctx.get("pattern")) else "",
+        "literal_error": f"expected one of {ctx.get('expected', '')}".replace("' or '", ", ").replace("'", ""),
+    }
+    return words.get(kind) or str(error["msg"])
 
 
 # -- Kafka ------------------------------------------------------------------------------------------------
