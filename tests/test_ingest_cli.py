@@ -54,6 +54,10 @@ def built(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         def close(self) -> None:
             seen["producer_closed"] = True
 
+        def for_topic(self, topic: str) -> str:
+            seen["spans_topic"] = topic
+            return f"spans producer for {topic}"
+
     def server(address: tuple[str, int], **kwargs: Any) -> None:
         seen["server"] = {"address": address, **kwargs}
         raise Stopped("stand-in: not listening")
@@ -166,8 +170,8 @@ def test_the_command_prints_counts_never_a_key_and_stops_on_sigterm(keys: Path, 
     out = tmp_path / "ingest.out"
     with out.open("wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "jobs.cli", "ingest", "--port", str(port), "--keys", str(keys), "--bootstrap",
-             f"127.0.0.1:{free_port()}"], cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "jobs.cli", "ingest", "--port", str(port), "--grpc-port", "0", "--keys", str(keys),
+             "--bootstrap", f"127.0.0.1:{free_port()}"], cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
     try:
         deadline = time.monotonic() + 30

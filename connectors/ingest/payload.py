@@ -96,8 +96,8 @@ def prepare(body: bytes, *, tenant: str, fmt: str, received_unix_nano: int, max_
         return Ingested(b"", received_ms, 0, 0, "")  # the spec: an empty request is a success
     records_n, groups_n = count_records(body, fmt, stop_after=max_records)
     if records_n > max_records or groups_n > max_records:
-        what = "log records" if records_n > max_records else "resource/scope groups"
-        raise PayloadTooLarge(f"the request has {max(records_n, groups_n)} {what}; the limit is {max_records} per"
+        n, what = (records_n, "log records") if records_n > max_records else (groups_n, "resource/scope groups")
+        raise PayloadTooLarge(f"the request has {n} {what}; the limit is {max_records} per"
                               " request: send smaller batches")
     latest = latest_event_time_unix_nano(received_ms, max_future_skew_ms=max_future_skew_ms)
     decoded = decode_logs(body, fmt=fmt, max_body_bytes=max_body_bytes, default_time_unix_nano=received_unix_nano,

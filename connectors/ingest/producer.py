@@ -51,6 +51,14 @@ class KafkaLogsProducer:
         })
 
     def send(self, key: bytes, value: bytes, timestamp_ms: int) -> None:
+        self.send_to(self.topic, key, value, timestamp_ms)
+
+    def for_topic(self, topic: str) -> LogsProducer:
+        """A ``LogsProducer`` to ``topic`` through this producer's connection (e.g. the spans topic)."""
+        return _TopicProducer(self, topic)
+
+    def send_to(self, topic: str, key: bytes, value: bytes, timestamp_ms: int) -> None:
+        """``send`` to ``topic``."""
         from confluent_kafka import KafkaError, KafkaException
 
         done = threading.Event()
@@ -61,21 +69,31 @@ class KafkaLogsProducer:
             done.set()
 
         try:
-            self._producer.produce(self.topic, value=value, key=key, timestamp=timestamp_ms, on_delivery=delivered)
+            self._producer.produce(topic, value=value, key=key, timestamp=timestamp_ms, on_delivery=delivered)
         except BufferError as exc:
             raise ProduceError(f"producer queue full: {exc}") from exc
         except KafkaException as exc:
             err = exc.args[0]
-            raise ProduceError(f"produce to {self.topic} failed: {err.str()}",
+            raise ProduceError(f"produce to {topic} failed: {err.str()}",
                                too_large=err.code() == KafkaError.MSG_SIZE_TOO_LARGE) from exc
         deadline = time.monotonic() + self.timeout_s + 5.0  # librdkafka reports a timeout itself first
         while not done.is_set() and time.monotonic() < deadline:
             self._producer.poll(0.05)  # serves any thread's callbacks; each sets its own event
         if not done.is_set():
-            raise ProduceError(f"{self.topic}: no acknowledgement within {self.timeout_s} s")
+            raise ProduceError(f"{topic}: no acknowledgement within {self.timeout_s} s")
         err = outcome[0]
         if err is not None:
-            raise ProduceError(f"{self.topic}: {err.str()}", too_large=err.code() == KafkaError.MSG_SIZE_TOO_LARGE)
+            raise ProduceError(f"{topic}: {err.str()}", too_large=err.code() == KafkaError.MSG_SIZE_TOO_LARGE)
 
     def close(self) -> None:
         self._producer.flush(self.timeout_s)
+
+
+class _TopicProducer:
+    """``KafkaLogsProducer.for_topic``: the same producer, another topic."""
+
+    def __init__(self, producer: KafkaLogsProducer, topic: str) -> None:
+        self._producer, self.topic = producer, topic
+
+    def send(self, key: bytes, value: bytes, timestamp_ms: int) -> None:
+        self._producer.send_to(self.topic, key, value, timestamp_ms)

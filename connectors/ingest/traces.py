@@ -53,8 +53,8 @@ def prepare_traces(body: bytes, *, tenant: str, fmt: str, received_unix_nano: in
         return Ingested(b"", received_ms, 0, 0, "")  # the spec: an empty request is a success
     spans_n, groups_n = count_records(body, fmt, stop_after=max_records, signal="traces")
     if spans_n > max_records or groups_n > max_records:
-        what = "spans" if spans_n > max_records else "resource/scope groups"
-        raise PayloadTooLarge(f"the request has {max(spans_n, groups_n)} {what}; the limit is {max_records} per"
+        n, what = (spans_n, "spans") if spans_n > max_records else (groups_n, "resource/scope groups")
+        raise PayloadTooLarge(f"the request has {n} {what}; the limit is {max_records} per"
                               " request: send smaller batches")
     latest = latest_event_time_unix_nano(received_ms, max_future_skew_ms=max_future_skew_ms)
     decoded = decode_spans(body, fmt=fmt, latest_time_unix_nano=latest)

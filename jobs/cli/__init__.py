@@ -35,7 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("jobs.cli.stack", "start broker, Flink cluster, detection job and ticketing worker in the background"),
     "down": ("jobs.cli.stack", "stop everything 'logclaw up' started (the detection job with a savepoint)"),
     "run": ("jobs.cli.run", "run the detection job on Kafka on the local MiniCluster, with the web UI"),
-    "ingest": ("jobs.cli.ingest", "serve the OTLP/HTTP logs endpoint (POST /v1/logs, API key -> tenant) into Kafka"),
+    "ingest": ("jobs.cli.ingest", "serve OTLP logs and traces (HTTP :4318, gRPC :4317; API key -> tenant) into Kafka"),
     "ui": ("jobs.cli.ui", "serve the incident console (incidents, services, logs, traces, health) on 127.0.0.1"),
     "incidents": ("jobs.cli.incidents", "list, show or search incidents in the store (terminal console)"),
 }

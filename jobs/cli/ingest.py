@@ -1,10 +1,14 @@
-"""``logclaw ingest``: the OTLP/HTTP logs endpoint (``POST /v1/logs``) in front of the logs topic.
+"""``logclaw ingest``: an OTLP receiver in front of the logs and spans topics, like a Collector's: OTLP/HTTP
+(``POST /v1/logs``, ``POST /v1/traces``, ``GET /healthz``, ``GET /metrics``) on ``--port`` (4318) and OTLP/gRPC
+(``LogsService/Export``, ``TraceService/Export``) on ``--grpc-port`` (4317).
 
-Point an OpenTelemetry SDK or Collector at ``http://HOST:PORT/v1/logs`` with the header
-``x-logclaw-api-key: KEY``; ``--keys`` is a JSON or YAML file ``{api_key: tenant}``, kept in memory only as
-SHA-256 digests. Every limit a user would tune is a flag; the future skew and the message size limit are
-the job's settings (``LOGCLAW_MAX_FUTURE_SKEW_MS``, ``LOGCLAW_MAX_MESSAGE_BYTES``, same defaults and
-ranges), the flag winning over the variable. A bad value stops the command at start-up with one line
+Point an OpenTelemetry SDK or Collector at it with the header (gRPC: metadata) ``x-logclaw-api-key: KEY`` or
+``Authorization: Bearer KEY``; ``--keys`` is a JSON or YAML file ``{api_key: tenant}``, kept in memory only as
+SHA-256 digests. Refused requests are logged at WARNING on stderr (reason and peer, never the key).
+
+Every limit a user would tune is a flag; the future skew and the message size limit are the job's settings
+(``LOGCLAW_MAX_FUTURE_SKEW_MS``, ``LOGCLAW_MAX_MESSAGE_BYTES``, same defaults and ranges), the flag winning
+over the variable. A bad value stops the command at start-up with one line
 naming the flag or variable (exit 2). Runs until Ctrl-C or SIGTERM, then stops accepting and flushes the
 producer (a request cut off by the exit gets no answer, so its client retries it: at-least-once).
 """
@@ -12,6 +16,7 @@ producer (a request cut off by the exit gets no answer, so its client retries it
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 import signal
@@ -24,6 +29,7 @@ from types import FrameType
 from typing import Any
 
 from connectors.ingest import ApiKeys, IngestLimits, IngestServer, KafkaLogsProducer
+from connectors.ingest.grpc_receiver import GrpcReceiver
 from connectors.ingest.limits import (
     BODY_GRACE_S,
     DEFAULT_MAX_BODY_BYTES,
@@ -55,6 +61,7 @@ class Settings:
     limits: IngestLimits
     max_message_bytes: int  # the producer's message.max.bytes: the one message size limit
     port: int
+    grpc_port: int
     ack_timeout_s: float
     kafka_config: Mapping[str, Any]  # confluent-kafka: bootstrap servers, SASL/TLS (jobs.settings)
 
@@ -63,10 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keys", type=Path, required=True, help="JSON or YAML file {api_key: tenant}")
     net = parser.add_argument_group("listening and Kafka")
     net.add_argument("--host", default="127.0.0.1", help="listen address (default: %(default)s; 0.0.0.0 for all)")
-    net.add_argument("--port", metavar="PORT", help="listen port (default: 4318, the OTLP/HTTP port)")
+    net.add_argument("--port", metavar="PORT", help="OTLP/HTTP listen port (default: 4318; 0: any free port)")
+    net.add_argument("--grpc-port", metavar="PORT", help="OTLP/gRPC listen port (default: 4317; 0: any free port)")
     net.add_argument("--bootstrap", help="Kafka bootstrap servers (LOGCLAW_KAFKA_BOOTSTRAP_SERVERS, else "
                      "127.0.0.1:9092; SASL/TLS: LOGCLAW_KAFKA_*)")
     net.add_argument("--topic", default="otlp_logs", help="logs topic (default: %(default)s)")
+    net.add_argument("--spans-topic", default="otlp_spans", help="spans topic (default: %(default)s)")
     net.add_argument("--ack-timeout-s", metavar="S",
                      help="seconds a request waits for the broker's ack before answering 503 (default: 10)")
     lim = parser.add_argument_group("limits per request and connection (a bad value stops the command at start-up)")
@@ -107,25 +116,53 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(f"ingest: {_count(len(keys), 'api key')} of {_count(len(keys.tenants), 'tenant')} loaded from {args.keys}",
           flush=True)
+    configure_logging()
     bootstrap = settings.kafka_config["bootstrap.servers"]
     producer = KafkaLogsProducer(bootstrap, args.topic, timeout_s=settings.ack_timeout_s,
                                  max_message_bytes=settings.max_message_bytes, client_config=settings.kafka_config)
     try:
-        server = IngestServer((args.host, settings.port), keys=keys, producer=producer, limits=settings.limits)
+        server = IngestServer((args.host, settings.port), keys=keys, producer=producer, limits=settings.limits,
+                              spans_producer=producer.for_topic(args.spans_topic))
     except OSError as exc:
         producer.close()
         print(f"ingest: cannot listen on {args.host}:{settings.port}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        receiver = GrpcReceiver(server.intake, args.host, settings.grpc_port)
+    except OSError as exc:
+        server.server_close()
+        producer.close()
+        print(f"ingest: cannot listen on {args.host}:{settings.grpc_port} (gRPC): {exc}", file=sys.stderr)
         return 1
     limits = settings.limits
     print(f"ingest: listening on {server.url} (topic {args.topic} at {bootstrap}; per request at most "
           f"{limits.max_body_bytes} bytes and {limits.max_records} records, future skew {limits.max_future_skew_ms}"
           f" ms; {limits.max_connections} connections)", flush=True)
-    serve_until_signalled(server)
-    producer.close()
+    receiver.start()
+    print(f"ingest: OTLP/gRPC listening on {receiver.address}; OTLP/HTTP traces on /v1/traces (topic "
+          f"{args.spans_topic}); GET /healthz, GET /metrics", flush=True)
+    try:
+        serve_until_signalled(server)
+    finally:
+        receiver.stop()
+        producer.close()
     stats = server.stats
+    grpc_codes = f"; gRPC {dict(sorted(stats.by_grpc_code.items()))}" if stats.by_grpc_code else ""
     print(f"ingest: stopped; {stats.messages} messages, {stats.accepted} records accepted, "
-          f"{stats.rejected} rejected; responses {dict(sorted(stats.by_status.items()))}", flush=True)
+          f"{stats.rejected} rejected; responses {dict(sorted(stats.by_status.items()))}{grpc_codes}", flush=True)
     return 0
+
+
+def configure_logging() -> None:
+    """The receiver's log lines (refusals at WARNING, broker errors) on stderr, with time and level; left as
+    it is when the process has configured logging already."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
 
 
 def serve_until_signalled(server: IngestServer) -> None:
@@ -172,6 +209,7 @@ def settings_of(args: argparse.Namespace, environ: Mapping[str, str]) -> Setting
 
     kafka = KafkaSettings.load(environ, {"bootstrap_servers": args.bootstrap})
     return Settings(limits=limits, max_message_bytes=job.max_message_bytes, port=_int(args, "--port", 4318, 0, 65535),
+                    grpc_port=_int(args, "--grpc-port", 4317, 0, 65535),
                     ack_timeout_s=_seconds(args, "--ack-timeout-s", 10.0), kafka_config=kafka.client_config())
 
 
