@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from connectors.console_read import IncidentPage, IncidentQuery, page_limit
 from connectors.logstore import MAX_LIMIT, METRIC_FIELDS, LogDoc, MetricRow, clamp_limit
 from connectors.opensearch import OpenSearchReader, incident_state_index, index_tenant
+from connectors.security import OpenSearchAccess
 
 _DESC = {"order": "desc", "unmapped_type": "long"}
 _ASC = {"order": "asc", "unmapped_type": "long"}
@@ -27,6 +28,11 @@ class OpenSearchConsoleReader:
         self.prefix = index_prefix
         parts = urlsplit(url)
         self._where = f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"
+
+    @classmethod
+    def from_access(cls, access: OpenSearchAccess, index_prefix: str = "logclaw") -> OpenSearchConsoleReader:
+        """The reader for ``access``: its URL, basic auth, CA bundle and certificate verification."""
+        return cls(access.url, access.auth(), index_prefix, client_options=access.client_options())
 
     def _search(self, index: str, tenant: str, filters: list[dict[str, Any]], *,
                 must: list[dict[str, Any]] | None = None,

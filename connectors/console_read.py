@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from connectors.logstore import METRIC_FIELDS, LogDoc, MetricRow, clamp_limit
+from connectors.security import OpenSearchAccess, Secret
 from connectors.store import EmbeddedStore, fts_query
 
 SEVERITIES = ("critical", "high", "medium", "low")
@@ -250,13 +251,16 @@ def _log(row: Sequence[Any]) -> LogDoc:
 
 
 def open_reader(*, store: str | Path | None = None, opensearch_url: str = "", opensearch_user: str = "",
-                opensearch_password: str = "", index_prefix: str = "logclaw") -> ConsoleReader:
-    """OpenSearch when ``opensearch_url`` is set, else the embedded store at ``store``."""
-    if opensearch_url:
+                opensearch_password: str = "", index_prefix: str = "logclaw",
+                opensearch: OpenSearchAccess | None = None) -> ConsoleReader:
+    """OpenSearch when ``opensearch`` (URL, basic auth, TLS) or ``opensearch_url`` names one, else the
+    embedded store at ``store``."""
+    if opensearch is None and opensearch_url:
+        opensearch = OpenSearchAccess(opensearch_url, opensearch_user, Secret(opensearch_password))
+    if opensearch is not None and opensearch.url:
         from connectors.console_opensearch import OpenSearchConsoleReader
 
-        auth = (opensearch_user, opensearch_password) if opensearch_user else None
-        return OpenSearchConsoleReader(opensearch_url, auth, index_prefix)
+        return OpenSearchConsoleReader.from_access(opensearch, index_prefix)
     if store is None:
         raise ValueError("no store: give the embedded store's path or an OpenSearch URL")
     return SqliteConsoleReader(store)

@@ -35,7 +35,8 @@ DEFAULT_SAVEPOINT_DIR = Path(".logclaw/savepoints")  # beside --checkpoint-dir's
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bootstrap", metavar="SERVERS", help="Kafka bootstrap servers (LOGCLAW_BOOTSTRAP_SERVERS)")
+    parser.add_argument("--bootstrap", metavar="SERVERS",
+                        help="Kafka bootstrap servers (LOGCLAW_KAFKA_BOOTSTRAP_SERVERS)")
     parser.add_argument("--logs-topic", help="OTLP logs topic (LOGCLAW_LOGS_TOPIC, default otlp_logs)")
     parser.add_argument("--spans-topic", help="optional OTLP spans topic (LOGCLAW_SPANS_TOPIC)")
     parser.add_argument("--group-id", help="consumer group of the job (LOGCLAW_GROUP_ID)")

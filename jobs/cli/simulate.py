@@ -7,6 +7,7 @@ Each output message is one ``ExportLogsServiceRequest`` of at most ``--per-messa
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import UTC, datetime
 
@@ -111,6 +112,14 @@ def run(args: argparse.Namespace) -> int:
             simulate_io.KafkaMessage(f"{b[0].tenant}/{b[0].service}".encode(), encode(b), b[0].time_ms)
             for b in batches
         )
-        produced = simulate_io.produce_messages(args.kafka, args.topic, messages)
+        from jobs.config import ConfigError
+        from jobs.settings import kafka_client_config
+
+        try:
+            security = kafka_client_config(os.environ)  # SASL/TLS: LOGCLAW_KAFKA_*; --kafka names the servers
+        except ConfigError as exc:
+            print(f"simulate: {exc}", file=sys.stderr)
+            return 2
+        produced = simulate_io.produce_messages(args.kafka, args.topic, messages, client_config=security)
         print(f"produced {produced} {args.format} messages to {args.topic} at {args.kafka}")
     return 0

@@ -91,7 +91,7 @@ def prepare_cluster(stack_dir: Path, *, rest_port: int, rpc_port: int | None = N
 
 def job_env(bootstrap: str, store_path: Path, **extra: str) -> dict[str, str]:
     """``LOGCLAW_*`` for the detection job (read by ``JobConfig.from_env`` in the client process)."""
-    return {"LOGCLAW_MODE": "kafka", "LOGCLAW_BOOTSTRAP_SERVERS": bootstrap,
+    return {"LOGCLAW_MODE": "kafka", "LOGCLAW_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "LOGCLAW_STORE_PATH": str(store_path), **extra}
 
 

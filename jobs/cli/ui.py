@@ -39,10 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def open_from_args(args: argparse.Namespace) -> ConsoleReader:
     """The reader the arguments and ``LOGCLAW_OPENSEARCH_*`` name (shared with ``logclaw incidents``)."""
     from connectors.console_read import open_reader
+    from jobs.settings import opensearch_access
 
-    return open_reader(store=args.store or DEFAULT_STORE, opensearch_url=os.environ.get("LOGCLAW_OPENSEARCH_URL", ""),
-                       opensearch_user=os.environ.get("LOGCLAW_OPENSEARCH_USER", ""),
-                       opensearch_password=os.environ.get("LOGCLAW_OPENSEARCH_PASSWORD", ""))
+    # LOGCLAW_OPENSEARCH_*: URL, basic auth (password or its _FILE), CA bundle, verification
+    return open_reader(store=args.store or DEFAULT_STORE, opensearch=opensearch_access(os.environ))
 
 
 def run(args: argparse.Namespace) -> int:
