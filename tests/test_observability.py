@@ -7,6 +7,7 @@ import json
 import logging
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from prometheus_client import Counter
@@ -85,3 +86,41 @@ def test_metrics_payload_and_server_expose_a_counter() -> None:
             assert b"logclaw_test_observability_total 3.0" in answer.read()
     finally:
         server.stop()
+
+
+SERVICES_OK = 'logclaw_console_requests_total{page="services",status="200"}'
+
+
+def test_console_serves_metrics_without_a_key_counting_pages_by_name_not_by_tenant(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from connectors.console_read import open_reader
+    from connectors.ingest import ApiKeys
+    from connectors.store import EmbeddedStore
+    from jobs.console.app import build_app
+
+    EmbeddedStore(tmp_path / "store.sqlite").close()
+    keys_file = tmp_path / "keys.json"
+    keys_file.write_text(json.dumps({"secret-key-of-acme": "acme"}))
+    reader = open_reader(store=tmp_path / "store.sqlite")
+    try:
+        with TestClient(build_app(reader, keys=ApiKeys.from_file(keys_file)), follow_redirects=False) as client:
+            before = _sample(client.get("/metrics").text, SERVICES_OK)
+            assert client.get("/services", headers={"x-logclaw-api-key": "secret-key-of-acme"}).status_code == 200
+            assert client.get("/services").status_code == 303  # no key: to the login page, counted as such
+            answer = client.get("/metrics")
+    finally:
+        reader.close()
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
+    assert _sample(answer.text, SERVICES_OK) == before + 1
+    assert _sample(answer.text, 'logclaw_console_requests_total{page="services",status="303"}') >= 1
+    assert 'logclaw_console_request_seconds_count{page="services"}' in answer.text
+    assert "acme" not in answer.text and "secret-key" not in answer.text
+
+
+def _sample(text: str, series: str) -> float:
+    """The value of one exposition line, 0 when the series is not there yet."""
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0

@@ -5,6 +5,9 @@ Tenancy: without ``keys`` (a loopback operator) the tenant is a query parameter 
 store's tenants; with ``keys`` (the ingest key file) ``POST /login`` trades an API key for a random
 session cookie that maps to the key's tenant, or a request presents ``x-logclaw-api-key``; the tenant
 then cannot be changed. Every reader call passes that tenant.
+
+``GET /metrics`` (Prometheus text, no key: counts and latencies only, no tenant data) and
+``GET /healthz`` serve probes and scrapers.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import secrets
 import threading
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from prometheus_client import Counter, Histogram
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -28,6 +33,7 @@ from starlette.routing import Route
 from connectors.console_read import ConsoleReader
 from connectors.ingest import ApiKeys
 from jobs.console import pages
+from jobs.observability import metrics_route
 
 SESSION_COOKIE = "logclaw_console"
 HEADERS = {
@@ -37,6 +43,9 @@ HEADERS = {
     "referrer-policy": "no-referrer",
     "cache-control": "no-store",
 }
+# Labelled by page (the handler's name), never by tenant or query: a bounded set of series.
+REQUESTS = Counter("logclaw_console_requests", "console page requests by page and HTTP status", ["page", "status"])
+LATENCY = Histogram("logclaw_console_request_seconds", "console page time to answer (wall clock)", ["page"])
 
 
 @dataclass
@@ -84,11 +93,18 @@ def build_app(reader: ConsoleReader, *, keys: ApiKeys | None = None, ledger_path
     console = Console(reader, keys, ledger_path, dead_letters_path, flink_url)
 
     def page(handler: Any) -> Any:
+        name = handler.__name__
+
         async def endpoint(request: Request) -> Response:
+            started = time.perf_counter()
             tenant = console.tenant_of(request)
             if tenant is None:
-                return RedirectResponse("/login", status_code=303, headers=HEADERS)
-            return await _run(handler, console, request, tenant)
+                response: Response = RedirectResponse("/login", status_code=303, headers=HEADERS)
+            else:
+                response = await _run(handler, console, request, tenant)
+            REQUESTS.labels(name, str(response.status_code)).inc()
+            LATENCY.labels(name).observe(time.perf_counter() - started)
+            return response
         return endpoint
 
     async def login(request: Request) -> Response:
@@ -127,6 +143,7 @@ def build_app(reader: ConsoleReader, *, keys: ApiKeys | None = None, ledger_path
     routes = [
         Route("/", root),
         Route("/healthz", healthz),
+        metrics_route("/metrics"),
         Route("/login", login, methods=["GET", "POST"]),
         Route("/logout", logout),
         Route("/incidents", page(pages.incidents)),
