@@ -65,10 +65,10 @@ def prepare_traces(body: bytes, *, tenant: str, fmt: str, received_unix_nano: in
     message = rejection_message(decoded.errors, accepted + len(decoded.errors), "spans")
     if not accepted:
         return Ingested(b"", received_ms, 0, len(decoded.errors), message)
-    request = _parsed(body, fmt)
+    rejected = {e.index for e in decoded.errors}
+    request = _parsed(body, fmt, rejected)
     if request is not None:
-        rejected = {e.index for e in decoded.errors}
-        resources = list(_stamp_and_filter(request, tenant, rejected))
+        resources = list(_stamp_and_filter(request, tenant, rejected if fmt == "proto" else set()))
         payload = bytes(request.SerializeToString())
     else:
         spans = [s._replace(tenant=tenant) for s in decoded.spans]
@@ -81,15 +81,36 @@ def prepare_traces(body: bytes, *, tenant: str, fmt: str, received_unix_nano: in
     return Ingested(payload, received_ms, accepted, len(decoded.errors), message, message_key(tenant, resources))
 
 
-def _parsed(body: bytes, fmt: str) -> Any:
-    """``body`` as an ``ExportTraceServiceRequest`` of the generated classes, or None when they refuse it."""
+def _parsed(body: bytes, fmt: str, rejected: set[int]) -> Any:
+    """``body`` as an ``ExportTraceServiceRequest`` of the generated classes, or None when they refuse it.
+    From OTLP/JSON, the ``rejected`` spans are left out before parsing (a bad id would spoil the parse)."""
     try:
         if fmt == "proto":
             return ExportTraceServiceRequest.FromString(body)
         doc = orjson.loads(body[3:] if body.startswith(b"\xef\xbb\xbf") else body)
-        return json_format.ParseDict(_base64_ids(doc), ExportTraceServiceRequest(), ignore_unknown_fields=True)
+        return json_format.ParseDict(_base64_ids(_without(doc, rejected)), ExportTraceServiceRequest(),
+                                     ignore_unknown_fields=True)
     except (PbDecodeError, json_format.ParseError, ValueError, TypeError, RecursionError, binascii.Error):
         return None
+
+
+def _without(doc: Any, rejected: set[int]) -> Any:
+    """``doc`` without the spans at the ``rejected`` positions (counted as the codec counts: every element of
+    every ``spans`` list, resource by resource, scope by scope)."""
+    index = -1
+    for resource in _items(doc, "resourceSpans", "resource_spans"):
+        for scope in _items(resource, "scopeSpans", "scope_spans"):
+            name = "spans"
+            spans = scope.get(name)
+            if not isinstance(spans, list):
+                continue
+            kept = []
+            for span in spans:
+                index += 1
+                if index not in rejected:
+                    kept.append(span)
+            scope[name] = kept
+    return doc
 
 
 def _base64_ids(doc: Any) -> Any:
@@ -111,7 +132,10 @@ def _convert_ids(obj: dict[str, Any]) -> None:
 
 
 def _items(obj: Any, camel: str, snake: str) -> list[Any]:
-    items = obj.get(camel, obj.get(snake)) if isinstance(obj, dict) else None
+    """The JSON objects of ``obj[camel]`` (else ``obj[snake]``; null is absent), as the codec reads them."""
+    items = None
+    if isinstance(obj, dict):
+        items = obj.get(camel) if obj.get(camel) is not None else obj.get(snake)
     return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
 
 
