@@ -316,12 +316,47 @@ def test_collector_uses_only_contrib_components_and_writes_otlp_proto_to_otlp_lo
             assert set(pipeline.get(kind, [])) <= set(config[kind]), (name, kind)
     logs = service["pipelines"]["logs"]
     [exporter] = logs["exporters"]
-    assert exporter.startswith("kafka") and config["exporters"][exporter]["encoding"] == "otlp_proto"
-    assert config["exporters"][exporter]["topic"] == "otlp_logs"
+    assert exporter.startswith("kafka")
+    assert config["exporters"][exporter]["logs"] == {"topic": "otlp_logs", "encoding": "otlp_proto"}
+    [spans_exporter] = service["pipelines"]["traces"]["exporters"]
+    assert config["exporters"][spans_exporter]["traces"] == {"topic": "otlp_spans", "encoding": "otlp_proto"}
     assert set(config["receivers"]["otlp"]["protocols"]) == {"grpc", "http"}
     assert logs["processors"][0] == "memory_limiter" and logs["processors"][-1] == "batch"
     statements = config["processors"]["transform/tenant"]["log_statements"][0]["statements"]
     assert all('resource.attributes["tenant.id"]' in s for s in statements if s.startswith("set("))
+
+
+# The kafka exporter's settings in otelcol-contrib >= 0.124.0 (exporter/kafkaexporter config.go and README):
+# per-signal `logs`/`metrics`/`traces`/`profiles` blocks of {topic, encoding, topic_from_metadata_key,
+# message_key_from_metadata_key}; the top-level `topic` and `encoding` were deprecated in 0.124.0 and removed
+# by contrib PR #46917, so they are not in this list.
+KAFKA_EXPORTER_KEYS = {
+    "brokers", "protocol_version", "client_id", "conn_idle_timeout", "logs", "metrics", "traces", "profiles",
+    "topic_from_attribute", "include_metadata_keys", "record_headers", "partition_traces_by_id",
+    "partition_metrics_by_resource_attributes", "partition_logs_by_resource_attributes", "partition_logs_by_trace_id",
+    "record_partitioner", "tls", "auth", "metadata", "timeout", "retry_on_failure", "sending_queue", "producer",
+}
+KAFKA_SIGNAL_KEYS = {"topic", "encoding", "topic_from_metadata_key", "message_key_from_metadata_key"}
+
+
+def test_collector_kafka_exporters_use_the_per_signal_shape_of_current_otelcol_contrib() -> None:
+    config = yaml.safe_load((DEPLOY / "otel-collector" / "config.yaml").read_text(encoding="utf-8"))
+    kafka = {name: conf for name, conf in config["exporters"].items() if name.split("/")[0] == "kafka"}
+    assert set(kafka) == {"kafka/logs", "kafka/spans"}
+    for name, conf in kafka.items():
+        assert set(conf) <= KAFKA_EXPORTER_KEYS, (name, sorted(set(conf) - KAFKA_EXPORTER_KEYS))
+        assert "topic" not in conf and "encoding" not in conf, name  # removed top-level fields
+        for signal in ("logs", "metrics", "traces", "profiles"):
+            assert set(conf.get(signal, {})) <= KAFKA_SIGNAL_KEYS, (name, signal)
+        # config.go Validate: the two ways of keying logs are mutually exclusive
+        assert not (conf.get("partition_logs_by_resource_attributes") and conf.get("partition_logs_by_trace_id"))
+    assert kafka["kafka/logs"]["partition_logs_by_resource_attributes"] is True  # as logclaw ingest keys logs
+    deployment = next(d for d in yaml.safe_load_all((DEPLOY / "otel-collector" / "deployment.yaml").read_text(
+        encoding="utf-8")) if d and d["kind"] == "Deployment")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    name, _, tag = container["image"].partition(":")
+    assert name == "otel/opentelemetry-collector-contrib"
+    assert tuple(int(p) for p in tag.split(".")) >= (0, 124, 0)  # the first release with the per-signal fields
 
 
 # --- OpenSearch ----------------------------------------------------------------------------------------

@@ -293,7 +293,7 @@ def test_overlays_change_what_they_say() -> None:
     images = {name: {c["image"] for _, spec in pod_specs(docs) for c in spec.get("containers", []) if "image" in c}
               | {d["spec"]["image"] for d in docs if d["kind"] == "FlinkDeployment"}
               for name, docs in (("dev", dev), ("production", production))}
-    collector_image = "otel/opentelemetry-collector-contrib:0.123.0"
+    collector_image = "otel/opentelemetry-collector-contrib:0.142.0"
     assert images == {"dev": {"logclaw:0.1.0", collector_image},
                       "production": {"ghcr.io/logclaw/logclaw:0.1.0", collector_image}}
     dev_flink = one(dev, "FlinkDeployment", "logclaw-detect")["spec"]
