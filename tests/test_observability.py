@@ -124,3 +124,23 @@ def _sample(text: str, series: str) -> float:
         if line.startswith(series + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def test_ticketing_counts_tickets_per_destination_and_platform_in_prometheus(tmp_path: Path) -> None:
+    from jobs import cli
+    from tests.test_ticketing_worker import incident
+
+    events = [incident(), incident("updated", at="03:48:00"), incident(fingerprint="fp-disk", severity="high"),
+              incident("resolved", at="03:58:00"), incident("resolved", at="03:58:00")]
+    (tmp_path / "incidents.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events) + "not json\n")
+    series = {o: f'logclaw_ticketing_tickets_total{{destination="file",outcome="{o}",platform="file"}}'
+              for o in ("created", "updated", "resolved", "skipped")}
+    invalid = 'logclaw_ticketing_tickets_total{destination="(invalid)",outcome="failed",platform=""}'
+    before = metrics_payload()[0].decode()
+    code = cli.main(["ticketing", "--once", str(tmp_path / "incidents.jsonl"), "--data-dir", str(tmp_path / "s")])
+    after = metrics_payload()[0].decode()
+    assert code == 1  # the line that is not JSON was dead-lettered
+    assert {o: _sample(after, s) - _sample(before, s) for o, s in series.items()} == {
+        "created": 2, "updated": 1, "resolved": 1, "skipped": 1}
+    assert _sample(after, invalid) - _sample(before, invalid) == 1
+    assert "logclaw_ticketing_retries_total" in after and "logclaw_ticketing_event_age_seconds" in after

@@ -49,6 +49,7 @@ from connectors.flink_cluster import (
 from connectors.ingest import load_api_keys
 from connectors.jars import PROJECT_ROOT, jar_urls, provision_jars
 from jobs.cli import port_number
+from jobs.observability import LOG_FORMAT_ENV, LOG_LEVEL_ENV, add_logging_arguments, configure_logging
 
 CONF_TEMPLATE = PROJECT_ROOT / "flink-conf" / "config.yaml"
 DEFAULT_STACK_DIR = PROJECT_ROOT / ".cache" / "stack"
@@ -205,6 +206,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-non-restored-state", action="store_true",
                         help="up: resume even if the savepoint holds state of an operator the job no longer has")
     parser.add_argument("--no-savepoint", action="store_true", help="down: cancel the job without a savepoint")
+    add_logging_arguments(parser)  # also handed to the worker, endpoint and console (their environment)
 
 
 def savepoint_dir_of(args: argparse.Namespace) -> Path:
@@ -212,6 +214,8 @@ def savepoint_dir_of(args: argparse.Namespace) -> Path:
 
 
 def run_up(args: argparse.Namespace) -> int:
+    configure_logging(args.log_format, args.log_level)
+    os.environ[LOG_FORMAT_ENV], os.environ[LOG_LEVEL_ENV] = args.log_format, args.log_level  # for _spawn
     stack_dir: Path = args.stack_dir.resolve()
     if (stack_dir / "state.json").exists():
         print(f"up: a stack is already recorded in {stack_dir}; run `logclaw down` first", file=sys.stderr)
