@@ -146,8 +146,10 @@ def _short(error: Any) -> str:
         "float_parsing": "expected a number", "bool_parsing": "expected true or false",
         "string_too_short": "must not be empty",
         "string_pattern_mismatch": "expected an http(s):// URL" if "http" in str(ctx.get("pattern")) else "",
-        "literal_error": f"expected one of {ctx.get('expected', '')}".replace("' or '", ", ").replace("'", ""),
     }
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        return "expected one of " + ", ".join(c for c in choices if c) + (" (or empty)" if "" in choices else "")
     return words.get(kind) or str(error["msg"])
 
 
