@@ -1,0 +1,150 @@
+"""Savepoint plumbing without a JVM: ``stop_with_savepoint`` against a strict stand-in of Flink's REST
+API (the two endpoints used, request shapes checked as Flink 2.3 documents them: ``POST
+/jobs/:jobid/stop`` with ``{"drain", "targetDirectory"}`` answering ``{"request-id"}``, then ``GET
+/jobs/:jobid/savepoints/:triggerid`` until ``status.id`` is COMPLETED with ``operation.location`` or
+``operation.failure-cause``), the choice of the savepoint to resume, and ``logclaw down`` refusing to
+stop anything when the savepoint fails. The real cluster path is tests/test_savepoint_resume.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connectors.flink_cluster import ClusterError, latest_savepoint, savepoints, stop_with_savepoint
+from jobs.cli import stack
+
+JOB = "a" * 32
+
+
+class FlinkRestStandIn(ThreadingHTTPServer):
+    """Answers the stop-with-savepoint calls; ``outcome`` is "ok" or "fail"; IN_PROGRESS twice first."""
+
+    def __init__(self, outcome: str) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.outcome = outcome
+        self.polls = 0
+        self.stop_bodies: list[Any] = []
+        self.errors: list[str] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: FlinkRestStandIn
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+    def _answer(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:
+        if self.path != f"/jobs/{JOB}/stop":
+            return self._answer(404, {"errors": ["Not found: " + self.path]})
+        if self.headers.get("Content-Type") != "application/json":
+            self.server.errors.append(f"content type {self.headers.get('Content-Type')}")
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.stop_bodies.append(body)
+        if set(body) - {"drain", "targetDirectory", "formatType", "triggerId"} or not isinstance(body["drain"], bool):
+            return self._answer(400, {"errors": ["bad request body"]})
+        self._answer(202, {"request-id": "trigger-1"})
+
+    def do_GET(self) -> None:
+        if self.path != f"/jobs/{JOB}/savepoints/trigger-1":
+            return self._answer(404, {"errors": ["Not found: " + self.path]})
+        self.server.polls += 1
+        if self.server.polls < 3:
+            return self._answer(200, {"status": {"id": "IN_PROGRESS"}})
+        target = self.server.stop_bodies[-1]["targetDirectory"]
+        operation = ({"location": f"{target}/savepoint-aaaaaa-0123456789ab"} if self.server.outcome == "ok" else
+                     {"failure-cause": {"class": "java.util.concurrent.CompletionException",
+                                        "stack-trace": "CheckpointException: Task not running"}})
+        self._answer(200, {"status": {"id": "COMPLETED"}, "operation": operation})
+
+
+@pytest.fixture(params=["ok"])
+def rest(request: pytest.FixtureRequest) -> Iterator[FlinkRestStandIn]:
+    server = FlinkRestStandIn(request.param)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_stop_with_savepoint_posts_no_drain_to_the_target_and_polls_until_the_location(
+    rest: FlinkRestStandIn, tmp_path: Path
+) -> None:
+    where = stop_with_savepoint(rest.url, JOB, tmp_path / "sp")
+    assert rest.stop_bodies == [{"drain": False, "targetDirectory": (tmp_path / "sp").resolve().as_uri()}]
+    assert rest.errors == [] and rest.polls == 3
+    assert where == (tmp_path / "sp").resolve() / "savepoint-aaaaaa-0123456789ab"
+
+
+@pytest.mark.parametrize("rest", ["fail"], indirect=True)
+def test_a_failed_savepoint_is_a_cluster_error_with_flinks_cause(rest: FlinkRestStandIn, tmp_path: Path) -> None:
+    with pytest.raises(ClusterError, match=r"savepoint of job a+ failed: java\.util\.concurrent\.CompletionException: "
+                                           r"CheckpointException: Task not running"):
+        stop_with_savepoint(rest.url, JOB, tmp_path)
+
+
+def test_an_unknown_job_is_a_cluster_error(rest: FlinkRestStandIn, tmp_path: Path) -> None:
+    with pytest.raises(ClusterError, match="404"):
+        stop_with_savepoint(rest.url, "b" * 32, tmp_path)
+
+
+def _savepoint(root: Path, name: str, mtime_ns: int, complete: bool = True) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    if complete:
+        (folder / "_metadata").write_bytes(b"x")
+        os.utime(folder / "_metadata", ns=(mtime_ns, mtime_ns))
+    return folder
+
+
+def test_the_newest_complete_savepoint_is_resumed_unless_fresh(tmp_path: Path) -> None:
+    assert latest_savepoint(tmp_path / "none") is None and stack.resume_point(tmp_path / "none", False) is None
+    old = _savepoint(tmp_path, "savepoint-111111-aaaaaaaaaaaa", 1_000_000_000)
+    new = _savepoint(tmp_path, "savepoint-222222-bbbbbbbbbbbb", 2_000_000_000)
+    _savepoint(tmp_path, "savepoint-333333-cccccccccccc", 3_000_000_000, complete=False)  # still being written
+    (tmp_path / "chk-7").mkdir()  # not a savepoint
+    assert savepoints(tmp_path) == [old, new]
+    assert stack.resume_point(tmp_path, fresh=False) == new.resolve()
+    assert stack.resume_point(tmp_path, fresh=True) is None
+    assert latest_savepoint(old) == old.resolve()  # a savepoint folder names itself
+
+
+def test_down_stops_nothing_and_exits_1_when_the_savepoint_fails(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "config.yaml").write_text("rest.port: 1\n")
+    (tmp_path / "state.json").write_text(json.dumps({"job_id": JOB}))
+    (tmp_path / "ui.pid").write_text("999999999\n")
+    stopped: list[Path] = []
+    monkeypatch.setattr(stack, "_stop_pid_file", lambda path, timeout_s=15.0: stopped.append(path) or True)
+
+    def failing(cluster: Any, job_id: str, target: Path | None) -> Path:
+        raise ClusterError("savepoint of job a failed: boom")
+
+    monkeypatch.setattr(stack, "stop_job", failing)
+    args = argparse.Namespace(stack_dir=tmp_path, savepoint_dir=None, no_savepoint=False)
+    assert stack.run_down(args) == 1
+    assert stopped == [] and (tmp_path / "state.json").exists()  # still recorded: down can be retried
+    assert "--no-savepoint" in capsys.readouterr().err
