@@ -189,3 +189,45 @@ def test_the_command_prints_counts_never_a_key_and_stops_on_sigterm(keys: Path, 
     assert text.splitlines()[0] == f"ingest: 3 api keys of 2 tenants loaded from {keys}"
     assert f"ingest: listening on http://127.0.0.1:{port}/v1/logs" in text
     assert not [s for s in SECRETS if s in text]
+
+
+def test_log_format_json_gives_one_json_object_per_refusal_with_reason_and_never_the_key(
+    keys: Path, tmp_path: Path
+) -> None:
+    import json
+
+    from connectors.broker import free_port
+
+    port = free_port()
+    out, err = tmp_path / "ingest.out", tmp_path / "ingest.err"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYFLINK_")} | {"PYTHONPATH": str(ROOT)}
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jobs.cli", "ingest", "--port", str(port), "--grpc-port", "0", "--keys", str(keys),
+             "--bootstrap", f"127.0.0.1:{free_port()}", "--log-format", "json"], cwd=ROOT, stdout=stdout,
+            stderr=stderr, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while "OTLP/gRPC listening" not in out.read_text() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("POST", "/v1/traces", body=b"{}", headers={"Content-Type": "application/json",
+                                                                "Authorization": "Bearer wrong-key-0123456789abc"})
+        assert conn.getresponse().status == 401
+        conn.close()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/metrics")
+        metrics = conn.getresponse().read().decode()
+        conn.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+    assert code == 0
+    assert 'logclaw_ingest_refusals_total{reason="unauthenticated",transport="http"} 1.0' in metrics
+    assert "process_cpu_seconds_total" in metrics  # the default registry's process collector too
+    lines = [json.loads(line) for line in err.read_text().splitlines() if line.startswith("{")]
+    [refusal] = [line for line in lines if "refused" in line["message"]]
+    assert (refusal["level"], refusal["logger"]) == ("WARNING", "connectors.ingest")
+    assert refusal["message"].startswith("ingest: refused POST '/v1/traces' from 127.0.0.1:")
+    assert "-> 401 (unauthenticated)" in refusal["message"]
+    assert "wrong-key" not in err.read_text() + out.read_text()

@@ -1,4 +1,6 @@
-"""The receivers' Prometheus metrics (``GET /metrics`` on the HTTP port), in a registry of their own.
+"""The receivers' Prometheus metrics (``GET /metrics`` on the HTTP port), in a registry of their own (one
+per receiver, so that receivers in one process, as in the tests, count apart), served together with the
+process's default registry (``jobs.observability``'s convention: process and GC collectors).
 
 Counters only. Labels are bounded: ``transport`` (http, grpc), ``signal`` (logs, traces), ``reason`` (the
 ``intake.Reason`` values), and ``tenant`` only where the tenant is known from an accepted key, i.e. one of
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, generate_latest
 
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -53,5 +55,6 @@ class IngestMetrics:
         self.refusals.labels(transport, reason).inc()
 
     def exposition(self) -> bytes:
-        """The text exposition format of every metric."""
-        return bytes(generate_latest(self.registry))
+        """The text exposition format of these counters, then of the process's default registry (process and
+        GC collectors, and whatever else the process registered there)."""
+        return bytes(generate_latest(self.registry)) + bytes(generate_latest(REGISTRY))

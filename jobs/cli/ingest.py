@@ -16,7 +16,6 @@ producer (a request cut off by the exit gets no answer, so its client retries it
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import os
 import signal
@@ -45,6 +44,7 @@ from connectors.ingest.limits import (
     default_max_message_bytes,
 )
 from jobs.config import ConfigError, JobConfig
+from jobs.observability import add_logging_arguments, configure_logging
 
 SETTINGS = ("LOGCLAW_MAX_FUTURE_SKEW_MS", "LOGCLAW_MAX_MESSAGE_BYTES")  # shared with the job (jobs.config)
 MIN_BODY_BYTES = 1024
@@ -99,6 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "receive time are rejected (partial success), as the job does (default: "
                      f"LOGCLAW_MAX_FUTURE_SKEW_MS, else {JobConfig().max_future_skew_ms}; "
                      f"{MIN_FUTURE_SKEW_MS}..{MAX_FUTURE_SKEW_MS})")
+    add_logging_arguments(parser)  # refusals are logged at WARNING (reason and peer, never the key)
     parser.epilog = ("The message size limit is LOGCLAW_MAX_MESSAGE_BYTES (default: "
                      f"{JobConfig().max_message_bytes}), as for the topics and the job.")
 
@@ -116,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(f"ingest: {_count(len(keys), 'api key')} of {_count(len(keys.tenants), 'tenant')} loaded from {args.keys}",
           flush=True)
-    configure_logging()
+    configure_logging(args.log_format, args.log_level)
     bootstrap = settings.kafka_config["bootstrap.servers"]
     producer = KafkaLogsProducer(bootstrap, args.topic, timeout_s=settings.ack_timeout_s,
                                  max_message_bytes=settings.max_message_bytes, client_config=settings.kafka_config)
@@ -151,18 +152,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"ingest: stopped; {stats.messages} messages, {stats.accepted} records accepted, "
           f"{stats.rejected} rejected; responses {dict(sorted(stats.by_status.items()))}{grpc_codes}", flush=True)
     return 0
-
-
-def configure_logging() -> None:
-    """The receiver's log lines (refusals at WARNING, broker errors) on stderr, with time and level; left as
-    it is when the process has configured logging already."""
-    root = logging.getLogger()
-    if root.handlers:
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
 
 
 def serve_until_signalled(server: IngestServer) -> None:
