@@ -760,7 +760,8 @@ class IngestProcess:
         with self.out.open("wb") as out, self.err.open("wb") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "jobs.cli", "ingest", "--keys", str(keys), "--port", str(self.port),
-                 "--bootstrap", bootstrap, "--topic", topic], cwd=root, env=env, stdout=out, stderr=err)
+                 "--grpc-port", "0", "--bootstrap", bootstrap, "--topic", topic],
+                cwd=root, env=env, stdout=out, stderr=err)
         deadline = time.monotonic() + 60
         while "ingest: listening on" not in self.out.read_text(errors="replace"):
             if self.proc.poll() is not None or time.monotonic() > deadline:
