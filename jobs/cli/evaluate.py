@@ -32,6 +32,7 @@ from udfs import engine
 from udfs.evaluation.baselines import BASELINES
 from udfs.evaluation.metrics import (
     StreamResult,
+    compare,
     events_of_tenant,
     incidents_per_case,
     judge_stream,
@@ -303,6 +304,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"engine, logs only               {json.dumps(summarize_results(openstack.pop(LOGS_ONLY)))}")
     for det in BASELINES:
         print(f"baseline {det:<24} {json.dumps(summarize_results(openstack[det]))}")
+    for det in BASELINES:
+        verdict = compare(summary, summarize_results(openstack[det]))
+        print(f"engine vs {det}: weaker on {'; '.join(verdict['weaker']) or 'nothing'}"
+              f" | better on {'; '.join(verdict['better']) or 'nothing'} | level on {'; '.join(verdict['level']) or '-'}")
     rows, scen = ([], {d: [] for d in DETECTORS}) if args.no_scenarios else evaluate_scenarios()
     if scen["engine"]:
         print("\nScenarios:")

@@ -229,3 +229,29 @@ def incidents_per_case(results: Sequence[StreamResult]) -> float | None:
     fault; the README's precision counts every such incident as true, so this shows the flood."""
     detected = [r for r in results if not r.fault_free and r.failure and r.detected]
     return round(sum(r.true_incidents for r in detected) / len(detected), 1) if detected else None
+
+
+COLUMNS: tuple[tuple[str, bool], ...] = (
+    ("recall", True),
+    ("fault_free_incidents", False),
+    ("precision", True),
+    ("rc_top1_all", True),
+    ("rc_top3", True),
+    ("no_error_line_detected", True),
+    ("ttd_median_s", False),
+)
+"""The columns two detectors are compared on, and whether higher is better."""
+
+
+def compare(engine: Mapping[str, Any], baseline: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Column by column, where ``engine`` is better, worse or level with ``baseline`` (summaries of
+    ``summarize_results``); a column either lacks (no detection, no time) is left out. Each entry
+    names the column and both values, e.g. ``"ttd_median_s 8.5 vs 0.0"``."""
+    out: dict[str, list[str]] = {"better": [], "weaker": [], "level": []}
+    for column, higher in COLUMNS:
+        a, b = engine.get(column), baseline.get(column)
+        if a is None or b is None:
+            continue
+        verdict = "level" if a == b else ("better" if (a > b) == higher else "weaker")
+        out[verdict].append(f"{column} {a} vs {b}")
+    return out
