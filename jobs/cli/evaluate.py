@@ -306,8 +306,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"baseline {det:<24} {json.dumps(summarize_results(openstack[det]))}")
     for det in BASELINES:
         verdict = compare(summary, summarize_results(openstack[det]))
-        print(f"engine vs {det}: weaker on {'; '.join(verdict['weaker']) or 'nothing'}"
-              f" | better on {'; '.join(verdict['better']) or 'nothing'} | level on {'; '.join(verdict['level']) or '-'}")
+        weaker, better, level = ("; ".join(verdict[k]) for k in ("weaker", "better", "level"))
+        print(f"engine vs {det}: weaker on {weaker or 'nothing'} | better on {better or 'nothing'} | level on {level or '-'}")
     rows, scen = ([], {d: [] for d in DETECTORS}) if args.no_scenarios else evaluate_scenarios()
     if scen["engine"]:
         print("\nScenarios:")
