@@ -307,7 +307,8 @@ def run(args: argparse.Namespace) -> int:
     for det in BASELINES:
         verdict = compare(summary, summarize_results(openstack[det]))
         weaker, better, level = ("; ".join(verdict[k]) for k in ("weaker", "better", "level"))
-        print(f"engine vs {det}: weaker on {weaker or 'nothing'} | better on {better or 'nothing'} | level on {level or '-'}")
+        print(f"engine vs {det}: weaker on {weaker or 'nothing'} | better on {better or 'nothing'}"
+              f" | level on {level or '-'}")
     rows, scen = ([], {d: [] for d in DETECTORS}) if args.no_scenarios else evaluate_scenarios()
     if scen["engine"]:
         print("\nScenarios:")
