@@ -1,4 +1,5 @@
-"""The ingest lives in ``connectors/ingest/`` split along its data flow (keys, payload, producer, server)."""
+"""The ingest lives in ``connectors/ingest/`` split along its data flow (keys, payloads, producer, the shared
+intake, and the two receivers)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import importlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MODULES = ("limits", "keys", "payload", "producer", "server", "handler")
+MODULES = ("limits", "keys", "payload", "traces", "producer", "intake", "metrics", "server", "handler", "grpc_receiver")
 
 
 def test_the_ingest_package_is_split_in_small_files() -> None:
