@@ -19,7 +19,7 @@ from pyflink.datastream import DataStream, StreamExecutionEnvironment
 
 from jobs import operators as op
 from jobs import span_operators as sop
-from jobs.config import JobConfig
+from jobs.config import ConfigError, JobConfig
 from jobs.event_time import KEYED_TIMED, keyed, keyed_by_event_time
 from jobs.steps import STEPS, step
 from udfs.engine import EngineConfig
@@ -125,7 +125,11 @@ def sources(env: StreamExecutionEnvironment, cfg: JobConfig) -> tuple[DataStream
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point for ``flink run -py jobs/detect.py``: configuration from LOGCLAW_* variables."""
-    cfg = JobConfig.from_env()
+    try:
+        cfg = JobConfig.from_env()
+    except ConfigError as exc:  # one line naming the setting, no traceback
+        print(f"logclaw-detect: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     env = StreamExecutionEnvironment.get_execution_environment()
     configure(env, cfg)
     logs, spans = sources(env, cfg)

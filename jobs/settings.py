@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -140,7 +140,8 @@ def _short(error: Any) -> str:
     kind = error["type"]
     for key, op in (("ge", ">="), ("le", "<="), ("gt", ">"), ("lt", "<")):
         if key in ctx and kind.startswith(("greater_than", "less_than")):
-            return f"must be {op} {ctx[key]}"
+            bound = ctx[key]
+            return f"must be {op} {int(bound) if isinstance(bound, float) and bound.is_integer() else bound}"
     words = {
         "int_parsing": "expected an integer", "int_from_float": "expected an integer",
         "float_parsing": "expected a number", "bool_parsing": "expected true or false",
@@ -240,33 +241,51 @@ class JobSettings(SettingsModel):
     dead_letter_topic: str = Field("logclaw.dead-letter", description="the job's dead-letter topic")
     group_id: str = Field("logclaw-detect", description="the job's consumer group")
     input_format: Literal["auto", "proto", "json"] = Field("auto", description="auto, proto or json")
-    store_path: str = Field("", description="embedded store file (default: <out or .logclaw>/store.sqlite)")
+    store_path: str = Field("", description="embedded store file (default: store.sqlite in the out dir or "
+                            ".logclaw; the worker's: in its data dir)")
     index_logs: bool = Field(True, description="index raw logs in the store")
     parallelism: int = Field(2, ge=1, description="job parallelism")
     out_of_orderness_ms: int = Field(5_000, ge=0, description="watermark bound on out-of-order events")
     idleness_ms: int = Field(30_000, ge=1, description="a partition idle this long stops holding the watermark")
     max_body_bytes: int = Field(65_536, ge=256, description="largest log body kept whole")
     max_future_skew_ms: int = Field(DEFAULT_MAX_FUTURE_SKEW_MS, ge=1_000, le=86_400_000,
-                                    description="how far ahead of receive time an event may be (ingest and job)")
+                                    description="how far ahead of its receive time an event may be dated",
+                                    json_schema_extra={"readers": "job, ingest"})
     max_message_bytes: int = Field(MAX_MESSAGE_BYTES, ge=65_536, le=64 * 1024 * 1024,
-                                   description="the one Kafka message size limit (topics, producers, job)")
+                                   description="the one Kafka message size limit (topics, producers, job)",
+                                   json_schema_extra={"readers": "job, ingest"})
     max_notables: int = Field(64, ge=1, description="notable lines kept per window")
     trace_sample: int = Field(16, ge=0, description="traces sampled per window")
     checkpoint_interval_ms: int = Field(10_000, ge=0, description="checkpoint interval (0: off)")
     execution_mode: Literal["thread", "process"] = Field("thread", description="PyFlink execution mode")
     bundle_size: int = Field(1_000, ge=1, description="PyFlink bundle size")
     bundle_time_ms: int = Field(0, ge=0, description="PyFlink bundle time (0: 100 thread, 25 process)")
-    web_port: int = Field(8081, ge=0, description="`logclaw run` web UI port")
+    web_port: int = Field(8081, ge=0, description="web UI port of `logclaw run`")
 
 
 # -- the README table -------------------------------------------------------------------------------------
 
-# (section, model, who reads it) in README order
-SECTIONS: tuple[tuple[str, type[SettingsModel], str], ...] = (
-    ("Kafka", KafkaSettings, "job, ingest, ticketing, simulate"),
-    ("OpenSearch", OpenSearchSettings, "job, ticketing, console"),
-    ("Detection job", JobSettings, "job (ingest reads the two limits)"),
+# Read by its own module, not (yet) through these models: (variable, default, read by, meaning).
+# tests/test_config_settings.py checks that every LOGCLAW_* name the code reads is in the table, and
+# these defaults against their modules.
+ELSEWHERE: tuple[tuple[str, str, str, str], ...] = (
+    ("LOGCLAW_STORE_RETENTION_HOURS", "168", "job (embedded store)",
+     "raw logs and metrics older than this (event time) are deleted; 0: never (connectors/store_retention.py)"),
+    ("LOGCLAW_STORE_MAX_MB", "10240", "job (embedded store)",
+     "oldest logs and metrics are deleted above this store size, MiB; 0: no limit (connectors/store_retention.py)"),
+    ("LOGCLAW_STORE_INCIDENT_RETENTION_HOURS", "0", "job (embedded store)",
+     "incidents older than this are deleted; 0: never (connectors/store_retention.py)"),
+    ("LOGCLAW_LOG_FORMAT", "text", "long-running commands", "text or json log lines (jobs/observability.py)"),
+    ("LOGCLAW_LOG_LEVEL", "INFO", "long-running commands", "log level (jobs/observability.py)"),
 )
+
+
+def _sections() -> tuple[tuple[type[SettingsModel], str], ...]:
+    """(model, who reads its settings) in README order."""
+    from jobs.ticketing_config import TicketingSettings  # it imports this module
+
+    return ((KafkaSettings, "job, ingest, ticketing, simulate"), (OpenSearchSettings, "job, ticketing, console"),
+            (JobSettings, "job"), (TicketingSettings, "ticketing"))
 
 
 def _default(model: type[SettingsModel], name: str) -> str:
@@ -275,17 +294,34 @@ def _default(model: type[SettingsModel], name: str) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
     return str(value)
 
 
-def settings_rows() -> Iterator[tuple[str, str, str, str]]:
-    """(variable, default, read by, meaning) for every setting; secrets also take ``<VARIABLE>_FILE``."""
-    for _section, model, readers in SECTIONS:
+def settings_rows() -> list[tuple[str, str, str, str]]:
+    """(variable, default, read by, meaning) for every setting, one row per variable (a variable two
+    commands read, such as ``LOGCLAW_INCIDENTS_TOPIC``, names both); secrets also take ``<VAR>_FILE``."""
+    rows: dict[str, list[str]] = {}
+    for model, readers in _sections():
         for name, info in model.model_fields.items():
+            extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
             var = model.env_name(name)
+            reader = str(extra.get("readers", readers))
+            if var in rows:
+                rows[var][2] += f", {reader}"
+                if model.flag(name):
+                    rows[var][3] += f" ({reader} flag `{model.flag(name)}`)"
+                continue
+            meaning = info.description or ""
+            if model.flag(name):
+                meaning += f" (flag `{model.flag(name)}`)"
             if info.annotation is SecretStr:
-                var += f" (or {var}{FILE_SUFFIX})"
-            yield var, _default(model, name), readers, info.description or ""
+                meaning += f"; or a file: `{var}{FILE_SUFFIX}`"
+            rows[var] = [var, _default(model, name), reader, meaning]
+    for var, default, reader, meaning in ELSEWHERE:
+        rows[var] = [var, default, reader, meaning]
+    return [(r[0], r[1], r[2], r[3]) for r in rows.values()]
 
 
 def settings_table() -> str:

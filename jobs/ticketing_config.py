@@ -45,7 +45,7 @@ class TicketingSettings(SettingsModel):
                                 "the worker's dead-letter topic (Kafka mode; empty: file only)")
     data_dir: str = _s(".logclaw", "LOGCLAW_DATA_DIR", "--data-dir", "folder of the embedded store, ledger, tickets")
     store_path: str = _s("", "LOGCLAW_STORE_PATH", "--store",
-                         "embedded store file (default: <data dir or out>/store.sqlite)")
+                         "embedded store file (default: store.sqlite in the data dir)")
     ledger_path: str = _s("", "LOGCLAW_LEDGER_PATH", "--ledger", "ticket ledger file (SQLite)")
     dead_letter_path: str = _s("", "LOGCLAW_TICKETING_DLQ_PATH", "--dead-letter", "the worker's dead-letter JSONL file")
     routing_path: str = _s("", "LOGCLAW_ROUTING", "--routing", "routing config file (JSON or YAML)")

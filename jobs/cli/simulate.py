@@ -94,6 +94,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         base_ms = parse_base_time(args.base_time)
         scenario = build(args.scenario, seed=args.seed, base_ms=base_ms, scale=args.scale)
+        # SASL/TLS from LOGCLAW_KAFKA_* (a ConfigError is a ValueError); --kafka names the servers
+        if args.kafka:
+            from jobs.settings import kafka_client_config  # pydantic: only when producing
+
+            security = kafka_client_config(os.environ)
     except (KeyError, ValueError) as exc:
         print(f"simulate: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
@@ -112,14 +117,6 @@ def run(args: argparse.Namespace) -> int:
             simulate_io.KafkaMessage(f"{b[0].tenant}/{b[0].service}".encode(), encode(b), b[0].time_ms)
             for b in batches
         )
-        from jobs.config import ConfigError
-        from jobs.settings import kafka_client_config
-
-        try:
-            security = kafka_client_config(os.environ)  # SASL/TLS: LOGCLAW_KAFKA_*; --kafka names the servers
-        except ConfigError as exc:
-            print(f"simulate: {exc}", file=sys.stderr)
-            return 2
         produced = simulate_io.produce_messages(args.kafka, args.topic, messages, client_config=security)
         print(f"produced {produced} {args.format} messages to {args.topic} at {args.kafka}")
     return 0
