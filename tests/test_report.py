@@ -98,7 +98,8 @@ def test_report_states_weaknesses_missing_benchmarks_and_writes_pngs(tmp_path: P
     assert "**Below the target of 100,000 records/s per core:** 1000 services, 10 min (40,000/s)." in lines
     assert "- **kafka/mini/thread/index off: 30,000 records/s, below the target of 50,000 on 2 cores.**" in lines
     assert "- **kafka/mini/thread/index off: immediate-path p99 1500.0 ms, above the target of 1000 ms.**" in lines
-    assert "a busy system (2,000 records/s of event time): `bench-out/job_bench_busy.json` not found" in text
+    assert "*No `bench-out/job_bench_scaling.json`: run `python -m tests.bench.job_bench --source kafka" in text
+    assert "*No `bench-out/job_bench_compare.json`: run `python -m tests.bench.job_bench --compare" in text
     # The cascade timeline comes from a real engine run: one incident, opened then resolved, root cause checkout.
     timeline = [ln for ln in lines if ln.startswith(("| opened |", "| updated |", "| resolved |"))]
     assert timeline[0].startswith("| opened |") and timeline[-1].startswith("| resolved |")
@@ -119,4 +120,6 @@ def test_report_without_any_json_says_what_to_run(tmp_path: Path, monkeypatch: p
     assert report.run(args) == 0
     text = (docs / "report.md").read_text()
     assert "eval.json` not found — run `.venv/bin/logclaw eval --json-out bench-out/eval.json`" in text
-    assert text.count("not found — run") == 8  # eval + 7 benchmark files
+    assert text.count("not found — run") == 5  # eval + 4 benchmark files
+    assert text.count("*No `bench-out/job_bench_") == 2  # the sizing and side-by-side runs
+    assert "loaded machine" not in text  # no figures, no load to state

@@ -16,31 +16,30 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jobs.cli import report_plots
+from jobs.cli import report_perf, report_plots
 from jobs.cli.evaluate import SCENARIO_SCALE, machine
+from jobs.cli.report_perf import table
 
 EVAL_CMD = ".venv/bin/logclaw eval --json-out bench-out/eval.json"
 BENCHES: dict[str, tuple[str, str]] = {
     "codec_bench.json": ("OTLP codec", "python -m tests.bench.codec_bench --records 20000 --runs 3 "
                          "--json-out bench-out/codec_bench.json"),
     "engine_bench.json": ("pure engine", "python -m tests.bench.engine_bench --runs 2 --minutes 5 "
-                          "--out bench-out/engine_bench.json"),
+                          "--max-records 1000000 --out bench-out/engine_bench.json"),
     "job_bench.json": ("Flink job, MiniCluster: a quiet system's backlog (~16 records/s of event time)",
                        "python -m tests.bench.job_bench --repeat 1 --hours 2 --samples 20 "
                        "--out bench-out/job_bench.json"),
-    "job_bench_busy.json": ("Flink job, MiniCluster: a busy system (2,000 records/s of event time)",
-                            "python -m tests.bench.job_bench --source kafka --repeat 1 --hours 8 --event-rate 2000 "
-                            "--samples 20 --out bench-out/job_bench_busy.json"),
-    "job_bench_standalone.json": ("Flink job, standalone cluster (2 TaskManagers, RocksDB): quiet system's backlog",
-                                  "python -m tests.bench.job_bench --source kafka --mode thread --cluster standalone "
-                                  "--repeat 1 --hours 8 --samples 20 --out bench-out/job_bench_standalone.json"),
-    "job_bench_standalone_busy.json": ("Flink job, standalone cluster (2 TaskManagers, RocksDB): busy system",
-                                       "python -m tests.bench.job_bench --source kafka --mode thread --cluster "
-                                       "standalone --repeat 1 --hours 8 --event-rate 2000 --samples 20 "
-                                       "--out bench-out/job_bench_standalone_busy.json"),
     "ticketing_bench.json": ("ticketing worker", "LITELLM_LOCAL_MODEL_COST_MAP=True python -m "
                              "tests.bench.ticketing_bench --incidents 200 --out bench-out/ticketing_bench.json"),
 }  # fmt: skip
+PERF_BENCHES: dict[str, str] = {
+    "job_bench_scaling.json": "python -m tests.bench.job_bench --source kafka --mode thread --cluster standalone "
+                              "--taskmanagers 1,2 --hours 8 --loops 3 --event-rate 2000 --repeat 3 --samples 10 "
+                              "--out bench-out/job_bench_scaling.json",
+    "job_bench_compare.json": "python -m tests.bench.job_bench --compare --cluster standalone --hours 8 --loops 3 "
+                              "--event-rate 2000 --repeat 1 --samples 10 --out bench-out/job_bench_compare.json",
+}  # fmt: skip
+"""The sizing and side-by-side benchmarks: their own sections (``report_perf``), not the generic ones."""
 TITLES = {
     "engine": "**LogClaw engine**",
     "any_error": "any ERROR line (no dedup)",
@@ -65,12 +64,6 @@ def fmt(v: Any, unit: str = "") -> str:
     if isinstance(v, float):
         return f"{v:g}{unit}"
     return f"{v}{unit}"
-
-
-def table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    out.extend("| " + " | ".join(r) + " |" for r in rows)
-    return [*out, ""]
 
 
 def metrics_table(detectors: dict[str, Any], dataset: str) -> list[str]:
@@ -279,7 +272,7 @@ def _missing(name: str) -> list[str]:
 
 
 def bench_section(bench_dir: Path, img: Path) -> list[str]:
-    out = ["## Benchmarks", ""]
+    out = ["## Benchmarks", "", *report_perf.method_lines()]
     for name, (title, cmd) in BENCHES.items():
         path = bench_dir / name
         obj = load(path)
@@ -365,11 +358,14 @@ def job_rows(obj: dict[str, Any], img: Path, stem: str = "job_bench") -> list[st
             return fmt((s.get(key) or {}).get("median"))
 
         rows.append([res["source"], res.get("cluster", "mini"), res["mode"], res["index_logs"], fmt(s.get("runs")),
-                     med("records_per_s"), med("end_to_end_records_per_s"), med("cores_busy"),
-                     med("latency_p50_ms"), med("latency_p99_ms"), str(len(res.get("failures", [])))])  # fmt: skip
+                     report_perf._mmm(s.get("sustained_records_per_s")), med("records_per_s"),
+                     med("end_to_end_records_per_s"), med("cores_busy"), med("latency_p50_ms"),
+                     med("latency_p99_ms"), med("loadavg_1m"), str(len(res.get("failures", [])))])  # fmt: skip
     out = [f"Input: {obj.get('meta', {}).get('input', {}).get('scenario', '?')}.", ""]
-    out += table(["source", "cluster", "mode", "index logs", "runs", "records/s", "end-to-end records/s", "cores busy",
-                  "latency p50 ms", "latency p99 ms", "failed runs"], rows)  # fmt: skip
+    out += table(["source", "cluster", "mode", "index logs", "runs", "sustained records/s median (min-max)",
+                  "records/s (whole backlog)", "end-to-end records/s", "cores busy", "latency p50 ms",
+                  "latency p99 ms", "load average during", "failed runs"], rows)  # fmt: skip
+    out += report_perf.sustained_notes(obj)
     targets = obj.get("meta", {}).get("targets", {})
     tp_target, p99_target = targets.get("records_per_s_2_cores"), targets.get("immediate_p99_ms")
     for res in obj.get("results", []):
@@ -403,7 +399,8 @@ def machine_section(ev: dict[str, Any] | None) -> list[str]:
         lines.append(f"`logclaw eval` ran on: nproc {at_eval['nproc']}, CPU `{at_eval.get('cpu_model')}`, "
                      f"RAM {at_eval.get('ram_gib')} GiB, load average {at_eval.get('loadavg')}.")  # fmt: skip
     lines += ["", "Reproduce everything (set-up included) with `make bench`, which runs:", "", "```"]
-    lines += [cmd.replace("python -m", ".venv/bin/python -m") for _, cmd in BENCHES.values()]
+    lines += [cmd.replace("python -m", ".venv/bin/python -m")
+              for cmd in [c for _, c in BENCHES.values()] + list(PERF_BENCHES.values())]
     lines += [EVAL_CMD, ".venv/bin/logclaw report", "```", ""]
     return lines
 
@@ -415,13 +412,18 @@ def run(args: argparse.Namespace) -> int:
     ev = load(src)
     out = ["# LogClaw evaluation and benchmark report", "",
            "Generated by `logclaw report` from the JSON in `bench-out/`; do not edit by hand.", ""]  # fmt: skip
+    benches = {name: obj for name in [*BENCHES, *PERF_BENCHES] if (obj := load(args.bench_dir / name)) is not None}
+    out += report_perf.load_banner(benches, machine()["nproc"])
     out += machine_section(ev)
     if ev is None:
         out += ["## Detection", "", f"*`{src}` not found — run `{EVAL_CMD}` (or `make bench`).*", ""]
     else:
         out += eval_section(ev, src, img)
     out += timeline_section(img, args.timeline_scale)
+    out += report_perf.compare_section(benches.get("job_bench_compare.json"))
+    out += report_perf.sizing_section(benches.get("job_bench_scaling.json"), benches.get("engine_bench.json"), img)
     out += bench_section(args.bench_dir, img)
+    out += report_perf.other_benches(args.bench_dir, {*BENCHES, *PERF_BENCHES, "eval.json"})
     path = args.docs / "report.md"
     path.write_text("\n".join(out).rstrip() + "\n", encoding="utf-8")
     print(f"wrote {path} and {len(list(img.glob('*.png')))} PNGs in {img}")

@@ -30,6 +30,7 @@ import functools
 import hashlib
 import io
 import json
+import math
 import os
 import platform
 import pstats
@@ -41,12 +42,16 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from udfs import correlate, engine, tenant_state, traces, window, window_state
+import orjson
+
+from udfs import correlate, engine, red, tenant_state, traces, window, window_state
 from udfs.records import Level, LogRecord, Span
 from udfs.scenarios import library as scenarios
 from udfs.scenarios import traffic
 
 TARGET_PER_CORE = 100_000
+TARGET_IDLE_SERVICE_BYTES = 1024
+"""Issue 16: an idle service should cost at most 1 KiB of keyed state (a million services in ~1 GiB)."""
 
 # --- the machine ----------------------------------------------------------------------------------
 
@@ -139,14 +144,56 @@ def scenario_input(name: str, per_message: int) -> Input:
     return Input(f"{name} (scale 1)", sc.records, sc.spans, per_message)
 
 
+TRACE_INPUT_SERVICES = 1000
+"""The live-traces input rewrites the 1000-services input, so its row compares with that one."""
+SERVICE_RECORDS_S = 1.7
+"""Mean records per second of one synthetic service (the scenarios' healthy background, 1.2-2.2/s)."""
+
+
+def scaled_minutes(n: int, minutes: float, max_records: int) -> float:
+    """``minutes``, shortened so ``n`` services make at most ``max_records`` records (0 = no cap), and
+    never under one minute (six 10 s buckets: every service closes buckets and goes through its
+    steady path, not only its first bucket)."""
+    if max_records <= 0:
+        return minutes
+    return max(1.0, min(minutes, round(max_records / (n * SERVICE_RECORDS_S * 60), 1)))
+
+
 def services_input(n: int, minutes: float, per_message: int) -> Input:
     """``n`` synthetic services with the scenarios' healthy background (1.2-2.2 records/s each)."""
+    records = _service_records(n, minutes)
+    return Input(f"{n} services, {minutes:g} min", records, (), per_message)
+
+
+def _service_records(n: int, minutes: float) -> list[LogRecord]:
     stream = traffic.Stream(seed=0)
     start = scenarios.DEFAULT_BASE_MS * 1_000_000
     names = [f"svc-{i:04d}" for i in range(n)]
     traffic.shop(stream, "default", names, start, start + int(minutes * traffic.MIN_NS), traffic.Errors())
-    records = sorted(stream.records, key=lambda r: r.time_unix_nano)
-    return Input(f"{n} services, {minutes:g} min", records, (), per_message)
+    return sorted(stream.records, key=lambda r: r.time_unix_nano)
+
+
+def sampled_trace_ids(count: int, every: int, seed: int = 1) -> list[str]:
+    """``count`` distinct 128-bit trace ids that fall in the engine's 1/``every`` trace sample (the
+    same test ``udfs.batch`` applies: the last 8 hex digits divisible by ``every``)."""
+    import random
+
+    rng = random.Random(seed)
+    out: set[str] = set()
+    while len(out) < count:
+        head, tail = rng.getrandbits(96), rng.getrandbits(32) // every * every
+        out.add(f"{head:024x}{tail:08x}")
+    return sorted(out)
+
+
+def traces_input(n: int, minutes: float, live: int, per_message: int) -> Input:
+    """The ``n``-services input with its trace ids replaced, record ``i`` taking id ``i % live`` of
+    ``live`` sampled ids: every record steps a trace timeline, and all ``live`` timelines stay alive
+    together (the input spans less than the trace TTL). Needs >= ``live`` records."""
+    records = _service_records(n, minutes)
+    ids = sampled_trace_ids(live, engine.EngineConfig().trace_sample)
+    records = [r._replace(trace_id=ids[i % live]) for i, r in enumerate(records)]
+    return Input(f"{n} services, {minutes:g} min, {live:,} live traces", records, (), per_message)
 
 
 # --- runs -----------------------------------------------------------------------------------------
@@ -159,9 +206,12 @@ def with_spans(inp: Input) -> engine.Engine:
     return eng
 
 
-def feed_messages(eng: engine.Engine, inp: Input) -> engine.Engine:
+def feed_messages(eng: engine.Engine, inp: Input,
+                  before_finish: Callable[[engine.Engine], None] | None = None) -> engine.Engine:
     for msg in inp.messages:
         eng.feed(msg)
+    if before_finish is not None:
+        before_finish(eng)
     eng.finish()
     return eng
 
@@ -222,42 +272,90 @@ def split_timers(totals: dict[str, float]) -> Iterator[None]:
             setattr(module, attr, fn)
 
 
-def cost_split(inp: Input) -> dict[str, float]:
+def cost_split(inp: Input, before_finish: Callable[[engine.Engine], None] | None = None) -> dict[str, float]:
     totals: dict[str, float] = {}
     eng = with_spans(inp)
+    aside = [0.0]  # CPU of ``before_finish`` (state sizes), not the engine's
+
+    def untimed(e: engine.Engine) -> None:
+        t = time.process_time()
+        if before_finish is not None:
+            before_finish(e)
+        aside[0] += time.process_time() - t
+
     with split_timers(totals):
         c = time.process_time()
-        feed_messages(eng, inp)
-        total = time.process_time() - c
+        feed_messages(eng, inp, untimed)
+        total = time.process_time() - c - aside[0]
     totals[PLUMBING] = max(0.0, total - sum(totals.values()))
     return {k: round(v / total, 4) for k, v in totals.items()} | {"total_cpu_s": round(total, 4)}
 
 
+def _bytes(obj: Any) -> int:
+    """Bytes the job stores for a codec's output: compact JSON (``jobs.operators.dumps`` is orjson)."""
+    return len(orjson.dumps(obj))
+
+
+def _mean(xs: Sequence[int]) -> int:
+    return round(statistics.fmean(xs)) if xs else 0
+
+
 def state_sizes(eng: engine.Engine) -> dict[str, Any]:
-    """Bytes of JSON per keyed state, from the same codecs the job's state uses."""
-    core, tpl, n_tpl = [], [], 0
-    for s in eng.services.values():
-        obj = window_state.encode_state(s)
-        t = obj.pop("templates")
-        core.append(len(json.dumps(obj)))
+    """Bytes per keyed state after ``finish()``, from the codecs the job's state uses
+    (``window_state.encode_part``, ``history.encode`` inside "core", ``TemplateMiner.to_state``,
+    ``traces.encode_state``, ``tenant_state.encode_state``, ``red.encode_state``), as compact JSON.
+
+    After ``finish()`` every bucket is closed, so a service state is what an idle service costs:
+    "core" (closed-bucket history, recent details, episode, template history) + "templates" (its
+    miner) + "open" (empty). Values only: the job's state backend adds its key and TTL bytes."""
+    core, tpl, open_, history, recent, memory, n_tpl = [], [], [], [], [], [], 0
+    for st in eng.services.values():
+        c = window_state.encode_part(st, "core")
+        core.append(_bytes(c))
+        history.append(_bytes(c["history"]))
+        recent.append(_bytes(c["recent"]))
+        memory.append(_bytes(c["memory"]))
+        open_.append(_bytes(window_state.encode_part(st, "open")))
+        t = window_state.encode_part(st, "templates")
         if t is not None:
-            tpl.append(len(json.dumps(t)))
+            tpl.append(_bytes(t))
             n_tpl += len(t["clusters"])
-    traces_b = [len(json.dumps(traces.encode_state(s))) for s in eng.traces.values()]
-    tenants_b = [len(json.dumps(tenant_state.encode_state(s))) for s in eng.tenants.values()]
+    per_service = [c + o + (tpl[i] if i < len(tpl) else 0) for i, (c, o) in enumerate(zip(core, open_, strict=True))]
+    traces_b = [_bytes(traces.encode_state(st)) for st in eng.traces.values()]
+    tenants_b = [_bytes(tenant_state.encode_state(st)) for st in eng.tenants.values()]
+    red_b = [_bytes(red.encode_state(st)) for st in eng.red.values()]
     return {
         "service_states": len(core),
-        "service_core_bytes_mean": round(statistics.fmean(core)) if core else 0,
+        "idle_service_bytes_mean": _mean(per_service),
+        "idle_service_bytes_max": max(per_service, default=0),
+        "service_core_bytes_mean": _mean(core),
         "service_core_bytes_max": max(core, default=0),
+        "core_history_bytes_mean": _mean(history),
+        "core_recent_bytes_mean": _mean(recent),
+        "core_template_history_bytes_mean": _mean(memory),
+        "service_open_bytes_mean": _mean(open_),
         "template_miners": len(tpl),
         "templates": n_tpl,
-        "template_state_bytes_per_service_mean": round(statistics.fmean(tpl)) if tpl else 0,
+        "template_state_bytes_per_service_mean": _mean(tpl),
         "bytes_per_template": round(sum(tpl) / n_tpl) if n_tpl else 0,
         "trace_states_live": len(traces_b),
-        "trace_state_bytes_mean": round(statistics.fmean(traces_b)) if traces_b else 0,
+        "trace_state_bytes_mean": _mean(traces_b),
+        "tenant_states": len(tenants_b),
         "tenant_state_bytes": sum(tenants_b),
+        "red_states": len(red_b),
+        "red_state_bytes_mean": _mean(red_b),
         "snapshot_bytes": len(eng.snapshot()),
+        "target_idle_service_bytes": TARGET_IDLE_SERVICE_BYTES,
     }
+
+
+def live_sizes(eng: engine.Engine) -> dict[str, Any]:
+    """Keyed state at the end of the input, before ``finish()`` (open buckets, traces within their TTL)."""
+    traces_b = [_bytes(traces.encode_state(st)) for st in eng.traces.values()]
+    open_b = [_bytes(window_state.encode_part(st, "open")) for st in eng.services.values()]
+    return {"services": len(open_b), "open_buckets_bytes_mean": _mean(open_b), "trace_states": len(traces_b),
+            "trace_state_bytes_mean": _mean(traces_b), "trace_state_bytes_total": sum(traces_b),
+            "rss_mib": round(rss_mib(), 1)}
 
 
 def bench_input(inp: Input, runs: int) -> dict[str, Any]:
@@ -282,7 +380,9 @@ def bench_input(inp: Input, runs: int) -> dict[str, Any]:
         "rss_mib_after_run": round(rss_after, 1), "rss_mib_delta_engine_live": round(rss_after - rss_before, 1),
         "state": state_sizes(eng),
     }
-    row["split"] = cost_split(inp)
+    live: dict[str, Any] = {}
+    row["split"] = cost_split(inp, lambda eng: live.update(live_sizes(eng)))  # sizes not timed
+    row["live_state"] = live
     return row
 
 
@@ -306,25 +406,27 @@ def profile(inp: Input, top: int) -> list[dict[str, Any]]:
 
 
 def print_rows(rows: list[dict[str, Any]]) -> None:
-    print(f"\n{'input':<24}{'svcs':>6}{'records':>9}{'rec/msg':>8}{'svc/msg':>8}{'best rec/cpu-s':>15}{'median':>9}"
+    print(f"\n{'input':<40}{'svcs':>6}{'records':>9}{'rec/msg':>8}{'svc/msg':>8}{'best rec/cpu-s':>15}{'median':>9}"
           f"{'best rec/wall-s':>16}{'us/rec':>8}{'opened':>7}{'RSS MiB':>9}")
     for r in rows:
-        print(f"{r['input']:<24}{r['services']:>6}{r['records']:>9}{r['records_per_message']:>8}"
+        print(f"{r['input']:<40}{r['services']:>6}{r['records']:>9}{r['records_per_message']:>8}"
               f"{r['services_per_message']:>8}{r['best_records_per_cpu_s']:>15}{r['median_records_per_cpu_s']:>9}{r['best_records_per_wall_s']:>16}"
               f"{r['best_cpu_us_per_record']:>8}{r['incidents_opened']:>7}{r['rss_mib_after_run']:>9}")
     print("\ncost split (share of one instrumented run's CPU time):")
     labels = [*SPLIT_TARGETS, PLUMBING]
-    print(f"{'input':<24}" + "".join(f"{lab:>17}" for lab in labels))
+    print(f"{'input':<40}" + "".join(f"{lab:>17}" for lab in labels))
     for r in rows:
-        print(f"{r['input']:<24}" + "".join(f"{100 * r['split'].get(lab, 0.0):>16.1f}%" for lab in labels))
-    print("\nkeyed state (JSON bytes of the versioned codecs, after finish()):")
-    print(f"{'input':<24}{'svc states':>11}{'core B/svc':>11}{'templates':>10}{'tpl B/svc':>10}{'B/template':>11}"
-          f"{'traces live':>12}{'B/trace':>8}{'tenant B':>9}")
+        print(f"{r['input']:<40}" + "".join(f"{100 * r['split'].get(lab, 0.0):>16.1f}%" for lab in labels))
+    print("\nkeyed state (compact JSON bytes of the versioned codecs; idle = after finish(), live = before it):")
+    print(f"{'input':<40}{'svc states':>11}{'idle B/svc':>11}{'core B':>8}{'history B':>10}{'templates':>10}"
+          f"{'tpl B/svc':>10}{'B/template':>11}{'live traces':>12}{'B/trace':>8}{'tenant B':>9}")
     for r in rows:
-        s = r["state"]
-        print(f"{r['input']:<24}{s['service_states']:>11}{s['service_core_bytes_mean']:>11}{s['templates']:>10}"
+        s, live = r["state"], r.get("live_state", {})
+        print(f"{r['input']:<40}{s['service_states']:>11}{s['idle_service_bytes_mean']:>11}"
+              f"{s['service_core_bytes_mean']:>8}{s['core_history_bytes_mean']:>10}{s['templates']:>10}"
               f"{s['template_state_bytes_per_service_mean']:>10}{s['bytes_per_template']:>11}"
-              f"{s['trace_states_live']:>12}{s['trace_state_bytes_mean']:>8}{s['tenant_state_bytes']:>9}")
+              f"{live.get('trace_states', 0):>12}{live.get('trace_state_bytes_mean', 0):>8}"
+              f"{s['tenant_state_bytes']:>9}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -333,8 +435,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5, help="runs per input; best and median reported")
     parser.add_argument("--per-message", type=int, default=200, help="records per message (default 200)")
-    parser.add_argument("--services", default="10,100,1000", help="service counts for the scaling inputs")
+    parser.add_argument("--services", default="10,100,1000,10000", help="service counts for the scaling inputs")
     parser.add_argument("--minutes", type=float, default=10.0, help="event time of the scaling inputs")
+    parser.add_argument("--max-records", type=int, default=0,
+                        help="shorten a scaling input to at most this many records (1 min at least; default 0 = "
+                        "no cap: 10,000 services x 10 min is ~10 million records)")
+    parser.add_argument("--live-traces", type=int, default=100_000,
+                        help="an input with this many live trace timelines (1000 services; 0 = none; default 100000)")
     parser.add_argument("--profile", action="store_true", help="cProfile one steady and one cascade run")
     parser.add_argument("--top", type=int, default=25, help="profile rows to show")
     parser.add_argument("--out", type=Path, default=Path("bench-out/engine_bench.json"))
@@ -347,8 +454,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     inputs: list[Callable[[], Input]] = [
         lambda: scenario_input("steady", args.per_message),
         lambda: scenario_input("cascade", args.per_message),
-        *[functools.partial(services_input, int(n), args.minutes, args.per_message) for n in args.services.split(",")],
+        *[functools.partial(services_input, int(n), scaled_minutes(int(n), args.minutes, args.max_records),
+                            args.per_message) for n in args.services.split(",")],
     ]
+    if args.live_traces > 0:
+        n = TRACE_INPUT_SERVICES
+        minutes = max(scaled_minutes(n, args.minutes, args.max_records),
+                      math.ceil(args.live_traces / (n * SERVICE_RECORDS_S * 60)))  # a record per live trace at least
+        inputs.append(functools.partial(traces_input, n, minutes, args.live_traces, args.per_message))
     rows = []
     for make in inputs:
         inp = make()
