@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -132,3 +133,17 @@ def test_help_exits_0_without_raw_markup(command: str | None, capsys: pytest.Cap
     assert exited.value.code == 0
     assert out.startswith("usage: logclaw")
     assert not MARKUP.search(out), MARKUP.search(out)
+
+
+def test_ctrl_c_is_how_the_console_stops_exit_0(workdir: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYFLINK_", "LOGCLAW_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "ui", "--store", STORE, "--port", "0"], cwd=workdir,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith("ui: console on http://127.0.0.1:")
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and "Traceback" not in err, err

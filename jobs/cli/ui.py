@@ -75,14 +75,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"ui: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
     host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"ui: console on http://{host}:{sock.getsockname()[1]}/ ({reader.store_info()['kind']}"
-          f"{', API keys: ' + str(len(keys)) if keys else ''}); Ctrl-C stops it", flush=True)
     # log_config=None: uvicorn's loggers go through configure_logging's handler (text or JSON), at
     # warning and above: the console logs no access lines (they would carry tenants' queries).
     logging.getLogger("uvicorn").setLevel(logging.WARNING)
     config = uvicorn.Config(app, log_level="warning", access_log=False, server_header=False, log_config=None)
     try:
+        print(f"ui: console on http://{host}:{sock.getsockname()[1]}/ ({reader.store_info()['kind']}"
+              f"{', API keys: ' + str(len(keys)) if keys else ''}); Ctrl-C stops it", flush=True)
         uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # Ctrl-C is the way to stop (uvicorn re-raises the one it shut down on): exit 0
+        pass
     finally:
         reader.close()
     return 0
