@@ -123,12 +123,13 @@ def generate(workdir: Path, hours: float, per_message: int, files: int, event_ra
     counts: list[int] = []
     t0 = factor = natural = 0.0
     first_ms = last_ms = records_total = 0
-    span_ms = round(hours * 3_600_000)  # the steady scenario spans 60 min at scale 1
+    base_ms = scenarios.DEFAULT_BASE_MS
     try:
         with (workdir / "logs.protobin").open("wb") as proto:
             for loop in range(loops):
-                sc = scenarios.steady(seed=loop, base_ms=scenarios.DEFAULT_BASE_MS + loop * span_ms, scale=hours)
+                sc = scenarios.steady(seed=loop, base_ms=base_ms, scale=hours)
                 records = list(sc.records)
+                base_ms = records[-1].time_ms + 1000  # the next loop starts 1 s after this one's last record
                 if loop == 0:
                     t0 = records[0].time_unix_nano
                     natural = len(records) / max(1e-9, (records[-1].time_unix_nano - t0) / 1e9)
