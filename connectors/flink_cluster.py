@@ -293,6 +293,12 @@ def rest_call(base_url: str, path: str, *, method: str = "GET", timeout_s: float
     return json.loads(answer) if answer else {}
 
 
+def all_tasks_running(base_url: str, job_id: str) -> bool:
+    """The job and every one of its vertices are RUNNING (a savepoint can only be taken then)."""
+    info = rest_call(base_url, f"/jobs/{job_id}")
+    return bool(info.get("state") == "RUNNING" and all(v.get("status") == "RUNNING" for v in info.get("vertices", [])))
+
+
 def stop_with_savepoint(base_url: str, job_id: str, target_dir: Path, timeout_s: float = 300.0) -> Path:
     """Stop the job with a savepoint in ``target_dir`` (REST ``POST /jobs/:id/stop``, no drain: event time
     is not advanced to the end, so open windows and incidents stay open in the savepoint); the savepoint's

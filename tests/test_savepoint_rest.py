@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from connectors.flink_cluster import ClusterError, latest_savepoint, savepoints, stop_with_savepoint
+from connectors.flink_cluster import ClusterError, StandaloneCluster, latest_savepoint, savepoints, stop_with_savepoint
 from jobs.cli import stack
 
 JOB = "a" * 32
@@ -138,12 +138,18 @@ def test_down_stops_nothing_and_exits_1_when_the_savepoint_fails(tmp_path: Path,
     (tmp_path / "state.json").write_text(json.dumps({"job_id": JOB}))
     (tmp_path / "ui.pid").write_text("999999999\n")
     stopped: list[Path] = []
-    monkeypatch.setattr(stack, "_stop_pid_file", lambda path, timeout_s=15.0: stopped.append(path) or True)
+
+    def stop_pid_file(path: Path, timeout_s: float = 15.0) -> bool:
+        stopped.append(path)
+        return True
+
+    monkeypatch.setattr(stack, "_stop_pid_file", stop_pid_file)
 
     def failing(cluster: Any, job_id: str, target: Path | None) -> Path:
         raise ClusterError("savepoint of job a failed: boom")
 
     monkeypatch.setattr(stack, "stop_job", failing)
+    monkeypatch.setattr(StandaloneCluster, "pids", lambda self, daemon: [1])  # a JobManager runs
     args = argparse.Namespace(stack_dir=tmp_path, savepoint_dir=None, no_savepoint=False)
     assert stack.run_down(args) == 1
     assert stopped == [] and (tmp_path / "state.json").exists()  # still recorded: down can be retried

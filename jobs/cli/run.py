@@ -24,7 +24,7 @@ from typing import Any
 
 from py4j.protocol import Py4JError
 
-from connectors.flink_cluster import ClusterError, latest_savepoint, stop_with_savepoint
+from connectors.flink_cluster import ClusterError, all_tasks_running, latest_savepoint, stop_with_savepoint
 from jobs.cli import port_number
 from jobs.config import ConfigError, JobConfig
 from jobs.observability import add_logging_arguments, configure_logging
@@ -32,6 +32,7 @@ from jobs.observability import add_logging_arguments, configure_logging
 TERMINAL = {"FAILED", "CANCELED", "FINISHED"}
 RETAINED_CHECKPOINTS = 3
 DEFAULT_SAVEPOINT_DIR = Path(".logclaw/savepoints")  # beside --checkpoint-dir's default: the run's state dir
+TASKS_RUNNING_WAIT_S = 120.0  # a job start on a loaded 2-core machine took up to a minute here
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -216,6 +217,7 @@ def _run(cfg: JobConfig, args: argparse.Namespace, restore: Path | None, stoppin
         say(f"stopping: job {job_id} with a savepoint in {args.savepoint_dir.resolve()}")
         try:
             args.savepoint_dir.mkdir(parents=True, exist_ok=True)
+            _wait_for_tasks(f"http://127.0.0.1:{cfg.web_port}", job_id, TASKS_RUNNING_WAIT_S)
             kept_at = stop_with_savepoint(f"http://127.0.0.1:{cfg.web_port}", job_id, args.savepoint_dir)
         except ClusterError as exc:
             say(f"the savepoint failed ({exc}); cancelling job {job_id}")
@@ -227,6 +229,14 @@ def _run(cfg: JobConfig, args: argparse.Namespace, restore: Path | None, stoppin
     except Py4JError as exc:  # the JVM is gone, e.g. SIGTERM sent to the whole process group
         say(f"lost the Flink JVM ({type(exc).__name__}); checkpoints stay in {checkpoint_dir.resolve()}")
         return 1
+
+
+def _wait_for_tasks(base_url: str, job_id: str, timeout_s: float) -> None:
+    """Until every task runs: Flink refuses a savepoint while some are still deploying ("Not all required
+    tasks are currently running"), e.g. on a Ctrl-C right after the start. Then try anyway."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not all_tasks_running(base_url, job_id):
+        time.sleep(0.5)
 
 
 def _say_checkpoint(say: Any, job_checkpoints: Path) -> None:

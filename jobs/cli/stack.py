@@ -39,6 +39,7 @@ from connectors.broker import free_port
 from connectors.flink_cluster import (
     ClusterError,
     StandaloneCluster,
+    all_tasks_running,
     cluster_conf,
     latest_savepoint,
     load_conf,
@@ -53,6 +54,7 @@ from jobs.observability import LOG_FORMAT_ENV, LOG_LEVEL_ENV, add_logging_argume
 
 CONF_TEMPLATE = PROJECT_ROOT / "flink-conf" / "config.yaml"
 DEFAULT_STACK_DIR = PROJECT_ROOT / ".cache" / "stack"
+TASKS_RUNNING_WAIT_S = 60.0  # a restarting job may come back within its restart back-off (up to 60 s)
 PYFS = ("jobs", "connectors", "udfs")  # shipped with the job (-pyfs); the workers import them from there
 
 
@@ -116,6 +118,9 @@ def stop_job(cluster: StandaloneCluster, job_id: str, savepoint_dir: Path | None
         cluster.cancel(job_id)
         return None
     savepoint_dir.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + TASKS_RUNNING_WAIT_S  # no savepoint while tasks are still deploying
+    while time.monotonic() < deadline and not all_tasks_running(cluster.rest_url, job_id):
+        time.sleep(0.5)
     return cluster.stop_with_savepoint(job_id, savepoint_dir)
 
 
@@ -274,7 +279,8 @@ def run_down(args: argparse.Namespace, *, savepoint: bool = True) -> int:
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
     stopped = []
     conf_file = stack_dir / "conf" / "config.yaml"
-    if state.get("job_id") and conf_file.exists():
+    running = conf_file.exists() and bool(StandaloneCluster(conf_dir=stack_dir / "conf").pids("standalonesession"))
+    if state.get("job_id") and running:  # no JobManager (e.g. after a reboot): no job to save
         target = savepoint_dir_of(args) if savepoint and not getattr(args, "no_savepoint", False) else None
         try:
             kept = stop_job(StandaloneCluster(conf_dir=stack_dir / "conf"), state["job_id"], target)
