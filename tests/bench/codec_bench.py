@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import sys
@@ -115,6 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.records < 100 or args.runs < 1:
         parser.error("--records must be >= 100 and --runs >= 1")
+    from tests.bench.engine_bench import command, machine
+
+    started = machine()  # load average before the runs
     rows = run_bench(args.records, args.runs)
     print(
         f"{'format':<7}{'attributes':<11}{'records':>9}{'B/record':>10}{'rec/cpu-s':>11}{'rec/wall-s':>12}"
@@ -127,7 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{row['first_run_records_per_cpu_s']:>19}{row['best_cpu_us_per_record']:>12}"
         )
     if args.json_out:
-        meta = {"python": sys.version.split()[0], "machine": platform.machine(), "runs": args.runs}
+        meta = started | {"machine": platform.machine(), "runs": args.runs,
+                            "command": command("tests.bench.codec_bench", sys.argv[1:] if argv is None else argv),
+                            "loadavg_end": [round(x, 2) for x in os.getloadavg()]}
         with open(args.json_out, "w", encoding="utf-8") as out:
             json.dump({"meta": meta, "results": rows}, out, indent=2)
             out.write("\n")
