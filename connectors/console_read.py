@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from connectors.logstore import METRIC_FIELDS, LogDoc, MetricRow, clamp_limit
 from connectors.security import OpenSearchAccess, Secret
-from connectors.store import EmbeddedStore, fts_query
+from connectors.store import LOG_COLUMNS, EmbeddedStore, fts_query, row_doc, tail_text_filter, trace_rids_sql
 
 SEVERITIES = ("critical", "high", "medium", "low")
 STATES = ("open", "resolved")
@@ -115,7 +115,7 @@ class SqliteConsoleReader:
 
     def tenants(self) -> list[str]:
         rows = self._rows("SELECT DISTINCT tenant FROM incidents UNION SELECT DISTINCT tenant FROM metrics"
-                          " ORDER BY 1", [])
+                          " UNION SELECT DISTINCT tenant FROM metrics_pending ORDER BY 1", [])
         return [row[0] for row in rows]
 
     def incidents(self, query: IncidentQuery) -> IncidentPage:
@@ -181,39 +181,48 @@ class SqliteConsoleReader:
             match = fts_query(text)
             if match is None:
                 return []
-            where.append("rid IN (SELECT rowid FROM logs_fts WHERE logs_fts MATCH ?)")
-            params.append(match)
-        rows = self._rows(f"SELECT id, doc FROM logs WHERE {' AND '.join(where)} ORDER BY time_ms DESC, id"
+            tail_sql, tail_params = tail_text_filter(text)  # rows past the text index: by substring
+            where.append(f"(rid IN (SELECT rowid FROM logs_fts WHERE logs_fts MATCH ?)"
+                         f" OR (rid > (SELECT rid FROM index_progress) AND {tail_sql}))")
+            params.extend([match, *tail_params])
+        rows = self._rows(f"SELECT id, {LOG_COLUMNS} FROM logs WHERE {' AND '.join(where)} ORDER BY time_ms DESC, id"
                           " LIMIT ?", [*params, clamp_limit(limit)])
         return [_log(row) for row in rows]
 
     def log_context(self, tenant: str, service: str, time_ms: int, n: int = 15) -> list[LogDoc]:
         n = max(1, min(int(n), 200))
-        before = self._rows("SELECT id, doc FROM logs WHERE tenant = ? AND service = ? AND time_ms < ?"
+        before = self._rows(f"SELECT id, {LOG_COLUMNS} FROM logs WHERE tenant = ? AND service = ? AND time_ms < ?"
                             " ORDER BY time_ms DESC, id DESC LIMIT ?", [tenant, service, int(time_ms), n])
-        after = self._rows("SELECT id, doc FROM logs WHERE tenant = ? AND service = ? AND time_ms >= ?"
+        after = self._rows(f"SELECT id, {LOG_COLUMNS} FROM logs WHERE tenant = ? AND service = ? AND time_ms >= ?"
                            " ORDER BY time_ms, id LIMIT ?", [tenant, service, int(time_ms), n])
         return [_log(row) for row in [*reversed(before), *after]]
 
     def trace_logs(self, tenant: str, trace_id: str, limit: int = 500) -> list[LogDoc]:
         if not trace_id:
             return []
-        rows = self._rows("SELECT id, doc FROM logs WHERE tenant = ? AND trace_id = ? ORDER BY time_ms, id LIMIT ?",
-                          [tenant, trace_id, clamp_limit(limit)])
+        sql, params = trace_rids_sql(tenant, [trace_id])
+        rows = self._rows(f"SELECT id, {LOG_COLUMNS} FROM logs WHERE rid IN ({sql}) ORDER BY time_ms, id LIMIT ?",
+                          [*params, clamp_limit(limit)])
         return [_log(row) for row in rows]
 
     def metrics(self, tenant: str, services: Sequence[str], start_ms: int, end_ms: int) -> list[MetricRow]:
+        """Folded rows plus the counts still pending (``store_schema.METRIC_FOLD``), summed per bucket."""
         where = ["tenant = ?", "bucket_ms >= ?", "bucket_ms < ?"]
         params: list[Any] = [tenant, int(start_ms), int(end_ms)]
         if services:
             where.append(f"service IN ({', '.join('?' * len(services))})")
             params.extend(services)
-        rows = self._rows(f"SELECT tenant, service, bucket_ms, {', '.join(METRIC_FIELDS)} FROM metrics"
-                          f" WHERE {' AND '.join(where)} ORDER BY bucket_ms, service", params)
+        fields = ", ".join(METRIC_FIELDS)
+        cond = " AND ".join(where)
+        rows = self._rows(f"SELECT tenant, service, bucket_ms, {', '.join(f'sum({f})' for f in METRIC_FIELDS)} FROM"
+                          f" (SELECT tenant, service, bucket_ms, {fields} FROM metrics WHERE {cond} UNION ALL"
+                          f" SELECT tenant, service, bucket_ms, {fields} FROM metrics_pending WHERE {cond})"
+                          " GROUP BY tenant, service, bucket_ms ORDER BY bucket_ms, service", [*params, *params])
         return [MetricRow(*row) for row in rows]
 
     def newest_ms(self, tenant: str) -> int | None:
-        row = self._rows("SELECT MAX(bucket_ms) FROM metrics WHERE tenant = ?", [tenant])
+        row = self._rows("SELECT max(m) FROM (SELECT MAX(bucket_ms) AS m FROM metrics WHERE tenant = ? UNION ALL"
+                         " SELECT MAX(bucket_ms) FROM metrics_pending WHERE tenant = ?)", [tenant, tenant])
         found = row[0][0] if row else None
         if found is None:
             row = self._rows("SELECT MAX(detected_ms) FROM incidents WHERE tenant = ?", [tenant])
@@ -245,7 +254,7 @@ def _incident(row: Sequence[Any]) -> dict[str, Any]:
 
 
 def _log(row: Sequence[Any]) -> LogDoc:
-    doc: LogDoc = json.loads(row[1])
+    doc = row_doc(row[1:])
     doc["_id"] = row[0]
     return doc
 

@@ -99,9 +99,14 @@ def cut_utf8(text: str, max_bytes: int) -> str:
     return encoded[:max_bytes].decode("utf-8", "ignore")
 
 
+_PLAIN = (str, int, bool)
+
+
 def json_value(value: AttrValue) -> Any:
     """One decoded OTLP AnyValue as plain JSON: bytes as base64 (as OTLP/JSON does), tuples as
     lists, non-finite floats as strings (JSON and OpenSearch reject NaN/Infinity)."""
+    if type(value) in _PLAIN:  # the common case first, without the Mapping ABC check
+        return value
     if isinstance(value, bytes):
         return base64.b64encode(value).decode("ascii")
     if isinstance(value, float) and not math.isfinite(value):
@@ -148,12 +153,10 @@ def _identity(record: LogRecord) -> tuple[str, str, int, str, str, str]:
 
 def log_doc_id(record: LogRecord, index_in_message: int = 0) -> str:
     """Deterministic doc id: sha1 over tenant, service, event time (ns), span and trace id, body and
-    the record's index among identical records -> first 20 hex chars."""
-    digest = hashlib.sha1(usedforsecurity=False)
-    for part in (*_identity(record), index_in_message):
-        digest.update(str(part).encode("utf-8", "surrogatepass"))
-        digest.update(b"\x1f")
-    return digest.hexdigest()[:20]
+    the record's index among identical records, each followed by 0x1f -> first 20 hex chars."""
+    tenant, service, time_ns, span_id, trace_id, body = _identity(record)
+    key = f"{tenant}\x1f{service}\x1f{time_ns}\x1f{span_id}\x1f{trace_id}\x1f{body}\x1f{index_in_message}\x1f"
+    return hashlib.sha1(key.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()[:20]
 
 
 def log_doc_ids(records: Sequence[LogRecord]) -> list[str]:

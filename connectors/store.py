@@ -1,9 +1,19 @@
 """The embedded store: SQLite (standard library) with FTS5, the no-server default.
 
-One file holds logs, anomalies and incident events. Documents are stored whole as JSON beside the
-columns reads filter on; ids are the deterministic ids of ``connectors.logstore``, so replays
-overwrite (``INSERT OR REPLACE``). WAL mode and a busy timeout let the detection job write while
-the ticketing worker (another process) reads. Every write call is one transaction.
+One file holds logs, bucket metrics, anomalies and incident events (tables in
+``connectors.store_schema``). Ids are the deterministic ids of ``connectors.logstore``, so a replay
+maps onto what it wrote (``INSERT OR IGNORE``: one row per id). WAL mode and a busy timeout let the
+detection job write while the ticketing worker and the console (other processes) read.
+
+Write path (issue 16: indexing at speed). A message's log rows and bucket counts are one short
+transaction, committed before ``write_logs`` returns: PyFlink has no checkpoint hook, so nothing a
+checkpoint counts as done may sit in memory. That transaction only appends (rows in arrival order,
+indexes in time order). What would touch random places per row -- the full-text index, the trace
+index, the metric upserts -- is built in batches from the rows past ``index_progress``: every
+``INDEX_EVERY_ROWS`` rows or ``INDEX_EVERY_S`` seconds of a writer's writes, and at close. Reads see
+every committed row at once: the few rows past ``index_progress`` (the tail) are matched without
+the indexes (text by case-insensitive substring). Retention (``connectors.store_retention``) runs
+after each batch, in small transactions.
 """
 
 from __future__ import annotations
@@ -12,159 +22,63 @@ import json
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
+
+from connectors import store_retention
 from connectors.logstore import (
     EVENT_RANK,
     INCIDENT_STATE_FIELDS,
+    STACKTRACE_MAX_BYTES,
     LogDoc,
     MetricRow,
     check_keys,
     clamp_limit,
+    cut_utf8,
+    format_time_ms,
     incident_event_id,
     incident_state,
-    log_doc,
+    json_attributes,
     log_doc_ids,
     merge_metric_rows,
     parse_time_ms,
 )
-from udfs.records import LogRecord
+from connectors.store_retention import RetentionSettings, retention_from_env
+from connectors.store_schema import (
+    INCIDENT_UPSERT,
+    LOG_INSERT,
+    METRIC_FOLD,
+    METRIC_PENDING_INSERT,
+    ROW_BYTES_SQL,
+    SCHEMA_VERSION,
+    create_or_migrate,
+)
+from udfs.records import Level, LogRecord
 
-SCHEMA_VERSION = 2
-METRICS_RETENTION_MS = 7 * 24 * 3600 * 1000
-"""Metrics rows older than this (event time, behind the newest bucket written) are deleted."""
-_RETENTION_EVERY = 500  # write calls between retention passes
+__all__ = ["SCHEMA_VERSION", "EmbeddedStore", "StoreError", "fts_query", "log_row", "row_doc"]
+
+INDEX_EVERY_ROWS = 10_000
+"""Rows a writer appends before it builds the batch structures: one text-index segment per ~10k rows
+instead of one per message (FTS5 writes a segment per transaction), and a tail that a read scans
+without an index in a few ms."""
+INDEX_EVERY_S = 1.0
+"""...or this much processing time since its last batch: text search and trace lookups by index lag
+the rows by about a second on a slow stream (OpenSearch's default refresh interval is also 1 s)."""
+INDEX_MAX_ROWS = 50_000
+"""Rows indexed per transaction at most, so that catching up a long tail never holds the write lock
+for more than a few hundred ms."""
+CACHE_KIB = 65_536
+"""SQLite page cache per connection (64 MiB): the hot ends of the indexes stay in memory."""
 
 
 class StoreError(RuntimeError):
     """The store file cannot be used (missing SQLite feature, unknown schema version)."""
 
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS logs (
-    rid INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    tenant TEXT NOT NULL,
-    service TEXT NOT NULL,
-    time_ms INTEGER NOT NULL,
-    severity_number INTEGER NOT NULL,
-    trace_id TEXT NOT NULL,
-    body TEXT NOT NULL,
-    exception_message TEXT NOT NULL,
-    doc TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS logs_tenant_service_time ON logs (tenant, service, time_ms);
-CREATE INDEX IF NOT EXISTS logs_tenant_trace ON logs (tenant, trace_id);
-CREATE INDEX IF NOT EXISTS logs_tenant_time ON logs (tenant, time_ms);
-CREATE VIRTUAL TABLE IF NOT EXISTS logs_fts USING fts5(
-    body, exception_message, content='logs', content_rowid='rid'
-);
-CREATE TRIGGER IF NOT EXISTS logs_fts_insert AFTER INSERT ON logs BEGIN
-    INSERT INTO logs_fts (rowid, body, exception_message)
-    VALUES (new.rid, new.body, new.exception_message);
-END;
-CREATE TRIGGER IF NOT EXISTS logs_fts_delete AFTER DELETE ON logs BEGIN
-    INSERT INTO logs_fts (logs_fts, rowid, body, exception_message)
-    VALUES ('delete', old.rid, old.body, old.exception_message);
-END;
-CREATE TABLE IF NOT EXISTS anomalies (
-    tenant TEXT NOT NULL,
-    anomaly_id TEXT NOT NULL,
-    service TEXT NOT NULL,
-    time_ms INTEGER NOT NULL,
-    doc TEXT NOT NULL,
-    PRIMARY KEY (tenant, anomaly_id)
-);
-CREATE INDEX IF NOT EXISTS anomalies_tenant_service_time ON anomalies (tenant, service, time_ms);
-CREATE TABLE IF NOT EXISTS incident_events (
-    tenant TEXT NOT NULL,
-    id TEXT NOT NULL,
-    incident_id TEXT NOT NULL,
-    event TEXT NOT NULL,
-    detected_at_ms INTEGER NOT NULL,
-    event_rank INTEGER NOT NULL,
-    doc TEXT NOT NULL,
-    PRIMARY KEY (tenant, id)
-);
-CREATE INDEX IF NOT EXISTS incident_events_incident
-    ON incident_events (tenant, incident_id, detected_at_ms, event_rank);
-"""
-
-# Schema version 2 (``docs/console.md``): per-bucket metrics and the incident list (latest state).
-_SCHEMA_V2 = """
-CREATE TABLE IF NOT EXISTS metrics (
-    tenant TEXT NOT NULL,
-    service TEXT NOT NULL,
-    bucket_ms INTEGER NOT NULL,
-    total INTEGER NOT NULL DEFAULT 0,
-    failures INTEGER NOT NULL DEFAULT 0,
-    client_errors INTEGER NOT NULL DEFAULT 0,
-    spans INTEGER NOT NULL DEFAULT 0,
-    span_errors INTEGER NOT NULL DEFAULT 0,
-    span_ms_sum INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (tenant, service, bucket_ms)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS metrics_tenant_bucket ON metrics (tenant, bucket_ms);
-CREATE TABLE IF NOT EXISTS incidents (
-    rid INTEGER PRIMARY KEY,
-    tenant TEXT NOT NULL,
-    incident_id TEXT NOT NULL,
-    severity TEXT NOT NULL,
-    state TEXT NOT NULL,
-    service TEXT NOT NULL,
-    root_service TEXT NOT NULL,
-    score REAL NOT NULL,
-    opened_ms INTEGER NOT NULL,
-    detected_ms INTEGER NOT NULL,
-    resolved_ms INTEGER,
-    duration_ms INTEGER,
-    event_rank INTEGER NOT NULL,
-    title TEXT NOT NULL,
-    summary TEXT NOT NULL,
-    services TEXT NOT NULL,
-    UNIQUE (tenant, incident_id)
-);
-CREATE INDEX IF NOT EXISTS incidents_tenant_opened ON incidents (tenant, opened_ms);
-CREATE VIRTUAL TABLE IF NOT EXISTS incidents_fts USING fts5(
-    title, summary, services, content='incidents', content_rowid='rid'
-);
-CREATE TRIGGER IF NOT EXISTS incidents_fts_insert AFTER INSERT ON incidents BEGIN
-    INSERT INTO incidents_fts (rowid, title, summary, services) VALUES (new.rid, new.title, new.summary, new.services);
-END;
-CREATE TRIGGER IF NOT EXISTS incidents_fts_delete AFTER DELETE ON incidents BEGIN
-    INSERT INTO incidents_fts (incidents_fts, rowid, title, summary, services)
-    VALUES ('delete', old.rid, old.title, old.summary, old.services);
-END;
-CREATE TRIGGER IF NOT EXISTS incidents_fts_update AFTER UPDATE ON incidents BEGIN
-    INSERT INTO incidents_fts (incidents_fts, rowid, title, summary, services)
-    VALUES ('delete', old.rid, old.title, old.summary, old.services);
-    INSERT INTO incidents_fts (rowid, title, summary, services) VALUES (new.rid, new.title, new.summary, new.services);
-END;
-"""
-
-_METRIC_UPSERT = (
-    "INSERT INTO metrics (tenant, service, bucket_ms, total, failures, client_errors, spans, span_errors,"
-    " span_ms_sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, service, bucket_ms) DO UPDATE SET"
-    " total = total + excluded.total, failures = failures + excluded.failures,"
-    " client_errors = client_errors + excluded.client_errors, spans = spans + excluded.spans,"
-    " span_errors = span_errors + excluded.span_errors, span_ms_sum = span_ms_sum + excluded.span_ms_sum"
-)
-# The latest event wins (event time, then opened < updated < resolved); a replayed older event never
-# rolls the list back.
-_INCIDENT_UPSERT = (
-    "INSERT INTO incidents (tenant, incident_id, severity, state, service, root_service, score, opened_ms,"
-    " detected_ms, resolved_ms, duration_ms, event_rank, title, summary, services)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, incident_id) DO UPDATE SET"
-    " severity = excluded.severity, state = excluded.state, service = excluded.service,"
-    " root_service = excluded.root_service, score = excluded.score, opened_ms = excluded.opened_ms,"
-    " detected_ms = excluded.detected_ms, resolved_ms = excluded.resolved_ms, duration_ms = excluded.duration_ms,"
-    " event_rank = excluded.event_rank, title = excluded.title, summary = excluded.summary,"
-    " services = excluded.services"
-    " WHERE (excluded.detected_ms, excluded.event_rank) >= (incidents.detected_ms, incidents.event_rank)"
-)
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -176,6 +90,90 @@ def fts_query(text: str) -> str | None:
     if not words:
         return None
     return " ".join('"' + word.replace('"', '""') + '"' for word in words)
+
+
+def tail_text_filter(text: str, column_prefix: str = "") -> tuple[str, list[str]]:
+    """SQL matching the words of ``text`` in rows not yet in the text index: every word as a
+    case-insensitive (ASCII) substring of the body or exception message."""
+    words = _WORD.findall(text)
+    body, exc = f"{column_prefix}body", f"{column_prefix}exception_message"
+    sql = " AND ".join(f"instr(lower({body} || ' ' || {exc}), ?) > 0" for _ in words)
+    return sql or "0", [word.lower() for word in words]
+
+
+# -- the stored row ------------------------------------------------------------------------------
+
+_LEVEL_BY_NUMBER = (Level.UNSPECIFIED, *(Level(1 + 4 * ((n - 1) // 4)) for n in range(1, 25)))
+
+
+def _level_of(severity_number: int) -> Level:
+    return _LEVEL_BY_NUMBER[severity_number] if 0 <= severity_number < len(_LEVEL_BY_NUMBER) else Level.UNSPECIFIED
+
+
+def _dumps(doc: Mapping[str, Any]) -> str:
+    try:
+        return orjson.dumps(doc).decode()
+    except TypeError:  # e.g. a lone surrogate orjson refuses: the standard library escapes it
+        return json.dumps(doc, separators=(",", ":"))
+
+
+def log_row(doc_id: str, r: LogRecord) -> tuple[Any, ...]:
+    """The row of one record: the columns reads filter on, and in ``doc`` only the other fields of
+    ``connectors.logstore.log_doc`` that differ from their defaults ("" / false / null / {}; level as
+    its severity number implies; severity text as the level's name). ``row_doc`` inverts it."""
+    extra: dict[str, Any] = {}
+    level = r.level
+    if r.service_namespace:
+        extra["namespace"] = r.service_namespace
+    if level != _level_of(r.severity_number):
+        extra["level"] = level.name
+    if r.severity_text != level.name:
+        extra["severity_text"] = r.severity_text
+    if r.body_truncated:
+        extra["body_truncated"] = True
+    if r.span_id:
+        extra["span_id"] = r.span_id
+    if r.http_status is not None:
+        extra["http_status"] = r.http_status
+    if r.exception_type:
+        extra["exception_type"] = r.exception_type
+    if r.exception_stacktrace:
+        extra["exception_stacktrace"] = cut_utf8(r.exception_stacktrace, STACKTRACE_MAX_BYTES)
+    if r.attributes:
+        extra["attributes"] = json_attributes(r.attributes)
+    return (doc_id, r.tenant, r.service, r.time_unix_nano // 1_000_000, r.severity_number, r.trace_id, r.body,
+            r.exception_message, _dumps(extra) if extra else "{}")
+
+
+LOG_COLUMNS = "tenant, service, time_ms, severity_number, trace_id, body, exception_message, doc"
+"""The columns ``row_doc`` reads, in its order."""
+
+
+def row_doc(row: Sequence[Any]) -> LogDoc:
+    """``connectors.logstore.log_doc`` of a stored row (``LOG_COLUMNS``). Schema 1/2 rows hold the
+    whole document in ``doc``; it overrides the defaults the same way."""
+    tenant, service, time_ms, severity_number, trace_id, body, exception_message, stored = row
+    extra = orjson.loads(stored)
+    level = extra.get("level") or _level_of(severity_number).name
+    return {
+        "tenant": tenant,
+        "service": service,
+        "namespace": extra.get("namespace", ""),
+        "time": format_time_ms(time_ms),
+        "time_ms": time_ms,
+        "level": level,
+        "severity_number": severity_number,
+        "severity_text": extra.get("severity_text", level),
+        "body": body,
+        "body_truncated": extra.get("body_truncated", False),
+        "trace_id": trace_id,
+        "span_id": extra.get("span_id", ""),
+        "http_status": extra.get("http_status"),
+        "exception_type": extra.get("exception_type", ""),
+        "exception_message": exception_message,
+        "exception_stacktrace": extra.get("exception_stacktrace", ""),
+        "attributes": extra.get("attributes", {}),
+    }
 
 
 def _check_fts5(conn: sqlite3.Connection) -> None:
@@ -193,16 +191,17 @@ def _check_fts5(conn: sqlite3.Connection) -> None:
 class EmbeddedStore:
     """SQLite + FTS5 store implementing ``LogWriter`` and ``LogReader``.
 
-    Writes go straight to disk (each call is one transaction), so ``flush`` has nothing to do.
-    Safe to open from several processes; one instance may be shared by threads (a lock serializes).
+    Every write call has committed when it returns; ``flush`` builds the batch structures only when
+    they are due. Safe to open from several processes; one instance may be shared by threads (a lock
+    serializes). ``retention``: None reads ``LOGCLAW_STORE_*`` (``store_retention.retention_from_env``).
     """
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0,
-                 metrics_retention_ms: int = METRICS_RETENTION_MS) -> None:
+                 retention: RetentionSettings | None = None) -> None:
         self.path = str(path)
-        self.metrics_retention_ms = metrics_retention_ms
-        self._writes = 0
-        self._newest_bucket_ms = 0
+        self.retention = retention_from_env() if retention is None else retention
+        self._pending_rows = 0
+        self._last_index = time.monotonic()
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None,
                                      check_same_thread=False)
@@ -216,33 +215,11 @@ class EmbeddedStore:
         conn = self._conn
         _check_fts5(conn)
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        # INSERT OR REPLACE deletes the old row; only with recursive triggers does that delete fire
-        # the trigger that removes the old row from the FTS index.
+        conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable against a process crash, no fsync per commit
+        conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         conn.execute("PRAGMA recursive_triggers=ON")
         with self._transaction():
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
-            found = row[0] if row else None
-            if found is None:
-                for statement in _statements(_SCHEMA + _SCHEMA_V2):
-                    conn.execute(statement)
-                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-            elif found == 1:  # version 1 -> 2: add metrics and the incident list, filled from the events
-                for statement in _statements(_SCHEMA_V2):
-                    conn.execute(statement)
-                events = [json.loads(row[0]) for row in conn.execute(
-                    "SELECT doc FROM incident_events ORDER BY detected_at_ms, event_rank")]
-                conn.executemany(_INCIDENT_UPSERT, [_incident_row(event) for event in events])
-                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-            elif found != SCHEMA_VERSION:
-                newer = found > SCHEMA_VERSION
-                raise StoreError(
-                    f"{self.path}: store schema version {found} is "
-                    f"{'newer than' if newer else 'older than'} the version this LogClaw build "
-                    f"supports ({SCHEMA_VERSION}); "
-                    + ("upgrade LogClaw to read it" if newer else "no migration exists; recreate the file")
-                )
+            create_or_migrate(conn, self.path, _incident_row, StoreError)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -262,33 +239,81 @@ class EmbeddedStore:
     # -- LogWriter -------------------------------------------------------------------------------
 
     def write_logs(self, records: Sequence[LogRecord], metrics: Sequence[MetricRow] = ()) -> int:
-        rows = []
-        for doc_id, record in zip(log_doc_ids(records), records, strict=True):
-            doc = log_doc(record)
-            rows.append((doc_id, doc["tenant"], doc["service"], doc["time_ms"], doc["severity_number"],
-                         doc["trace_id"], doc["body"], doc["exception_message"], _dumps(doc)))
+        rows = [log_row(doc_id, record) for doc_id, record in zip(log_doc_ids(records), records, strict=True)]
+        merged = merge_metric_rows(metrics)
         with self._transaction() as conn:  # one transaction per message: logs and their bucket counts
-            conn.executemany(
-                "INSERT OR REPLACE INTO logs (id, tenant, service, time_ms, severity_number, trace_id,"
-                " body, exception_message, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            self._upsert_metrics(conn, metrics)
+            conn.executemany(LOG_INSERT, rows)
+            if merged:
+                conn.executemany(METRIC_PENDING_INSERT, merged)
+        self._pending_rows += len(rows) + len(merged)
+        self._maybe_index()
         return len(rows)
 
     def write_metrics(self, metrics: Sequence[MetricRow]) -> int:
-        with self._transaction() as conn:
-            return self._upsert_metrics(conn, metrics)
-
-    def _upsert_metrics(self, conn: sqlite3.Connection, metrics: Sequence[MetricRow]) -> int:
         merged = merge_metric_rows(metrics)
-        if not merged:
-            return 0
-        conn.executemany(_METRIC_UPSERT, merged)
-        self._newest_bucket_ms = max(self._newest_bucket_ms, max(row.bucket_ms for row in merged))
-        self._writes += 1
-        if self._writes % _RETENTION_EVERY == 1:  # retention: by event time, behind the newest bucket
-            conn.execute("DELETE FROM metrics WHERE bucket_ms < ?",
-                         (self._newest_bucket_ms - self.metrics_retention_ms,))
+        if merged:
+            with self._transaction() as conn:
+                conn.executemany(METRIC_PENDING_INSERT, merged)
+            self._pending_rows += len(merged)
+            self._maybe_index()
         return len(merged)
+
+    def _maybe_index(self) -> None:
+        if self._pending_rows >= INDEX_EVERY_ROWS or time.monotonic() - self._last_index >= INDEX_EVERY_S:
+            self.build_indexes()
+
+    def build_indexes(self, *, retention: bool = True) -> int:
+        """Bring the text index, the trace index, the tenant usage and the metrics up to every committed
+        row (in transactions of at most ``INDEX_MAX_ROWS`` logs), then run retention; returns the log
+        rows indexed. Called by the writer when due and at close; harmless at any time."""
+        indexed = 0
+        while True:
+            with self._transaction() as conn:
+                done = conn.execute("SELECT rid FROM index_progress").fetchone()[0]
+                newest = conn.execute("SELECT max(rid) FROM logs").fetchone()[0] or 0
+                top = min(newest, done + INDEX_MAX_ROWS)
+                if top > done:
+                    span = (done, top)
+                    conn.execute("INSERT INTO logs_fts (rowid, body, exception_message) SELECT rid, body,"
+                                 " exception_message FROM logs WHERE rid > ? AND rid <= ?", span)
+                    conn.execute("INSERT OR IGNORE INTO log_traces (tenant, trace_id, rid) SELECT tenant, trace_id,"
+                                 " rid FROM logs WHERE rid > ? AND rid <= ? AND trace_id != ''", span)
+                    conn.execute(
+                        f"INSERT INTO tenant_usage (tenant, newest_ms, rows, bytes) SELECT tenant, max(time_ms),"
+                        f" count(*), sum({ROW_BYTES_SQL}) FROM logs WHERE rid > ? AND rid <= ? GROUP BY tenant"
+                        " ON CONFLICT (tenant) DO UPDATE SET newest_ms = max(newest_ms, excluded.newest_ms),"
+                        " rows = rows + excluded.rows, bytes = bytes + excluded.bytes", span)
+                    conn.execute("UPDATE index_progress SET rid = ?", (top,))
+                    indexed += top - done
+                mtop = conn.execute("SELECT max(rid) FROM metrics_pending").fetchone()[0]
+                if mtop is not None:
+                    conn.execute(METRIC_FOLD, (mtop,))
+                    conn.execute("INSERT INTO tenant_usage (tenant, newest_ms, rows, bytes) SELECT tenant,"
+                                 " max(bucket_ms), 0, 0 FROM metrics_pending WHERE rid <= ? GROUP BY tenant"
+                                 " ON CONFLICT (tenant) DO UPDATE SET newest_ms = max(newest_ms, excluded.newest_ms)",
+                                 (mtop,))
+                    conn.execute("DELETE FROM metrics_pending WHERE rid <= ?", (mtop,))
+            if top <= done or top - done < INDEX_MAX_ROWS:
+                break
+        self._pending_rows = 0
+        self._last_index = time.monotonic()
+        if retention:
+            self.enforce_retention(budget=max(store_retention.BATCH_ROWS, 2 * indexed))
+        return indexed
+
+    def enforce_retention(self, budget: int | None = None) -> store_retention.Pass:
+        """Delete what the retention settings expire, ``store_retention.BATCH_ROWS`` rows per
+        transaction, until nothing is due or ``budget`` rows are gone (None: until nothing is due)."""
+        total = store_retention.Pass()
+        while budget is None or total.total < budget:
+            with self._transaction() as conn:
+                step = store_retention.one_batch(conn, self.retention)
+            total.logs += step.logs
+            total.metrics += step.metrics
+            total.incidents += step.incidents
+            if step.total == 0:
+                break
+        return total
 
     def write_anomalies(self, anomalies: Sequence[Mapping[str, Any]]) -> int:
         rows = []
@@ -312,45 +337,54 @@ class EmbeddedStore:
             conn.executemany(
                 "INSERT OR REPLACE INTO incident_events (tenant, id, incident_id, event, detected_at_ms,"
                 " event_rank, doc) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-            conn.executemany(_INCIDENT_UPSERT, [_incident_row(event) for event in events])
+            conn.executemany(INCIDENT_UPSERT, [_incident_row(event) for event in events])
         return len(rows)
 
     def flush(self) -> None:
-        """Nothing is buffered: every write call has committed."""
+        """Every write call has committed; builds the batch structures if they are due."""
+        if self._pending_rows:
+            self._maybe_index()
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        try:
+            if self._pending_rows:
+                self.build_indexes()
+        finally:
+            with self._lock:
+                self._conn.close()
 
     # -- LogReader -------------------------------------------------------------------------------
 
     def search_logs(self, tenant: str, services: Sequence[str], start_ms: int, end_ms: int, *,
                     min_severity_number: int = 0, text: str | None = None, limit: int = 50) -> list[LogDoc]:
-        where = ["logs.tenant = ?", "logs.time_ms >= ?", "logs.time_ms < ?", "logs.severity_number >= ?"]
+        where = ["tenant = ?", "time_ms >= ?", "time_ms < ?", "severity_number >= ?"]
         params: list[Any] = [tenant, int(start_ms), int(end_ms), int(min_severity_number)]
         if services:
-            where.append(f"logs.service IN ({', '.join('?' * len(services))})")
+            where.append(f"service IN ({', '.join('?' * len(services))})")
             params.extend(services)
         if text is not None:
             match = fts_query(text)
             if match is None:
                 return []
-            # one FTS query into a set; a join would let SQLite rerun the MATCH for every candidate row
-            where.append("logs.rid IN (SELECT rowid FROM logs_fts WHERE logs_fts MATCH ?)")
-            params.append(match)
+            tail_sql, tail_params = tail_text_filter(text)
+            # one FTS query into a set (a join would let SQLite rerun the MATCH for every candidate
+            # row), or a row past the text index matched by substring
+            where.append(f"(rid IN (SELECT rowid FROM logs_fts WHERE logs_fts MATCH ?)"
+                         f" OR (rid > (SELECT rid FROM index_progress) AND {tail_sql}))")
+            params.extend([match, *tail_params])
         params.append(clamp_limit(limit))
-        rows = self._query(f"SELECT logs.doc FROM logs WHERE {' AND '.join(where)}"
-                           " ORDER BY logs.time_ms, logs.id LIMIT ?", params)
-        return [json.loads(row[0]) for row in rows]
+        rows = self._query(f"SELECT {LOG_COLUMNS} FROM logs WHERE {' AND '.join(where)}"
+                           " ORDER BY time_ms, id LIMIT ?", params)
+        return [row_doc(row) for row in rows]
 
     def trace_logs(self, tenant: str, trace_ids: Sequence[str], *, limit: int = 100) -> list[LogDoc]:
         wanted = [trace_id for trace_id in trace_ids if trace_id]
         if not wanted:
             return []
-        rows = self._query(
-            f"SELECT doc FROM logs WHERE tenant = ? AND trace_id IN ({', '.join('?' * len(wanted))})"
-            " ORDER BY time_ms, id LIMIT ?", [tenant, *wanted, clamp_limit(limit)])
-        return [json.loads(row[0]) for row in rows]
+        sql, params = trace_rids_sql(tenant, wanted)
+        rows = self._query(f"SELECT {LOG_COLUMNS} FROM logs WHERE rid IN ({sql}) ORDER BY time_ms, id LIMIT ?",
+                           [*params, clamp_limit(limit)])
+        return [row_doc(row) for row in rows]
 
     def incident_events(self, tenant: str, incident_id: str) -> list[dict[str, Any]]:
         rows = self._query("SELECT doc FROM incident_events WHERE tenant = ? AND incident_id = ?"
@@ -392,23 +426,17 @@ class EmbeddedStore:
         self.close()
 
 
+def trace_rids_sql(tenant: str, trace_ids: Sequence[str]) -> tuple[str, list[Any]]:
+    """A subquery of the rids of ``tenant``'s rows of ``trace_ids``: from the trace index, and from the
+    tail past it (read in rid order: ``NOT INDEXED`` keeps the planner on the rid range)."""
+    marks = ", ".join("?" * len(trace_ids))
+    sql = (f"SELECT rid FROM log_traces WHERE tenant = ? AND trace_id IN ({marks}) UNION ALL"
+           f" SELECT rid FROM logs NOT INDEXED WHERE rid > (SELECT rid FROM index_progress) AND tenant = ?"
+           f" AND trace_id IN ({marks})")
+    return sql, [tenant, *trace_ids, tenant, *trace_ids]
+
+
 def _incident_row(event: Mapping[str, Any]) -> tuple[Any, ...]:
     state = incident_state(event)
     state["services"] = " ".join(state["services"])
     return tuple(state[name] for name in INCIDENT_STATE_FIELDS)
-
-
-def _dumps(doc: Mapping[str, Any]) -> str:
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
-
-
-def _statements(script: str) -> list[str]:
-    """Split the schema script into statements (triggers contain ``;`` inside BEGIN ... END)."""
-    statements, current = [], []
-    for line in script.strip().splitlines():
-        current.append(line)
-        joined = "\n".join(current).strip()
-        if joined.endswith(";") and sqlite3.complete_statement(joined):
-            statements.append(joined)
-            current = []
-    return statements

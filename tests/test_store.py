@@ -77,6 +77,7 @@ def store(tmp_path: Any) -> Any:
 
 
 def fts_integrity(store: EmbeddedStore) -> None:
+    store.build_indexes()  # the text index covers the rows up to index_progress; bring it to all of them
     with sqlite3.connect(store.path) as conn:
         # rank 1: also check the index against the content table (stale entries of replaced rows)
         conn.execute("INSERT INTO logs_fts (logs_fts, rank) VALUES ('integrity-check', 1)")
@@ -278,8 +279,10 @@ def test_version_1_file_gains_metrics_and_the_incident_list_when_opened(tmp_path
             conn.execute(f"DROP TABLE {table}")
         conn.execute("UPDATE schema_version SET version = 1")
     with EmbeddedStore(path) as store:
-        store.write_metrics([MetricRow("acme", "pay", 0, total=2), MetricRow("acme", "pay", 0, total=3, failures=1)])
-        store.write_logs([make_record()], [MetricRow("acme", "pay", 0, total=1)])
+        bucket = T0_NS // 1_000_000 // 10_000 * 10_000  # near the record's time: retention keeps it
+        store.write_metrics([MetricRow("acme", "pay", bucket, total=2),
+                             MetricRow("acme", "pay", bucket, total=3, failures=1)])
+        store.write_logs([make_record()], [MetricRow("acme", "pay", bucket, total=1)])
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone() == (SCHEMA_VERSION,)
         assert conn.execute("SELECT incident_id, state, root_service FROM incidents").fetchall() == [
