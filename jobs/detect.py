@@ -3,8 +3,10 @@ the local MiniCluster (``logclaw run``, ``logclaw replay``, ``logclaw demo``), a
 FlinkDeployment's Python entry point. Nothing runs at import time.
 
     logs ─► decode, index, summarize ─► watermarks ─► key_by(tenant, service): service window ─┐
-             └─► dead letters          └─► key_by(tenant, trace): trace timeline ──────────────┤
-    spans ─► decode ───────────────────────┘   └─► key_by(tenant, service, operation): RED ────┤
+             ├─► dead letters          └─► key_by(tenant, trace): trace timeline ──────────────┤
+             │           spans ─► decode ──┘           └─► span timings ─┐                     │
+             └─► log timings (records that state a duration) ────────────┴─► key_by(tenant,    │
+                                                        service, operation): RED ──────────────┤
                                                                   key_by(tenant): correlate ◄──┘
                                                                       └─► incidents: topic + store
 """
@@ -49,29 +51,29 @@ def build_pipeline(
     ecfg = engine_cfg or EngineConfig(out_of_orderness_ms=cfg.out_of_orderness_ms)
     decoded = step(logs.process(op.DecodeAndSummarize(cfg, ecfg, progress_every), KEYED_TIMED), "decode")
     # decoded: ServiceBatch per (message, tenant, service), keyed and timed; side outputs: dead letters,
-    # trace observations (keyed by tenant and trace), progress
+    # trace observations and log timings (keyed by tenant and trace shard), progress
     letters = decoded.get_side_output(op.DEAD_LETTER)
     batches = keyed_by_event_time(decoded, watermarks(cfg), "watermarks", "batches_keyed")
     observations = decoded.get_side_output(op.TRACE_OBSERVATIONS)
     span_input: tuple[tuple[DataStream, str], ...] = ()
     if spans is not None:
         spans_decoded = step(spans.process(sop.DecodeSpans(cfg), KEYED_TIMED), "decode_spans")
-        span_input = ((spans_decoded, "span_watermarks"),)  # a message's spans of one trace, own watermarks
+        span_input = ((spans_decoded, "span_watermarks"),)  # a message's spans per trace shard, own watermarks
         # A side output nobody asks for is emitted as a main-output element: ask, or one bad span fails the job.
         letters = letters.union(spans_decoded.get_side_output(op.DEAD_LETTER))
     dead = step(letters.process(op.DeadLetterSink(cfg)), "dead_letter_sink")  # bounded JSON per bad message
     terminate(dead.set_parallelism(1), "dead_letter_end")
     timelines = keyed_by_event_time(observations, watermarks(cfg), "trace_watermarks", "traces_keyed", *span_input)
-    # timelines: TraceObservation | tuple of Span, keyed by (tenant, trace)
+    # timelines: tuples of TraceObservation, Span or SpanTiming, keyed by (tenant, trace shard)
     anomalies = step(
         batches.process(op.ServiceWindow(ecfg)), "service_window"
     )  # ServiceAnomaly (immediate at once, windowed on bucket close) | ServiceRecovered
     facts = step(timelines.process(sop.TraceTimeline(ecfg)), "trace_timeline")
-    # facts: FactBatch (learned/span call edges and error precedence) per step; side output: the SpanTimings
-    # (with self time, once the watermark passes their end) of a step per (tenant, service, operation)
-    if spans is not None:
-        red = step(keyed(facts.get_side_output(sop.SPAN_TIMINGS)).process(sop.SpanRed(ecfg)), "span_red")
-        anomalies = anomalies.union(red)  # + ServiceAnomaly (latency, span_errors) on RED bucket close
+    # facts: FactBatch (learned/span call edges and error precedence) per element; side output: span timings
+    # (with self time, once the watermark passes their end) and log timings, a tuple per (tenant, service,
+    # operation)
+    red = step(keyed(facts.get_side_output(sop.SPAN_TIMINGS)).process(sop.SpanRed(ecfg)), "span_red")
+    anomalies = anomalies.union(red)  # + ServiceAnomaly (latency, span_errors) on RED bucket close
     events = step(
         anomalies.union(facts).key_by(lambda x: x.tenant).process(op.Correlate(ecfg), Types.STRING()), "correlate"
     )

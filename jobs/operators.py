@@ -11,8 +11,9 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator
-from typing import Any, NamedTuple
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 from pyflink.common import Duration, Row, Time, Types
@@ -24,8 +25,8 @@ from connectors.logstore import metric_rows
 from connectors.otlp import build_dead_letter, decode_logs, latest_event_time_unix_nano
 from jobs.config import JobConfig
 from jobs.event_time import KEYED_TIMED
-from udfs import correlate, tenant_state, window, window_state
-from udfs.anomaly import ServiceAnomaly, ServiceBatch, TraceFact
+from udfs import correlate, log_timings, tenant_state, window, window_state
+from udfs.anomaly import ServiceAnomaly, ServiceBatch, SpanTiming, TraceFact, TraceObservation
 from udfs.batch import summarize
 from udfs.engine import EngineConfig
 from udfs.incidents import rfc3339
@@ -33,7 +34,9 @@ from udfs.signals import SignalMatcher
 from udfs.timefmt import parse_time_ms
 
 DEAD_LETTER = OutputTag("dead-letter", Types.STRING())
-TRACE_OBSERVATIONS = OutputTag("trace-observations", KEYED_TIMED)  # keyed by (tenant, trace)
+# Keyed by (tenant, trace shard): tuples of TraceObservation, or of SpanTiming (log records that state a duration,
+# passed on to RED by the trace timeline, so RED's watermark stays the timeline's)
+TRACE_OBSERVATIONS = OutputTag("trace-observations", KEYED_TIMED)
 PROGRESS = OutputTag("progress", Types.STRING())
 
 # Background cleanup named explicitly, defaults off: PyFlink 2.3 builds its default RocksDB compaction-filter
@@ -186,8 +189,10 @@ class DecodeAndSummarize(ProcessFunction):  # type: ignore[misc]
                 self.sink_metrics.sync()
             for batch in summary.batches:  # keyed and timed here: see jobs.event_time
                 yield Row(f"{batch.tenant}\x1f{batch.service}", batch), batch.max_time_ms
-            for obs in summary.traces:
-                yield TRACE_OBSERVATIONS, (Row(f"{obs.tenant}\x1f{obs.trace_id}", obs), obs.first_ms)
+            for element in shard_elements(summary.traces, _obs_shard, _obs_time):
+                yield TRACE_OBSERVATIONS, element
+            for element in shard_elements(log_timings.timings_of(records), _timing_shard, _timing_time):
+                yield TRACE_OBSERVATIONS, element
         if self.progress_every and self.messages % self.progress_every == 0:
             yield PROGRESS, json.dumps({"subtask": self.subtask, "messages": self.messages, "records": self.records})
 
@@ -196,6 +201,45 @@ class DecodeAndSummarize(ProcessFunction):  # type: ignore[misc]
         if writer is not None:
             writer.flush()
             writer.close()
+
+
+TRACE_SHARDS = 16
+"""Keys per tenant of the trace timeline (crc32 of the trace id): a message's spans and a timer's
+released spans reach a few keys in bulk, not one key per trace; 16 keys still spread one tenant
+over up to 16 parallel instances, more than this job runs with."""
+
+_T = TypeVar("_T")
+
+
+def shard_key(tenant: str, token: str) -> str:
+    return f"{tenant}\x1f{zlib.crc32(token.encode()) % TRACE_SHARDS}"
+
+
+def shard_elements(items: Iterable[_T], key_of: Callable[[_T], str], time_of: Callable[[_T], int]
+                   ) -> Iterator[tuple[Row, int]]:  # fmt: skip
+    """One keyed, timed element per trace shard: its items in order, timed by the latest of them (the
+    watermark moves as far as it would item by item)."""
+    groups: dict[str, list[_T]] = {}
+    for item in items:
+        groups.setdefault(key_of(item), []).append(item)
+    for key, group in groups.items():
+        yield Row(key, tuple(group)), max(time_of(x) for x in group)
+
+
+def _obs_shard(obs: TraceObservation) -> str:
+    return shard_key(obs.tenant, obs.trace_id)
+
+
+def _obs_time(obs: TraceObservation) -> int:
+    return obs.first_ms
+
+
+def _timing_shard(t: SpanTiming) -> str:
+    return shard_key(t.tenant, t.service)
+
+
+def _timing_time(t: SpanTiming) -> int:
+    return t.end_ms
 
 
 def latest_accepted_ns(cfg: JobConfig) -> int:

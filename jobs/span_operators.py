@@ -4,11 +4,12 @@ jobs/operators.py.
 
 Spans outnumber log records, and in thread mode every call from Python into Flink (a state read or
 write, a timer, an output element) costs more than the pure step it serves. So elements travel in
-batches that apply the pure steps exactly as one element at a time would: the decoder emits one
-element per (tenant, trace id) of a message (its spans in message order), the timeline one element
-per (tenant, service, operation) of a step's span timings and one ``FactBatch`` per step; each
-keyed function reads and writes its state once per element, keeps the decoded state while the stored
-one is what it last wrote, and registers a timer only when it has not already registered that one.
+batches that apply the pure steps exactly as one element at a time would: the decoders emit one
+element per (tenant, trace shard) of a message (its spans or observations in message order), the
+timeline keeps the traces of a shard under one key and one timer per time, and emits one element per
+(tenant, service, operation) of what it releases and one ``FactBatch`` per element; each keyed
+function reads and writes each state once per element, keeps the decoded state while the stored one
+is what it last wrote, and registers a timer only when it has not already registered that one.
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ from jobs.operators import (
     latest_accepted_ns,
     loads,
     open_writer,
+    shard_elements,
+    shard_key,
 )
 from udfs import red, traces
-from udfs.anomaly import SpanTiming, TraceFact, TraceObservation
+from udfs.anomaly import SpanTiming, TraceFact
 from udfs.engine import EngineConfig
 from udfs.records import Span
 
@@ -75,18 +78,16 @@ class PendingTimers:
         self.pending.pop(key, None)
 
 
-def trace_elements(spans: Iterable[Span]) -> Iterator[tuple[Row, int]]:
-    """One keyed, timed element per (tenant, trace id): its spans in message order, timed by the
-    latest span start among them (the watermark moves as far as it would span by span)."""
-    groups: dict[str, list[Span]] = {}
-    for span in spans:
-        groups.setdefault(f"{span.tenant}\x1f{span.trace_id}", []).append(span)
-    for key, group in groups.items():
-        yield Row(key, tuple(group)), max(s.start_unix_nano for s in group) // 1_000_000
+def _span_shard(span: Span) -> str:
+    return shard_key(span.tenant, span.trace_id)
+
+
+def _span_start_ms(span: Span) -> int:
+    return span.start_unix_nano // 1_000_000
 
 
 class DecodeSpans(ProcessFunction):  # type: ignore[misc]
-    """Bytes in; per message, one element per (tenant, trace id) out (its spans). Bad spans and
+    """Bytes in; per message, one element per (tenant, trace shard) out (its spans). Bad spans and
     unreadable messages go to the dead-letter side output as logs do (one letter per message, every
     bad span listed)."""
 
@@ -112,7 +113,7 @@ class DecodeSpans(ProcessFunction):  # type: ignore[misc]
         if self.writer is not None:  # span counts and durations per bucket (latency charts)
             self.writer.write_metrics(span_metric_rows(decoded.spans))
             self.writer.flush()
-        yield from trace_elements(decoded.spans)
+        yield from shard_elements(decoded.spans, _span_shard, _span_start_ms)
 
     def close(self) -> None:
         writer = getattr(self, "writer", None)
@@ -122,71 +123,108 @@ class DecodeSpans(ProcessFunction):  # type: ignore[misc]
 
 
 class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
-    """Keyed by (tenant, trace id): request timeline -> trace facts (one ``FactBatch`` per step);
-    spans held until the watermark passes their end -> span timings with self time (side output,
-    one element per operation); expires after its TTL.
+    """Keyed by (tenant, trace shard): the request timeline of each trace in the shard -> trace facts
+    (one ``FactBatch`` per element); spans held until the watermark passes their end -> span
+    timings with self time (side output, one element per operation); log timings passed on to RED
+    as they come; each trace expires after its TTL.
 
-    The decoded state is cached with the string it was stored as: when the stored string is still
-    that one (compared, not decoded), the cached state is used; after a restore or an expiry it is
-    not, and the state is decoded from Flink."""
+    One MapState entry per trace (its state) and one per timer time (the traces due then): a timer
+    of the shard steps every trace due at that time, exactly as one timer per trace would, and what
+    they release goes to RED in one element per operation. A trace's decoded state is cached with
+    the string it was stored as and used while the stored string is still that one."""
 
     def __init__(self, engine_cfg: EngineConfig) -> None:
         self.cfg = engine_cfg.traces
 
     def open(self, ctx: RuntimeContext) -> None:
-        self.state = _value_state(ctx, "trace-timeline")
-        self.cache: dict[str, tuple[str, traces.TraceState]] = {}
+        self.traces = _map_state(ctx, "trace-timelines", Types.STRING())  # trace id -> TraceState
+        self.due = _map_state(ctx, "trace-timers", Types.LONG())  # event time ms -> trace ids due then
+        self.cache: dict[str, tuple[str, traces.TraceState]] = {}  # shard \x1f trace id -> (stored, decoded)
+        self.scheduled: dict[str, int] = {}  # shard \x1f trace id -> its time in self.due, as this instance wrote
         self.timers = PendingTimers()
 
-    def _load(self, key: str) -> traces.TraceState | None:
-        raw = self.state.value()
-        if not raw:
+    def _load(self, shard: str, trace_id: str) -> traces.TraceState | None:
+        raw = self.traces.get(trace_id)
+        if raw is None:
             return None
-        cached = self.cache.get(key)
+        cached = self.cache.get(f"{shard}\x1f{trace_id}")
         if cached is not None and cached[0] == raw:
             return cached[1]
         return traces.decode_state(loads(raw))
 
-    def _save(self, key: str, state: traces.TraceState) -> None:
+    def _save(self, shard: str, state: traces.TraceState) -> None:
         raw = dumps(traces.encode_state(state))
-        self.state.update(raw)
+        self.traces.put(state.trace_id, raw)
         if len(self.cache) >= MAX_CACHED:
             self.cache.clear()
-        self.cache[key] = (raw, state)
+        self.cache[f"{shard}\x1f{state.trace_id}"] = (raw, state)
 
-    def process_element(self, item: TraceObservation | tuple[Span, ...], ctx: KeyedProcessFunction.Context
-                        ) -> Iterator[Any]:  # fmt: skip
-        key = ctx.get_current_key()
-        first = item if isinstance(item, TraceObservation) else item[0]
-        state = self._load(key) or traces.new_state(first.tenant, first.trace_id)
+    def _schedule(self, shard: str, states: Iterable[traces.TraceState], ctx: Any) -> None:
+        """Put each trace under its next timer's time (unless it is there already) and make sure the
+        shard has that timer."""
+        due: dict[int, list[str]] = {}
+        for state in states:
+            at_ms = traces.next_timer(state, self.cfg)
+            ck = f"{shard}\x1f{state.trace_id}"
+            if self.scheduled.get(ck) != at_ms:
+                due.setdefault(at_ms, []).append(state.trace_id)
+                if len(self.scheduled) >= MAX_CACHED:
+                    self.scheduled.clear()
+                self.scheduled[ck] = at_ms
+        for at_ms, ids in due.items():
+            raw = self.due.get(at_ms)
+            self.due.put(at_ms, dumps(ids if raw is None else list(dict.fromkeys([*loads(raw), *ids]))))
+            self.timers.register(ctx, shard, at_ms)
+
+    def process_element(self, items: tuple[Any, ...], ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+        if isinstance(items[0], SpanTiming):  # log timings: to RED as they come (udfs.engine does the same)
+            yield from route(items)
+            return
+        shard = ctx.get_current_key()
+        touched: dict[str, traces.TraceState] = {}
         emit: list[TraceFact | SpanTiming] = []
-        if isinstance(item, TraceObservation):
-            step = traces.on_observation(state, item, self.cfg)
+        for item in items:
+            state = touched.get(item.trace_id) or self._load(shard, item.trace_id)
+            if state is None:
+                state = traces.new_state(item.tenant, item.trace_id)
+            if isinstance(item, Span):
+                step = traces.on_span(state, item, self.cfg)
+            else:
+                step = traces.on_observation(state, item, self.cfg)
+            touched[item.trace_id] = step.state
             emit.extend(step.emit)
-        else:
-            for span in item:
-                step = traces.on_span(state, span, self.cfg)
-                emit.extend(step.emit)
-        self._save(key, step.state)
-        self.timers.register(ctx, key, step.timer_at_ms)
+        for state in touched.values():
+            self._save(shard, state)
+        self._schedule(shard, touched.values(), ctx)
         yield from route(emit)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
-        key = ctx.get_current_key()
-        self.timers.fired(key, timestamp)
-        state = self._load(key)
-        if state is None:
+        shard = ctx.get_current_key()
+        self.timers.fired(shard, timestamp)
+        raw = self.due.get(timestamp)
+        if raw is None:
             return
-        step = traces.on_timer(state, timestamp, self.cfg)
-        if traces.expired(step.state, timestamp, self.cfg):
-            self.state.clear()  # eviction rule: event-time TTL after the trace was last seen
-            self.cache.pop(key, None)
-            self.timers.forget(key)
-        else:
-            if step.emit:
-                self._save(key, step.state)
-            self.timers.register(ctx, key, step.timer_at_ms)
-        yield from route(step.emit)
+        self.due.remove(timestamp)
+        emit: list[TraceFact | SpanTiming] = []
+        kept: list[traces.TraceState] = []
+        for trace_id in loads(raw):
+            ck = f"{shard}\x1f{trace_id}"
+            if self.scheduled.get(ck) == timestamp:
+                del self.scheduled[ck]
+            state = self._load(shard, trace_id)
+            if state is None:
+                continue
+            step = traces.on_timer(state, timestamp, self.cfg)
+            if traces.expired(step.state, timestamp, self.cfg):
+                self.traces.remove(trace_id)  # eviction rule: event-time TTL after the trace was last seen
+                self.cache.pop(ck, None)
+            else:
+                if step.emit:
+                    self._save(shard, step.state)
+                kept.append(step.state)
+            emit.extend(step.emit)
+        self._schedule(shard, kept, ctx)
+        yield from route(emit)
 
 
 def route(items: Iterable[TraceFact | SpanTiming]) -> Iterator[Any]:

@@ -172,3 +172,20 @@ def test_job_with_spans_gives_the_same_incidents_as_the_pure_steps(tmp_path: Pat
     opened = [e for e in expected if e["event"] == "opened"]
     assert len(opened) == 1 and opened[0]["fingerprint"].split(".")[1] == "latency"
     assert _strip(events) == _strip(expected)
+
+
+def test_job_with_durations_in_logs_and_no_spans_gives_the_pure_engines_incidents(tmp_path: Path) -> None:
+    """Issue 12 item 4: the latency-only chain fault seen only in access logs that state their duration
+    (no spans input): log timings reach the RED state through the job as in the engine, event for event."""
+    from tests.test_red_logs import _access_logs_only
+    from udfs.scenarios import latency
+
+    messages = scenarios.requests_of(_access_logs_only(latency.latency_chain(scale=0.25)), 200)
+    logs = tmp_path / "logs.otlp.jsonl.gz"
+    _write(messages, logs)
+    cfg = JobConfig.from_env({}, mode="files", log_files=(str(logs),), out_dir=str(tmp_path), index_logs=False)
+    events = replay(cfg, len(messages), progress=None)
+    expected = engine.run(messages)
+    opened = [e for e in expected if e["event"] == "opened"]
+    assert len(opened) == 1 and opened[0]["fingerprint"].split(".")[1] == "latency"
+    assert _strip(events) == _strip(expected)

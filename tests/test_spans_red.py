@@ -102,11 +102,26 @@ def test_held_spans_wait_for_the_watermark_past_their_end_then_the_trace_expires
     cfg = traces.TraceConfig(ttl_ms=60_000)
     state = traces.new_state("t", "a" * 32)
     step = traces.on_span(state, _span("p", "", "gateway", 1_000, 1_500), cfg)
-    assert step.emit == () and step.timer_at_ms == 2_000  # the end, rounded up to the second
-    assert traces.on_timer(state, 1_999, cfg).emit == ()
-    released = traces.on_timer(state, 2_000, cfg)
-    assert [t.service for t in released.emit] == ["gateway"] and released.timer_at_ms == 61_000
+    assert step.emit == () and step.timer_at_ms == 10_000  # the end, rounded up to the RED bucket's end
+    assert traces.on_timer(state, 9_999, cfg).emit == ()
+    released = traces.on_timer(state, 10_000, cfg)
+    # expiry 60 s after the trace was last seen (its start, 1 s), rounded up to the next 10 s
+    assert [t.service for t in released.emit] == ["gateway"] and released.timer_at_ms == 70_000
     assert not traces.expired(state, 60_999, cfg) and traces.expired(state, 61_000, cfg)
+
+
+def test_held_spans_are_released_before_the_red_bucket_of_their_end_closes() -> None:
+    """Releasing a span at its bucket's end, not its own, changes nothing RED decides: the bucket of
+    its end closes ``allowed_lateness_ms`` later."""
+    tcfg, rcfg = traces.TraceConfig(), red.RedConfig()
+    assert rcfg.bucket_ms % tcfg.settle_ms == 0
+    for end in (10_000.0, 10_000.001, 19_999.999, 20_000.0):
+        state = traces.new_state("t", "a" * 32)
+        released_at = traces.on_span(state, _span("p", "", "gateway", 1_000, end), tcfg).timer_at_ms
+        (timing,) = traces.on_timer(state, released_at, tcfg).emit
+        assert isinstance(timing, SpanTiming)
+        bucket_close = timing.end_ms - timing.end_ms % rcfg.bucket_ms + rcfg.bucket_ms + rcfg.allowed_lateness_ms
+        assert end <= released_at < bucket_close
 
 
 def test_trace_state_codec_round_trips_with_held_spans_and_reads_version_1() -> None:

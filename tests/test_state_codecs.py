@@ -147,7 +147,8 @@ def test_trace_state_is_evicted_after_its_event_time_ttl() -> None:
     for m in msgs:
         eng.feed(m)
     assert eng.traces
-    eng.advance(BASE_NS // 1_000_000 + 11_000 + traces.TraceConfig().ttl_ms)  # last seen at ~10 s
+    # last seen at ~10 s; the expiry falls on the next multiple of settle_ms
+    eng.advance(BASE_NS // 1_000_000 + 10_000 + traces.TraceConfig().ttl_ms + traces.TraceConfig().settle_ms)
     assert eng.traces == {}
 
 

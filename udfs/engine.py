@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from udfs import correlate, red, tenant_state, traces, window, window_state
+from udfs import correlate, log_timings, red, tenant_state, traces, window, window_state
 from udfs.anomaly import ServiceAnomaly, ServiceRecovered, SpanTiming, TraceFact, TraceObservation
 from udfs.batch import summarize
 from udfs.records import LogRecord, Span
@@ -91,6 +91,7 @@ class Engine:
             out.extend(self._to_tenant(step.emit))
             self.max_event_ms = max(self.max_event_ms, batch.max_time_ms)
         out.extend(self._to_traces(summary.traces, traces.on_observation))
+        out.extend(self._timings(log_timings.timings_of(records)))  # logs that state a duration: RED (no spans needed)
         out.extend(self.advance(self.max_event_ms - self.cfg.out_of_orderness_ms))
         return out
 

@@ -2,7 +2,7 @@
 each service's first failure. Emits trace facts for the tenant's call graph and error precedence,
 and each span's timing with its self time (``SpanTiming``) for the RED state (udfs.red).
 
-Self time: a span is held until the watermark passes its end (rounded up to the second); its
+Self time: a span is held until the watermark passes its end (rounded up to ``settle_ms``); its
 children started before it ended, so by then every child has arrived (bounded out-of-orderness),
 and its self time is its duration minus the part of it its children cover. A child arriving first
 waits for its parent as an orphan interval.
@@ -10,7 +10,7 @@ waits for its parent as an orphan interval.
 Bounded: at most ``max_services`` per trace, ``max_spans`` remembered span ids, held spans and
 orphans (past that a span is counted at once, self time = duration), ``max_intervals`` child
 intervals per held span; the state expires ``ttl_ms`` of event time after the trace was last seen
-(the adapter registers that timer).
+(rounded up likewise; the adapter registers that timer).
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ from udfs.anomaly import SpanTiming, TraceFact, TraceObservation
 from udfs.records import Span, SpanStatus
 
 SCHEMA_VERSION = 2
-SETTLE_MS = 1_000
-"""Held spans are released at the first whole second at or after their end (fewer timers)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +35,12 @@ class TraceConfig:
     max_spans: int = 256
     max_intervals: int = 32
     ttl_ms: int = 600_000
+    settle_ms: int = 10_000
+    """Timers fall on multiples of this: held spans are released at the first one at or after their
+    end, the state expires at the first one at or after its TTL. The RED bucket (udfs.red.RedConfig
+    .bucket_ms, a multiple of this): RED needs a span only when its bucket closes, so releasing it
+    later than its end changes nothing RED decides, and a trace needs one timer per bucket, not one
+    per span (the adapter shares them between the traces of a shard)."""
 
 
 @dataclass
@@ -133,9 +137,12 @@ def on_span(state: TraceState, span: Span, cfg: TraceConfig) -> Step:
     return Step(state, (*out, *timings), next_timer(state, cfg))
 
 
-def _release_ms(end_us: int) -> int:
-    end_ms = -(-end_us // 1_000)
-    return -(-end_ms // SETTLE_MS) * SETTLE_MS
+def _release_ms(end_us: int, cfg: TraceConfig) -> int:
+    return _settled(-(-end_us // 1_000), cfg)
+
+
+def _settled(at_ms: int, cfg: TraceConfig) -> int:
+    return -(-at_ms // cfg.settle_ms) * cfg.settle_ms
 
 
 def _hold(state: TraceState, span: Span, cfg: TraceConfig) -> tuple[SpanTiming, ...]:
@@ -197,13 +204,13 @@ def _timing(state: TraceState, row: list[Any]) -> SpanTiming:
 
 def next_timer(state: TraceState, cfg: TraceConfig) -> int:
     """The earliest release of a held span, else the expiry of the trace (event time)."""
-    due = [_release_ms(int(r[3])) for r in state.held.values()]
-    return min(due, default=state.last_ms + cfg.ttl_ms)
+    due = [_release_ms(int(r[3]), cfg) for r in state.held.values()]
+    return min(due, default=_settled(state.last_ms + cfg.ttl_ms, cfg))
 
 
 def on_timer(state: TraceState, timer_ms: int, cfg: TraceConfig) -> Step:
     """Release every held span whose end the watermark has passed, in (end, span id) order."""
-    due = sorted((int(r[3]), sid) for sid, r in state.held.items() if _release_ms(int(r[3])) <= timer_ms)
+    due = sorted((int(r[3]), sid) for sid, r in state.held.items() if _release_ms(int(r[3]), cfg) <= timer_ms)
     out = tuple(_timing(state, state.held.pop(sid)) for _, sid in due)
     return Step(state, out, next_timer(state, cfg))
 
