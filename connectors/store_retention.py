@@ -150,6 +150,10 @@ def one_batch(conn: sqlite3.Connection, settings: RetentionSettings, limit: int 
     (every tenant, oldest data), then size (the largest tenant). Deletes at most about ``limit`` rows."""
     done = Pass()
     usage = conn.execute("SELECT tenant, newest_ms FROM tenant_usage ORDER BY tenant").fetchall()
+    if settings.incident_retention_ms > 0:  # tenants with incidents only (no logs, no metrics) too
+        known = {tenant for tenant, _ in usage}
+        usage += [row for row in conn.execute("SELECT tenant, max(detected_ms) FROM incidents GROUP BY tenant")
+                  if row[0] not in known]
     for tenant, newest_ms in usage:
         room = limit - done.total
         if room <= 0:

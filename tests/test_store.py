@@ -303,3 +303,187 @@ def test_incident_list_keeps_the_latest_event_even_when_an_older_one_is_replayed
         store.write_incident_events([opened])  # a replay from a checkpoint
         rows = store._query("SELECT state, duration_ms FROM incidents", [])
     assert rows == [("resolved", 600_000)]
+
+
+# -- schema 3: the stored row, ids, the tail past the batch-built indexes ---------------------------
+
+
+def test_doc_ids_are_the_ids_earlier_versions_wrote() -> None:
+    """The one-call hash gives the ids of the per-part hash stores and indexes already hold (a replay
+    after an upgrade must map onto them)."""
+    import hashlib
+
+    def per_part(record: LogRecord, index: int) -> str:
+        digest = hashlib.sha1(usedforsecurity=False)
+        for part in (record.tenant, record.service, record.time_unix_nano, record.span_id, record.trace_id,
+                     record.body, index):
+            digest.update(str(part).encode("utf-8", "surrogatepass"))
+            digest.update(b"\x1f")
+        return digest.hexdigest()[:20]
+
+    records = [make_record(), make_record(body="é \udcff x", tenant="t\x1fx"), make_record(span_id="", trace_id="")]
+    assert [log_doc_id(r, i) for i, r in enumerate(records)] == [per_part(r, i) for i, r in enumerate(records)]
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"service_namespace": "", "severity_text": "", "span_id": "", "http_status": None, "exception_type": "",
+     "exception_message": "", "exception_stacktrace": "", "attributes": MappingProxyType({})},
+    {"severity_number": 0, "level": Level.WARN, "severity_text": "warning"},  # level from text: kept explicitly
+    {"severity_number": 11, "level": Level.INFO, "severity_text": "INFO", "body_truncated": True},
+    {"exception_stacktrace": "é" * 3000, "http_status": 0},
+])
+def test_stored_row_gives_back_the_whole_document(overrides: dict[str, Any]) -> None:
+    from connectors.store import log_row, row_doc
+
+    record = make_record(**overrides)
+    row = log_row("x", record)
+    assert row_doc(row[1:]) == log_doc(record)
+
+
+def test_a_full_schema_2_document_reads_back_unchanged() -> None:
+    import json
+
+    from connectors.store import row_doc
+
+    doc = log_doc(make_record())
+    row = (doc["tenant"], doc["service"], doc["time_ms"], doc["severity_number"], doc["trace_id"], doc["body"],
+           doc["exception_message"], json.dumps(doc))
+    assert row_doc(row) == doc
+
+
+def test_rows_past_the_indexes_are_found_as_indexed_rows_are(store: EmbeddedStore) -> None:
+    """Text, trace and filtered searches give the same answers for the tail (before the batch) as for
+    the indexed rows (after it), and the text index holds exactly the rows after the batch."""
+    t1 = "1" * 32
+    store.write_logs([
+        make_record(time_unix_nano=T0_NS + 1_000_000, body="Redis connection POOL exhausted", trace_id=t1),
+        make_record(time_unix_nano=T0_NS + 2_000_000, body="request served", exception_message="pool timeout"),
+        make_record(time_unix_nano=T0_NS + 3_000_000, body="disk full", trace_id=t1, service="db"),
+        make_record(time_unix_nano=T0_NS + 4_000_000, body="pool", tenant="globex", trace_id=t1),
+    ])
+
+    def answers() -> list[Any]:
+        return [
+            [d["body"] for d in store.search_logs("acme", [], 0, 2**62, text="pool")],
+            [d["body"] for d in store.search_logs("acme", [], 0, 2**62, text="pool exhausted")],
+            [d["body"] for d in store.search_logs("acme", ["db"], 0, 2**62)],
+            [d["body"] for d in store.trace_logs("acme", [t1])],
+            [d["body"] for d in store.trace_logs("globex", [t1])],
+        ]
+
+    expected = [["Redis connection POOL exhausted", "request served"], ["Redis connection POOL exhausted"],
+                ["disk full"], ["Redis connection POOL exhausted", "disk full"], ["pool"]]
+    assert store._query("SELECT rid FROM index_progress", []) == [(0,)]
+    assert answers() == expected  # the tail
+    assert store.build_indexes() == 4
+    assert store._query("SELECT rid FROM index_progress", []) == [(4,)]
+    assert answers() == expected  # the indexes
+    fts_integrity(store)
+    assert store.build_indexes() == 0  # nothing new: nothing done
+
+
+def test_a_replayed_message_after_the_batch_is_not_indexed_twice(store: EmbeddedStore) -> None:
+    batch = [make_record(time_unix_nano=T0_NS + i * 1_000_000, body=f"line {i}") for i in range(5)]
+    store.write_logs(batch)
+    store.build_indexes()
+    store.write_logs(batch)  # replay from a checkpoint
+    store.build_indexes()
+    assert store.counts()["logs"] == 5
+    assert len(store.trace_logs("acme", [batch[0].trace_id])) == 5
+    assert store._query("SELECT COUNT(*) FROM log_traces", []) == [(5,)]
+    fts_integrity(store)
+
+
+def test_the_writer_builds_the_batch_every_n_rows(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import connectors.store as store_module
+
+    monkeypatch.setattr(store_module, "INDEX_EVERY_ROWS", 10)
+    monkeypatch.setattr(store_module, "INDEX_EVERY_S", 3600.0)
+    with EmbeddedStore(tmp_path / "s.db") as store:
+        for i in range(3):
+            store.write_logs([make_record(time_unix_nano=T0_NS + (4 * i + j) * 1_000_000, body=f"l {i} {j}")
+                              for j in range(4)])
+        assert store._query("SELECT rid FROM index_progress", []) == [(12,)]  # after 12 >= 10 rows
+        store.write_logs([make_record(body="one more")])
+        assert store._query("SELECT rid FROM index_progress", []) == [(12,)]
+    with EmbeddedStore(tmp_path / "s.db") as store:  # close built the rest
+        assert store._query("SELECT rid FROM index_progress", []) == [(13,)]
+
+
+def test_bucket_counts_are_folded_in_batches_and_read_before_it(tmp_path: Any) -> None:
+    from connectors.console_read import SqliteConsoleReader
+    from connectors.logstore import MetricRow
+
+    path = tmp_path / "s.db"
+    bucket = T0_NS // 1_000_000 // 10_000 * 10_000
+    store = EmbeddedStore(path)
+    store.write_logs([make_record()], [MetricRow("acme", "pay", bucket, total=1, failures=1)])
+    store.write_metrics([MetricRow("acme", "pay", bucket, spans=2, span_ms_sum=40),
+                         MetricRow("acme", "pay", bucket + 10_000, total=3)])
+    reader = SqliteConsoleReader(path)
+    try:
+        expected = [MetricRow("acme", "pay", bucket, 1, 1, 0, 2, 0, 40), MetricRow("acme", "pay", bucket + 10_000, 3)]
+        assert store._query("SELECT COUNT(*) FROM metrics", []) == [(0,)]  # pending: not folded yet
+        assert reader.metrics("acme", [], 0, 2**62) == expected
+        assert reader.newest_ms("acme") == bucket + 10_000
+        assert reader.tenants() == ["acme"]
+        store.build_indexes()
+        assert store._query("SELECT COUNT(*) FROM metrics_pending", []) == [(0,)]
+        assert reader.metrics("acme", [], 0, 2**62) == expected
+        store.write_logs([make_record(body="again")], [MetricRow("acme", "pay", bucket, total=1)])
+        assert reader.metrics("acme", ["pay"], bucket, bucket + 1)[0].total == 2  # folded + pending
+        assert reader.metrics("globex", [], 0, 2**62) == []
+    finally:
+        reader.close()
+        store.close()
+
+
+_V2_EXTRA = """
+CREATE INDEX logs_tenant_trace ON logs (tenant, trace_id);
+CREATE TRIGGER logs_fts_insert AFTER INSERT ON logs BEGIN
+    INSERT INTO logs_fts (rowid, body, exception_message) VALUES (new.rid, new.body, new.exception_message);
+END;
+CREATE TRIGGER logs_fts_delete AFTER DELETE ON logs BEGIN
+    INSERT INTO logs_fts (logs_fts, rowid, body, exception_message)
+    VALUES ('delete', old.rid, old.body, old.exception_message);
+END;
+"""
+
+
+def test_a_schema_2_file_is_migrated_and_its_rows_stay_found(tmp_path: Any) -> None:
+    """A file as version 2 wrote it (whole documents, per-row text-index triggers, a trace index):
+    opened by this version, its rows are found by text and trace, a replay does not duplicate them,
+    and new rows are indexed by the batch."""
+    import json
+
+    from connectors import store_schema
+
+    path = tmp_path / "v2.db"
+    old = [make_record(time_unix_nano=T0_NS + i * 1_000_000, body=f"line old {i}") for i in range(3)]
+    with sqlite3.connect(path) as conn:
+        for statement in store_schema.statements(store_schema._LOGS_V1 + store_schema._COMMON + store_schema._V2
+                                                 + _V2_EXTRA):
+            conn.execute(statement)
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_version VALUES (2)")
+        conn.executemany("INSERT INTO logs (id, tenant, service, time_ms, severity_number, trace_id, body,"
+                         " exception_message, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         [(i, d["tenant"], d["service"], d["time_ms"], d["severity_number"], d["trace_id"],
+                           d["body"], d["exception_message"], json.dumps(d))
+                          for i, d in zip(log_doc_ids(old), map(log_doc, old), strict=True)])
+    with EmbeddedStore(path) as store:
+        assert [d["body"] for d in store.search_logs("acme", [], 0, 2**62, text="old line")] == [
+            "line old 0", "line old 1", "line old 2"]
+        assert store.search_logs("acme", [], 0, 2**62)[0] == log_doc(old[0])
+        assert len(store.trace_logs("acme", [old[0].trace_id])) == 3
+        store.write_logs(old)  # a replay: the same ids
+        store.write_logs([make_record(time_unix_nano=T0_NS + 9_000_000, body="line new")])
+        store.build_indexes()
+        assert store.counts()["logs"] == 4
+        assert len(store.search_logs("acme", [], 0, 2**62, text="line")) == 4
+        fts_integrity(store)
+    with sqlite3.connect(path) as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        assert "logs_fts_insert" not in names and "logs_tenant_trace" not in names and "log_traces" in names
+        assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone() == (SCHEMA_VERSION,)
