@@ -187,13 +187,23 @@ def sampled_trace_ids(count: int, every: int, seed: int = 1) -> list[str]:
 
 
 def traces_input(n: int, minutes: float, live: int, per_message: int) -> Input:
-    """The ``n``-services input with its trace ids replaced, record ``i`` taking id ``i % live`` of
-    ``live`` sampled ids: every record steps a trace timeline, and all ``live`` timelines stay alive
-    together (the input spans less than the trace TTL). Needs >= ``live`` records."""
+    """The ``n``-services input with every request's trace id replaced by one in the engine's trace
+    sample (the grouping kept: a request's records share their new id), cut where the ``live``-th
+    distinct trace ends: every request steps a trace timeline, and ``live`` timelines are alive
+    together at the end (the input spans less than the trace TTL). ``minutes`` must make at least
+    ``live`` requests (~0.55 per record)."""
     records = _service_records(n, minutes)
-    ids = sampled_trace_ids(live, engine.EngineConfig().trace_sample)
-    records = [r._replace(trace_id=ids[i % live]) for i, r in enumerate(records)]
-    return Input(f"{n} services, {minutes:g} min, {live:,} live traces", records, (), per_message)
+    ids = iter(sampled_trace_ids(live + 1, engine.EngineConfig().trace_sample))
+    mapped: dict[str, str] = {}
+    out: list[LogRecord] = []
+    for r in records:
+        if r.trace_id and r.trace_id not in mapped:
+            if len(mapped) == live:
+                break
+            mapped[r.trace_id] = next(ids)
+        out.append(r._replace(trace_id=mapped[r.trace_id]) if r.trace_id else r)
+    span_min = (out[-1].time_ms - out[0].time_ms) / 60_000
+    return Input(f"{n} services, {live:,} live traces ({span_min:.1f} min)", out, (), per_message)
 
 
 # --- runs -----------------------------------------------------------------------------------------
@@ -459,8 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     if args.live_traces > 0:
         n = TRACE_INPUT_SERVICES
-        minutes = max(scaled_minutes(n, args.minutes, args.max_records),
-                      math.ceil(args.live_traces / (n * SERVICE_RECORDS_S * 60)))  # a record per live trace at least
+        minutes = math.ceil(2 * args.live_traces / (n * SERVICE_RECORDS_S * 60))  # ~0.55 requests per record
         inputs.append(functools.partial(traces_input, n, minutes, args.live_traces, args.per_message))
     rows = []
     for make in inputs:
