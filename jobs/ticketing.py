@@ -78,8 +78,9 @@ def load_validator(path: Path | None = None) -> jsonschema.protocols.Validator:
 TICKETS = PromCounter("logclaw_ticketing_tickets", "ticket outcomes per destination and its platform "
                       "(created, updated, resolved, skipped as duplicate, failed to the dead-letter)",
                       ["destination", "platform", "outcome"])
-RETRIES = PromCounter("logclaw_ticketing_retries", "message retries after a transient failure "
-                      "(platform 429/5xx/timeouts, ledger busy)")
+RETRIES = PromCounter("logclaw_ticketing_retries", "message retries after a transient failure, by the "
+                      "destination that failed (platform 429/5xx/timeouts; empty: ledger busy, evidence read)",
+                      ["destination", "platform"])
 QUEUE_LAG = Gauge("logclaw_ticketing_queue_lag_messages", "incident events behind the newest on the "
                   "incidents topic, per partition (the consumer's cached high watermark)", ["partition"])
 EVENT_AGE = Gauge("logclaw_ticketing_event_age_seconds", "wall clock at handling minus the incident "
@@ -96,10 +97,20 @@ class Metrics:
         self.interval_s, self._clock = interval_s, clock
         self._last_log = clock()
         self.platforms = dict(platforms or {})
+        self._retry_counted = False
 
     def add(self, destination: str, kind: str) -> None:
         self.counts[(destination, kind)] += 1
         TICKETS.labels(destination, self.platforms.get(destination, ""), kind).inc()
+
+    def retrying(self, destination: str = "") -> None:
+        """One retry of the message because of ``destination`` ("" when no destination failed)."""
+        if destination:
+            self._retry_counted = True
+        elif self._retry_counted:  # already counted under the destination that failed
+            self._retry_counted = False
+            return
+        RETRIES.labels(destination, self.platforms.get(destination, "")).inc()
 
     def failed(self) -> int:
         return sum(n for (_d, kind), n in self.counts.items() if kind == "failed")
@@ -221,6 +232,9 @@ class TicketingWorker:
                 view = self.view(event)
             try:
                 kind = self._apply(self.clients[name], key, action, event, view)
+            except RETRYABLE:
+                self.metrics.retrying(name)
+                raise
             except PermanentError as exc:
                 self.metrics.add(name, "failed")
                 self.dead_letter.put(event.raw, f"{type(exc).__name__}: {exc}", name)
@@ -355,7 +369,7 @@ def handle_with_retry(worker: TicketingWorker, raw: bytes | str, stop: threading
             return True
         except RETRYABLE as exc:
             attempt += 1
-            RETRIES.inc()
+            worker.metrics.retrying()
             log.warning("transient failure (attempt %d): %s", attempt, exc)
             if (max_attempts and attempt >= max_attempts) or stop.wait(min(backoff_cap_s, 0.2 * 2**attempt)):
                 return False

@@ -144,3 +144,32 @@ def test_ticketing_counts_tickets_per_destination_and_platform_in_prometheus(tmp
         "created": 2, "updated": 1, "resolved": 1, "skipped": 1}
     assert _sample(after, invalid) - _sample(before, invalid) == 1
     assert "logclaw_ticketing_retries_total" in after and "logclaw_ticketing_event_age_seconds" in after
+
+
+def test_ticketing_retries_count_under_the_destination_that_failed_once_per_retry(tmp_path: Path) -> None:
+    import threading
+
+    from connectors.ledger import TicketLedger
+    from jobs.ticketing import DeadLetter, Metrics, TicketingWorker, handle_with_retry
+    from tests.test_ticketing_worker import FakePlatform, Flaky, incident, line
+    from udfs.routing import RoutingConfig
+
+    routing = RoutingConfig.parse({
+        "default": {"critical": ["pagerduty", "ops-jira"], "high": [], "medium": [], "low": []},
+        "destinations": {"pagerduty": {"type": "pagerduty"}, "ops-jira": {"type": "jira"}}})
+    ledger = TicketLedger(tmp_path / "ledger.sqlite", owner="w1")
+    worker = TicketingWorker(routing, {"pagerduty": FakePlatform("pagerduty"), "ops-jira": Flaky("jira", failures=2)},
+                             ledger, DeadLetter(tmp_path / "dlq.jsonl"),
+                             metrics=Metrics(platforms={"pagerduty": "pagerduty", "ops-jira": "jira"}))
+    jira = 'logclaw_ticketing_retries_total{destination="ops-jira",platform="jira"}'
+    unattributed = 'logclaw_ticketing_retries_total{destination="",platform=""}'
+    before = metrics_payload()[0].decode()
+    try:
+        worker.handle(line(incident()))
+        assert handle_with_retry(worker, line(incident("updated", at="03:50:00")), threading.Event(),
+                                 backoff_cap_s=0.01)
+    finally:
+        ledger.close()
+    after = metrics_payload()[0].decode()
+    assert _sample(after, jira) - _sample(before, jira) == 2
+    assert _sample(after, unattributed) == _sample(before, unattributed)
