@@ -1,0 +1,223 @@
+"""Embedded store benchmark (not a test): how fast ``connectors.store.EmbeddedStore`` indexes raw logs.
+
+    python -m tests.bench.store_bench [--records 200000] [--per-message 200] [--runs 3]
+        [--baseline REF] [--no-retention-case] [--replay] [--hours 2] [--repeat 1]
+        [--out bench-out/store_bench.json]
+
+(a) writer: the ``steady`` scenario's records (8 services, ~30 % with a trace id) in messages of
+    ``--per-message`` records, each written as the decode operator writes it: ``write_logs(records,
+    metric_rows(summary))`` then ``flush()``, one message after the other into a fresh file; ``close()``
+    at the end (it indexes the last rows) is inside the timing. Figures: records/s of wall time and
+    records per CPU-second of this process (on a shared machine, CPU-s is the figure that compares
+    across loads), bytes per record of the file after close (WAL checkpointed), and the row bytes the
+    size limit counts. ``--runs`` runs, best and median.
+(b) ``--baseline REF``: the same writer from ``connectors/`` and ``udfs/`` of git REF (e.g. the commit
+    before schema 3), in a child process, for a before/after on the same machine and load.
+(c) retention at work: a size limit of half of what (a) stored, so that in the second half every batch
+    deletes about as many rows as it adds (the steady state of a full store).
+(d) ``--replay``: ``tests.bench.job_bench --source files --mode thread`` (the whole job on the local
+    MiniCluster, ``logclaw replay``'s path) with raw-log indexing off and on, ``--repeat`` runs each;
+    the ratio on/off of records/s is what indexing costs the job.
+Target (issue 16 item 2): the embedded store keeps >= 50,000 records/s of indexing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tests.bench.engine_bench import command, machine, print_machine, write_json
+
+TARGET_RECORDS_S = 50_000
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def messages(records: int, per_message: int) -> list[tuple[list[Any], list[Any]]]:
+    """(records, bucket rows) per message, as ``jobs.operators.DecodeAndSummarize`` writes them."""
+    from connectors.logstore import metric_rows
+    from udfs.batch import summarize
+    from udfs.scenarios import library as scenarios
+    from udfs.signals import SignalMatcher
+
+    scale = 1.0
+    found = list(scenarios.steady(scale=scale).records)
+    while len(found) < records:
+        scale *= 2 * records / max(1, len(found))
+        found = list(scenarios.steady(scale=scale).records)
+    found = found[:records]
+    matcher = SignalMatcher()
+    out = []
+    for first in range(0, len(found), per_message):
+        chunk = found[first:first + per_message]
+        out.append((chunk, metric_rows(summarize(chunk, matcher, bucket_ms=10_000).batches)))
+    return out
+
+
+def write_once(msgs: list[tuple[list[Any], list[Any]]], path: Path, retention: Any = None) -> dict[str, Any]:
+    """One writer run into a fresh file at ``path``; figures of that run."""
+    from connectors.store import EmbeddedStore
+
+    kwargs = {} if retention is None else {"retention": retention}
+    n = sum(len(m[0]) for m in msgs)
+    t0, c0 = time.perf_counter(), time.process_time()
+    store = EmbeddedStore(path, **kwargs)
+    for records, rows in msgs:
+        store.write_logs(records, rows)
+        store.flush()
+    store.close()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    size = sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+    row: dict[str, Any] = {"records": n, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
+                           "records_per_s": round(n / wall), "records_per_cpu_s": round(n / cpu),
+                           "file_bytes": size, "bytes_per_record": round(size / n, 1),
+                           "loadavg_1m": round(os.getloadavg()[0], 2)}
+    with sqlite3.connect(path) as conn:
+        row["rows_kept"] = conn.execute("SELECT COUNT(*) FROM logs").fetchone()[0]
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        if "tenant_usage" in names:
+            row["row_bytes_counted"] = conn.execute("SELECT coalesce(sum(bytes), 0) FROM tenant_usage").fetchone()[0]
+    return row
+
+
+def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"runs": len(runs)}
+    for key in ("records_per_s", "records_per_cpu_s", "bytes_per_record"):
+        vals = [r[key] for r in runs]
+        out[key] = {"best": max(vals) if key != "bytes_per_record" else min(vals),
+                    "median": round(statistics.median(vals), 1)}
+    return out
+
+
+def run_writer(args: argparse.Namespace, workdir: Path, retention_mb: float | None = None) -> list[dict[str, Any]]:
+    from connectors.store_retention import RetentionSettings
+
+    msgs = messages(args.records, args.per_message)
+    retention = None if retention_mb is None else RetentionSettings(retention_hours=0, max_mb=retention_mb)
+    runs = []
+    for i in range(args.runs):
+        path = workdir / f"store-{time.monotonic_ns()}-{i}.db"
+        runs.append(write_once(msgs, path, retention))
+        r = runs[-1]
+        print(f"  run {i + 1}: {r['records_per_s']:,} records/s, {r['records_per_cpu_s']:,} per CPU-s, "
+              f"{r['bytes_per_record']} B/record, {r['rows_kept']:,} rows kept (load {r['loadavg_1m']})", flush=True)
+        for p in path.parent.glob(path.name + "*"):
+            p.unlink()
+    return runs
+
+
+def run_baseline(ref: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """The writer of git ``ref`` in a child process (its connectors/ and udfs/, this bench)."""
+    tree = workdir / "baseline"
+    tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "connectors", "udfs"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    out = workdir / "baseline.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYFLINK_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(tree), str(ROOT)])
+    subprocess.run([sys.executable, "-m", "tests.bench.store_bench", "--records", str(args.records),
+                    "--per-message", str(args.per_message), "--runs", str(args.runs), "--writer-only",
+                    "--out", str(out)], cwd=tree, env=env, check=True)
+    return json.loads(out.read_text(encoding="utf-8"))["writer"] | {"ref": ref}
+
+
+def run_replay(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """``tests.bench.job_bench`` files/thread, index off and on; the ratio of their rates."""
+    out = workdir / "job_bench.json"
+    argv = ["--source", "files", "--mode", "thread", "--repeat", str(args.repeat), "--hours", str(args.hours),
+            "--per-message", str(args.per_message), "--out", str(out)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYFLINK_")}
+    subprocess.run([sys.executable, "-m", "tests.bench.job_bench", *argv], cwd=ROOT, env=env, check=True)
+    results = json.loads(out.read_text(encoding="utf-8"))["results"]
+    by_index: dict[str, Any] = {}
+    for res in results:
+        runs = res["runs"]
+        by_index[res["index_logs"]] = {
+            key: [r[key] for r in runs if key in r] for key in ("records_per_s", "end_to_end_records_per_s",
+                                                                 "store_mib", "wall_s")}
+    row: dict[str, Any] = {"command": command("tests.bench.job_bench", argv), "index_off": by_index.get("off"),
+                           "index_on": by_index.get("on")}
+    for key in ("records_per_s", "end_to_end_records_per_s"):
+        off = (by_index.get("off") or {}).get(key) or []
+        on = (by_index.get("on") or {}).get(key) or []
+        if off and on:
+            row[f"ratio_on_off_{key}"] = round(statistics.median(on) / statistics.median(off), 3)
+    return row
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.store_bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=200_000, help="records written per run (default 200000)")
+    parser.add_argument("--per-message", type=int, default=200, help="records per message (default 200)")
+    parser.add_argument("--runs", type=int, default=3, help="writer runs; best and median (default 3)")
+    parser.add_argument("--baseline", metavar="REF", help="also the writer of this git ref (e.g. 98f9422)")
+    parser.add_argument("--no-retention-case", action="store_true", help="skip (c), retention at work")
+    parser.add_argument("--replay", action="store_true", help="also (d): the job with indexing off and on (minutes)")
+    parser.add_argument("--hours", type=float, default=2.0, help="(d): event time of the steady input (default 2)")
+    parser.add_argument("--repeat", type=int, default=1, help="(d): runs per case (default 1)")
+    parser.add_argument("--out", type=Path, default=Path("bench-out/store_bench.json"))
+    parser.add_argument("--writer-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if not (1_000 <= args.records <= 10_000_000 and 1 <= args.per_message <= 5_000 and 1 <= args.runs <= 20):
+        parser.error("--records in 1000..10000000, --per-message in 1..5000, --runs in 1..20")
+    meta = machine() | {"command": command("tests.bench.store_bench", argv), "sqlite": sqlite3.sqlite_version}
+    if not args.writer_only:
+        print_machine(meta)
+    result: dict[str, Any] = {"meta": meta}
+    with tempfile.TemporaryDirectory(prefix="store-bench-") as tmp:
+        workdir = Path(tmp)
+        print(f"(a) writer: {args.records:,} records, {args.per_message} per message", flush=True)
+        runs = run_writer(args, workdir)
+        result["writer"] = {"runs_detail": runs} | summary(runs)
+        if args.writer_only:
+            write_json(args.out, result)
+            return 0
+        if args.baseline:
+            print(f"(b) baseline: the writer of {args.baseline}", flush=True)
+            result["baseline"] = run_baseline(args.baseline, args, workdir)
+        if not args.no_retention_case:
+            cap_mb = runs[0]["row_bytes_counted"] * 2.0 / 2 / 2**20 if runs[0].get("row_bytes_counted") else 0
+            print(f"(c) retention at work: size limit {cap_mb:.1f} MiB (half of what (a) stored)", flush=True)
+            rruns = run_writer(args, workdir, retention_mb=cap_mb)
+            result["retention"] = {"max_mb": round(cap_mb, 2), "runs_detail": rruns} | summary(rruns)
+        if args.replay:
+            print("(d) replay: the job with raw-log indexing off and on", flush=True)
+            result["replay"] = run_replay(args, workdir)
+    meta["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    w = result["writer"]
+    print(f"\nwriter: {w['records_per_s']['median']:,} records/s median (best {w['records_per_s']['best']:,}), "
+          f"{w['records_per_cpu_s']['median']:,} per CPU-s, {w['bytes_per_record']['median']} B/record; "
+          f"target >= {TARGET_RECORDS_S:,} records/s")
+    if "baseline" in result:
+        b = result["baseline"]
+        print(f"baseline {b['ref']}: {b['records_per_s']['median']:,} records/s, "
+              f"{b['records_per_cpu_s']['median']:,} per CPU-s, {b['bytes_per_record']['median']} B/record; "
+              f"speed-up per CPU-s x{w['records_per_cpu_s']['median'] / b['records_per_cpu_s']['median']:.2f}")
+    if "retention" in result:
+        r = result["retention"]
+        print(f"retention at work (limit {r['max_mb']} MiB): {r['records_per_s']['median']:,} records/s, "
+              f"{r['records_per_cpu_s']['median']:,} per CPU-s")
+    if "replay" in result:
+        rp = result["replay"]
+        print(f"replay: index off {rp['index_off']}, on {rp['index_on']}; "
+              f"ratio on/off {rp.get('ratio_on_off_records_per_s')}")
+    print(f"load average at start {meta['loadavg_start']}, at end {meta['loadavg_end']} (a shared machine: "
+          f"wall-time rates fall with load, per-CPU-s rates much less)")
+    write_json(args.out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
