@@ -336,7 +336,11 @@ def latest_savepoint(root: Path) -> Path | None:
 
 
 def _port_free(host: str, port: int) -> bool:
+    """Nothing listens on ``host:port``. SO_REUSEADDR as the JVM's server sockets set it on Linux: the
+    connections of a cluster stopped a moment ago (TIME_WAIT) must not make its port look taken
+    (``logclaw up`` right after ``logclaw down`` failed so)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
