@@ -94,6 +94,39 @@ _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 loads = orjson.loads
 
 
+MAX_CACHED = 10_000
+"""Decoded states and pending timers kept per instance: a bound on memory (a few KiB per key), not a
+tuning; past it the cache starts over and states are read back from Flink."""
+
+
+class PendingTimers:
+    """The event-time timers this instance registered per key that have not fired yet. Registering
+    one of them again is a call into Flink that Flink would ignore, so it is skipped. A fresh
+    instance (after a restore) knows none and registers again, which is always safe."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, set[int]] = {}
+
+    def register(self, ctx: Any, key: str, at_ms: int) -> None:
+        seen = self.pending.get(key)
+        if seen is None:
+            if len(self.pending) >= MAX_CACHED:
+                self.pending.clear()
+            seen = self.pending[key] = set()
+        if at_ms not in seen:
+            seen.add(at_ms)
+            ctx.timer_service().register_event_time_timer(at_ms)
+
+    def fired(self, key: str, at_ms: int) -> None:
+        """Call first thing in ``on_timer``: Flink has dropped the timer."""
+        seen = self.pending.get(key)
+        if seen is not None:
+            seen.discard(at_ms)
+
+    def forget(self, key: str) -> None:
+        self.pending.pop(key, None)
+
+
 class SinkMetrics:
     """The store writer's retry/failure counts (OpenSearch) as Flink counters, advanced by the delta
     after each flush. Counters, never gauges: in thread mode a Python gauge is a callback the metrics
@@ -268,7 +301,6 @@ class ServiceWindow(KeyedProcessFunction):  # type: ignore[misc]
     a restore or a state expiry the revision differs and the state is read back from Flink.
     """
 
-    MAX_CACHED = 10_000
 
     def __init__(self, engine_cfg: EngineConfig) -> None:
         self.cfg = engine_cfg.window
@@ -279,6 +311,7 @@ class ServiceWindow(KeyedProcessFunction):  # type: ignore[misc]
         self.buckets = _map_state(ctx, "service-open-buckets", Types.LONG())  # bucket start ms -> bucket
         self.revision = _value_state(ctx, "service-revision", Types.LONG())
         self.cache: dict[str, tuple[int, window_state.ServiceState]] = {}
+        self.timers = PendingTimers()
         group = ctx.get_metrics_group()
         self.m_late = group.counter("late_records")
         self.m_immediate = group.counter("anomalies_immediate")
@@ -314,13 +347,13 @@ class ServiceWindow(KeyedProcessFunction):  # type: ignore[misc]
         for start in closed:
             self.buckets.remove(start)
         self.revision.update(rev + 1)
-        if len(self.cache) >= self.MAX_CACHED:
+        if len(self.cache) >= MAX_CACHED:
             self.cache.clear()
         self.cache[key] = (rev + 1, state)
 
-    def _emit(self, step: window.Step, ctx: Any) -> Iterator[Any]:
+    def _emit(self, step: window.Step, ctx: Any, key: str) -> Iterator[Any]:
         if step.timer_at_ms is not None:
-            ctx.timer_service().register_event_time_timer(step.timer_at_ms)
+            self.timers.register(ctx, key, step.timer_at_ms)
         for item in step.emit:
             if isinstance(item, ServiceAnomaly) and item.path in ("immediate", "windowed"):  # not hellos, reports
                 (self.m_immediate if item.path == "immediate" else self.m_windowed).inc()
@@ -333,10 +366,11 @@ class ServiceWindow(KeyedProcessFunction):  # type: ignore[misc]
         late = state.late_records
         step = window.on_batch(state, batch, self.cfg, ctx.timer_service().current_watermark())
         self._save(key, rev, step, late, touched=[b.start_ms for b in batch.buckets], closed=())
-        yield from self._emit(step, ctx)
+        yield from self._emit(step, ctx, key)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
         key = ctx.get_current_key()
+        self.timers.fired(key, timestamp)
         rev, state = self._load(key, "", "")
         if state is None:
             return
@@ -347,7 +381,7 @@ class ServiceWindow(KeyedProcessFunction):  # type: ignore[misc]
         if step.dirty:
             closed = [start for start in before if start not in step.state.open]
             self._save(key, rev, step, step.state.late_records, touched=(), closed=closed)
-        yield from self._emit(step, ctx)
+        yield from self._emit(step, ctx, key)
 
 
 class FactBatch(NamedTuple):

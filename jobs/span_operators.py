@@ -27,7 +27,9 @@ from jobs.config import JobConfig
 from jobs.event_time import KEYED
 from jobs.operators import (
     DEAD_LETTER,
+    MAX_CACHED,
     FactBatch,
+    PendingTimers,
     _map_state,
     _value_state,
     dead_letter,
@@ -44,39 +46,6 @@ from udfs.engine import EngineConfig
 from udfs.records import Span
 
 SPAN_TIMINGS = OutputTag("span-timings", KEYED)  # Row((tenant, service, operation), tuple of SpanTiming)
-
-MAX_CACHED = 10_000
-"""Decoded states and pending timers kept per instance: a bound on memory (a few KiB per key), not a
-tuning; past it the cache starts over and states are read back from Flink."""
-
-
-class PendingTimers:
-    """The event-time timers this instance registered per key that have not fired yet. Registering
-    one of them again is a call into Flink that Flink would ignore, so it is skipped. A fresh
-    instance (after a restore) knows none and registers again, which is always safe."""
-
-    def __init__(self) -> None:
-        self.pending: dict[str, set[int]] = {}
-
-    def register(self, ctx: Any, key: str, at_ms: int) -> None:
-        seen = self.pending.get(key)
-        if seen is None:
-            if len(self.pending) >= MAX_CACHED:
-                self.pending.clear()
-            seen = self.pending[key] = set()
-        if at_ms not in seen:
-            seen.add(at_ms)
-            ctx.timer_service().register_event_time_timer(at_ms)
-
-    def fired(self, key: str, at_ms: int) -> None:
-        """Call first thing in ``on_timer``: Flink has dropped the timer."""
-        seen = self.pending.get(key)
-        if seen is not None:
-            seen.discard(at_ms)
-
-    def forget(self, key: str) -> None:
-        self.pending.pop(key, None)
-
 
 def _span_shard(span: Span) -> str:
     return shard_key(span.tenant, span.trace_id)
