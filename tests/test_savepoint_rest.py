@@ -154,3 +154,26 @@ def test_down_stops_nothing_and_exits_1_when_the_savepoint_fails(tmp_path: Path,
     assert stack.run_down(args) == 1
     assert stopped == [] and (tmp_path / "state.json").exists()  # still recorded: down can be retried
     assert "--no-savepoint" in capsys.readouterr().err
+
+
+def test_a_port_left_in_time_wait_by_a_stopped_cluster_is_free_for_the_next_up() -> None:
+    import socket
+    import time
+
+    from connectors.flink_cluster import _port_free
+
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+    accepted.close()  # the server side closes first: its end of the connection stays in TIME_WAIT
+    time.sleep(0.1)
+    client.close()
+    assert not _port_free("127.0.0.1", port)  # still listening
+    server.close()
+    with socket.socket() as strict, pytest.raises(OSError):  # the check before: refused while TIME_WAIT lasts
+        strict.bind(("127.0.0.1", port))
+    assert _port_free("127.0.0.1", port)
