@@ -18,6 +18,13 @@
 (d) ``--replay``: ``tests.bench.job_bench --source files --mode thread`` (the whole job on the local
     MiniCluster, ``logclaw replay``'s path) with raw-log indexing off and on, ``--repeat`` runs each;
     the ratio on/off of records/s is what indexing costs the job.
+(e) ``--opensearch``: ``connectors.opensearch.OpenSearchSink`` against the OpenSearch stand-in
+    (``tests/standins/opensearch.py``, in its own process; no OpenSearch server runs here) at volume:
+    bulk size (one bulk request per message of 50 / 200 / 1,000 / 5,000 records, as the decode
+    operator flushes, and the sink's own buffer bound without a per-message flush) and concurrency (1,
+    2, 4 writer processes, each its own sink, as parallel decode subtasks are). Figures: records/s,
+    the writer's CPU-s per record (client side: what carries over to a real cluster), request bytes
+    per record, and the stand-in's CPU-s (a Python server: its cost is not OpenSearch's).
 Target (issue 16 item 2): the embedded store keeps >= 50,000 records/s of indexing.
 """
 
@@ -155,6 +162,104 @@ def run_replay(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     return row
 
 
+# --- (e) OpenSearch ---------------------------------------------------------------------------------
+
+_STANDIN = """
+import json, sys, time
+from tests.standins.opensearch import OpenSearchStandin
+
+class Drop(list):
+    def append(self, item):  # keep no request bodies: a bench sends hundreds of MB
+        pass
+
+standin = OpenSearchStandin(requests=Drop())
+with standin.running():
+    print(standin.url, flush=True)
+    sys.stdin.read()  # until the bench closes stdin
+    print(json.dumps({"cpu_s": round(time.process_time(), 3), "docs": standin.doc_count(),
+                      "violations": standin.violations[:5], "n_violations": len(standin.violations)}), flush=True)
+"""
+
+
+def opensearch_writer(url: str, part: int, parts: int, records: int, per_message: int, flush_each: bool,
+                      max_buffer_docs: int) -> dict[str, Any]:
+    """One writer process's share (every ``parts``-th message): its sink's figures."""
+    from connectors.opensearch import OpenSearchSink
+
+    msgs = messages(records, per_message)[part::parts]
+    sink = OpenSearchSink([url], max_buffer_docs=max_buffer_docs)
+    sent = {"bytes": 0, "requests": 0}
+    bulk = sink.client.bulk
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        sent["bytes"] += len(kwargs.get("body") or args[0])
+        sent["requests"] += 1
+        return bulk(*args, **kwargs)
+
+    sink.client.bulk = counted  # type: ignore[method-assign]
+    n = sum(len(m[0]) for m in msgs)
+    t0, c0 = time.perf_counter(), time.process_time()
+    for records_, rows in msgs:
+        sink.write_logs(records_, rows)
+        if flush_each:
+            sink.flush()
+    sink.close()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"records": n, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "requests": sent["requests"],
+            "request_bytes": sent["bytes"], "docs_written": sink.stats.docs_written,
+            "retries": sink.stats.request_retries + sink.stats.item_retries, "failures": sink.stats.failures}
+
+
+def run_opensearch_case(records: int, per_message: int, writers: int, flush_each: bool,
+                        max_buffer_docs: int) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYFLINK_")}
+    server = subprocess.Popen([sys.executable, "-c", _STANDIN], cwd=ROOT, env=env, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert server.stdin is not None and server.stdout is not None
+    try:
+        url = server.stdout.readline().strip()
+        procs = [subprocess.Popen([sys.executable, "-m", "tests.bench.store_bench", "--opensearch-writer", url,
+                                   "--part", f"{i}/{writers}", "--records", str(records), "--per-message",
+                                   str(per_message), "--max-buffer-docs", str(max_buffer_docs),
+                                   *([] if flush_each else ["--no-flush-each"])],
+                                  cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True) for i in range(writers)]
+        outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+        server.stdin.close()
+        standin = json.loads(server.stdout.readline())
+    finally:
+        if server.poll() is None:
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    n = sum(o["records"] for o in outs)
+    wall = max(o["wall_s"] for o in outs)
+    return {"per_message": per_message, "writers": writers, "flush_each_message": flush_each,
+            "max_buffer_docs": max_buffer_docs, "records": n, "records_per_s": round(n / wall),
+            "writer_cpu_us_per_record": round(sum(o["cpu_s"] for o in outs) / n * 1e6, 1),
+            "request_bytes_per_record": round(sum(o["request_bytes"] for o in outs) / n, 1),
+            "requests": sum(o["requests"] for o in outs),
+            "docs_per_request": round(sum(o["docs_written"] for o in outs) / max(1, sum(o["requests"] for o in outs))),
+            "retries": sum(o["retries"] for o in outs), "failures": sum(o["failures"] for o in outs),
+            "standin_cpu_s": standin["cpu_s"], "standin_docs": standin["docs"],
+            "standin_violations": standin["n_violations"], "loadavg_1m": round(os.getloadavg()[0], 2)}
+
+
+def run_opensearch(records: int) -> list[dict[str, Any]]:
+    cases = [(50, 1, True, 5000), (200, 1, True, 5000), (1000, 1, True, 5000), (5000, 1, True, 5000),
+             (200, 1, False, 5000), (200, 1, False, 500), (200, 2, True, 5000), (200, 4, True, 5000)]
+    out = []
+    for per_message, writers, flush_each, max_docs in cases:
+        row = run_opensearch_case(records, per_message, writers, flush_each, max_docs)
+        out.append(row)
+        print(f"  {per_message:>5}/msg {writers} writer(s) {'flush/msg' if flush_each else f'buffer {max_docs}':>12}: "
+              f"{row['records_per_s']:>7,} records/s, writer {row['writer_cpu_us_per_record']} us/record, "
+              f"{row['request_bytes_per_record']} B/record, {row['docs_per_request']} docs/request, "
+              f"stand-in {row['standin_cpu_s']} CPU-s, violations {row['standin_violations']} "
+              f"(load {row['loadavg_1m']})", flush=True)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m tests.bench.store_bench", description=__doc__,
@@ -168,8 +273,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--hours", type=float, default=2.0, help="(d): event time of the steady input (default 2)")
     parser.add_argument("--repeat", type=int, default=1, help="(d): runs per case (default 1)")
     parser.add_argument("--out", type=Path, default=Path("bench-out/store_bench.json"))
+    parser.add_argument("--opensearch", action="store_true",
+                        help="also (e): the OpenSearch writer against the stand-in (bulk size, concurrency)")
+    parser.add_argument("--opensearch-records", type=int, default=100_000, help="(e): records per case")
     parser.add_argument("--writer-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--opensearch-writer", help=argparse.SUPPRESS)
+    parser.add_argument("--part", default="0/1", help=argparse.SUPPRESS)
+    parser.add_argument("--max-buffer-docs", type=int, default=5000, help=argparse.SUPPRESS)
+    parser.add_argument("--no-flush-each", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.opensearch_writer:
+        part, parts = (int(x) for x in args.part.split("/"))
+        print(json.dumps(opensearch_writer(args.opensearch_writer, part, parts, args.records, args.per_message,
+                                           not args.no_flush_each, args.max_buffer_docs)))
+        return 0
     if not (1_000 <= args.records <= 10_000_000 and 1 <= args.per_message <= 5_000 and 1 <= args.runs <= 20):
         parser.error("--records in 1000..10000000, --per-message in 1..5000, --runs in 1..20")
     meta = machine() | {"command": command("tests.bench.store_bench", argv), "sqlite": sqlite3.sqlite_version}
@@ -195,6 +312,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.replay:
             print("(d) replay: the job with raw-log indexing off and on", flush=True)
             result["replay"] = run_replay(args, workdir)
+        if args.opensearch:
+            print(f"(e) OpenSearch writer against the stand-in: {args.opensearch_records:,} records per case",
+                  flush=True)
+            result["opensearch"] = run_opensearch(args.opensearch_records)
     meta["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     w = result["writer"]
     print(f"\nwriter: {w['records_per_s']['median']:,} records/s median (best {w['records_per_s']['best']:,}), "
