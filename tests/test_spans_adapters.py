@@ -1,0 +1,201 @@
+"""The spans path's Flink adapters (jobs/span_operators.py) driven without a JVM: keyed state, timers
+and the watermark played by small strict stand-ins of Flink's (state per current key, a timer fires
+once per (key, time) when the watermark reaches it, in time order). The sharded trace timeline and
+the batched RED must end in the pure engine's RED state, key for key, whatever the batching."""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any
+
+from jobs.operators import MAX_CACHED, FactBatch, PendingTimers, shard_elements, shard_key
+from jobs.span_operators import SPAN_TIMINGS, SpanRed, TraceTimeline, _span_shard, _span_start_ms
+from udfs import engine, red
+from udfs.records import Span
+from udfs.scenarios import latency
+from udfs.scenarios.library import span_requests_of
+
+
+class _Keyed:
+    """Flink keyed state stand-in: one dict per state name, scoped by the current key."""
+
+    def __init__(self) -> None:
+        self.key = ""
+        self.data: dict[tuple[str, str], Any] = {}
+
+
+class _Value:
+    def __init__(self, keyed: _Keyed, name: str) -> None:
+        self.keyed, self.name = keyed, name
+
+    def value(self) -> Any:
+        return self.keyed.data.get((self.name, self.keyed.key))
+
+    def update(self, v: Any) -> None:
+        self.keyed.data[(self.name, self.keyed.key)] = v
+
+    def clear(self) -> None:
+        self.keyed.data.pop((self.name, self.keyed.key), None)
+
+
+class _Map(_Value):
+    def _m(self) -> dict[Any, Any]:
+        return self.keyed.data.setdefault((self.name, self.keyed.key), {})  # type: ignore[no-any-return]
+
+    def get(self, k: Any) -> Any:
+        return self._m().get(k)
+
+    def put(self, k: Any, v: Any) -> None:
+        self._m()[k] = v
+
+    def remove(self, k: Any) -> None:
+        del self._m()[k]  # Flink's remove of a missing entry is a no-op; ours never removes one
+
+    def items(self) -> Any:
+        return list(self._m().items())
+
+
+class _Counter:
+    def inc(self, n: int = 1) -> None:
+        pass
+
+
+class _Runtime:
+    def __init__(self, keyed: _Keyed) -> None:
+        self.keyed = keyed
+
+    def get_state(self, desc: Any) -> _Value:
+        return _Value(self.keyed, desc.get_name())
+
+    def get_map_state(self, desc: Any) -> _Map:
+        return _Map(self.keyed, desc.get_name())
+
+    def get_metrics_group(self) -> Any:
+        return type("G", (), {"counter": lambda self, name: _Counter()})()
+
+
+class _Operator:
+    """One keyed operator: its state, its timers (deduplicated per key and time, as Flink does)."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn, self.keyed = fn, _Keyed()
+        self.timers: list[tuple[int, str]] = []
+        self.registered: set[tuple[int, str]] = set()
+        self.calls = 0
+        fn.open(_Runtime(self.keyed))
+
+    def timer_service(self) -> Any:
+        return self
+
+    def register_event_time_timer(self, at_ms: int) -> None:
+        self.calls += 1
+        if (at_ms, self.keyed.key) not in self.registered:
+            self.registered.add((at_ms, self.keyed.key))
+            heapq.heappush(self.timers, (at_ms, self.keyed.key))
+
+    def get_current_key(self) -> str:
+        return self.keyed.key
+
+    def element(self, key: str, value: Any) -> list[Any]:
+        self.keyed.key = key
+        return list(self.fn.process_element(value, self) or ())
+
+    def advance(self, watermark: int) -> list[Any]:
+        out: list[Any] = []
+        while self.timers and self.timers[0][0] <= watermark:
+            at, key = heapq.heappop(self.timers)
+            self.registered.discard((at, key))
+            self.keyed.key = key
+            out.extend(self.fn.on_timer(at, self) or ())
+        return out
+
+
+class _Job:
+    """The timeline and RED adapters wired as in jobs/detect.py (timings to RED, facts counted)."""
+
+    def __init__(self) -> None:
+        cfg = engine.EngineConfig()
+        self.timeline, self.red = _Operator(TraceTimeline(cfg)), _Operator(SpanRed(cfg))
+        self.facts = 0
+
+    def _to_red(self, outputs: list[Any]) -> None:
+        for item in outputs:
+            if isinstance(item, FactBatch):
+                self.facts += len(item.facts)
+            else:
+                tag, row = item
+                assert tag is SPAN_TIMINGS
+                self.red.element(row[0], row[1])
+
+    def message(self, msg: list[Span]) -> int:
+        latest = -(2**62)
+        for row, ts in shard_elements(msg, _span_shard, _span_start_ms):
+            self._to_red(self.timeline.element(row[0], row[1]))
+            latest = max(latest, ts)
+        return latest
+
+    def advance(self, watermark: int) -> None:
+        self._to_red(self.timeline.advance(watermark))  # a timeline's timers fire before RED's at a watermark
+        self.red.advance(watermark)
+
+    def red_states(self) -> dict[tuple[str, ...], Any]:
+        out: dict[tuple[str, ...], Any] = {}
+        for name, key in [k for k in self.red.keyed.data if k[0] == "red-core"]:
+            self.red.keyed.key = key
+            _, state = self.red.fn._load(key, None)
+            if state is not None:
+                out[red.key_of_state(state)] = red.encode_state(state)
+        return out
+
+
+def test_sharded_timeline_and_batched_red_keep_the_engines_red_state() -> None:
+    """Spans message by message, the watermark after each (bounded out-of-orderness): the RED state
+    of every operation equals the engine's, open buckets and baselines included."""
+    sc = latency.SPAN_SCENARIOS["cpu_contention"](scale=0.25)
+    eng, job = engine.Engine(), _Job()
+    latest = -(2**62)
+    for msg in span_requests_of(sc.spans, 200):
+        eng.feed_spans(msg)
+        latest = max(latest, job.message(msg))
+        eng.advance(latest - eng.cfg.out_of_orderness_ms)
+        job.advance(latest - eng.cfg.out_of_orderness_ms)
+    want = {k: red.encode_state(s) for k, s in eng.red.items()}
+    assert len(want) >= 10 and any(s["recent"] for s in want.values())
+    assert job.red_states() == want
+    assert job.facts > 0
+    job.advance(engine.END_OF_TIME)  # every trace and operation expires: nothing is left behind
+    assert not [v for v in job.timeline.keyed.data.values() if v] and job.red_states() == {}
+    assert job.timeline.calls < len(sc.spans) / 4  # timers are per shard and time, not per span
+
+
+def test_a_message_reaches_the_timeline_as_one_element_per_shard_in_order() -> None:
+    sc = latency.SPAN_SCENARIOS["cpu_contention"](scale=0.25)
+    spans = sorted(sc.spans, key=lambda s: s.start_unix_nano)
+    msg = span_requests_of(spans, 200, max_span_ms=2**40)[3]  # full messages of one service, as span_bench's
+    elements = list(shard_elements(msg, _span_shard, _span_start_ms))
+    assert len(elements) <= 16 < len({s.trace_id for s in msg})
+    assert sorted((s for row, _ in elements for s in row[1]), key=msg.index) == msg
+    for row, ts in elements:
+        assert {shard_key(s.tenant, s.trace_id) for s in row[1]} == {row[0]}
+        assert list(row[1]) == [s for s in msg if shard_key(s.tenant, s.trace_id) == row[0]]  # message order
+        assert ts == max(s.start_unix_nano // 1_000_000 for s in row[1])
+
+
+def test_pending_timers_skip_only_a_timer_already_registered_and_not_fired() -> None:
+    calls: list[int] = []
+    ctx = type("Ctx", (), {"timer_service": lambda self: self,
+                           "register_event_time_timer": lambda self, t: calls.append(t)})()  # fmt: skip
+    timers = PendingTimers()
+    timers.register(ctx, "k", 10)
+    timers.register(ctx, "k", 10)
+    timers.register(ctx, "j", 10)
+    assert calls == [10, 10]
+    timers.fired("k", 10)
+    timers.register(ctx, "k", 10)  # fired: Flink dropped it, so it is registered again
+    timers.forget("j")
+    timers.register(ctx, "j", 10)
+    assert calls == [10, 10, 10, 10]
+    for i in range(MAX_CACHED):
+        timers.register(ctx, f"x{i}", 1)
+    timers.register(ctx, "k", 10)  # past the bound the memory starts over: registered again, never lost
+    assert calls[-1] == 10 and len(calls) == 4 + MAX_CACHED + 1
