@@ -140,7 +140,7 @@ class _Job:
 
     def red_states(self) -> dict[tuple[str, ...], Any]:
         out: dict[tuple[str, ...], Any] = {}
-        for name, key in [k for k in self.red.keyed.data if k[0] == "red-core"]:
+        for _, key in [k for k in self.red.keyed.data if k[0] == "red-core"]:
             self.red.keyed.key = key
             _, state = self.red.fn._load(key, None)
             if state is not None:
