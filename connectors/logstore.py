@@ -14,6 +14,7 @@ wrote instead of duplicating them (at-least-once delivery becomes effectively-on
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -88,7 +89,23 @@ class LogWriter(Protocol):
 
 def utc_day(time_ms: int) -> str:
     """The UTC calendar day of an event time as ``YYYY.MM.DD`` (the index date suffix)."""
-    return (_EPOCH + timedelta(milliseconds=time_ms)).strftime("%Y.%m.%d")
+    return _utc_day(time_ms // 86_400_000)
+
+
+@functools.lru_cache(maxsize=64)
+def _utc_day(day: int) -> str:  # a stream spans few days: one strftime per day, not per record
+    return (_EPOCH + timedelta(days=day)).strftime("%Y.%m.%d")
+
+
+@functools.lru_cache(maxsize=4096)
+def _second_text(second: int) -> str:
+    return format_time_ms(second * 1000)[:-5]  # "YYYY-MM-DDTHH:MM:SS"
+
+
+def doc_time(time_ms: int) -> str:
+    """``format_time_ms(time_ms)``, with the text of each second cached: records arrive by the hundred
+    per second, and strftime is a fifth of a log document's cost."""
+    return f"{_second_text(time_ms // 1000)}.{time_ms % 1000:03d}Z"
 
 
 def cut_utf8(text: str, max_bytes: int) -> str:
@@ -129,7 +146,7 @@ def log_doc(record: LogRecord) -> LogDoc:
         "tenant": record.tenant,
         "service": record.service,
         "namespace": record.service_namespace,
-        "time": format_time_ms(time_ms),
+        "time": doc_time(time_ms),
         "time_ms": time_ms,
         "level": record.level.name,
         "severity_number": record.severity_number,

@@ -487,3 +487,16 @@ def test_a_schema_2_file_is_migrated_and_its_rows_stay_found(tmp_path: Any) -> N
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         assert "logs_fts_insert" not in names and "logs_tenant_trace" not in names and "log_traces" in names
         assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone() == (SCHEMA_VERSION,)
+
+
+def test_cached_time_texts_equal_the_formatter() -> None:
+    import random
+    from datetime import UTC, datetime, timedelta
+
+    from connectors.logstore import doc_time, format_time_ms, utc_day
+
+    rng = random.Random(5)
+    for t in [0, 1, 999, 1000, -1, -1000, -1001, T0_NS // 1_000_000, 253_402_300_799_999,
+              *(rng.randrange(-10**12, 10**13) for _ in range(20_000))]:
+        assert doc_time(t) == format_time_ms(t)
+        assert utc_day(t) == (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=t)).strftime("%Y.%m.%d")
