@@ -44,6 +44,8 @@ def test_load_banner_states_a_loaded_machine_plainly() -> None:
     busy_during = {"a.json": {"meta": {"loadavg_start": [0.2]}, "results": [{"runs": [{"loadavg_during": [3.5]}]}]}}
     assert "loaded machine" in report_perf.load_banner(busy_during, nproc=2)[0]  # 3.5 > 1.5 x 2 cores
     assert report_perf.load_banner({}, nproc=2) == []
+    engine_rows = {"e.json": {"meta": {"loadavg_start": [0.1]}, "results": [{"input": "x", "runs": 2}]}}  # a count
+    assert report_perf.load_banner(engine_rows, nproc=2)[0].startswith("The benchmark figures below ran on a quiet")
 
 
 def test_side_by_side_puts_every_detector_in_one_table_as_ratios_to_the_product() -> None:

@@ -32,8 +32,9 @@ def _load_values(obj: dict[str, Any]) -> tuple[list[float], list[float]]:
     """(1-min load averages before, during) the runs of one benchmark JSON."""
     meta = obj.get("meta", {})
     before = [meta["loadavg_start"][0]] if meta.get("loadavg_start") else []
-    during = [r["loadavg_during"][0] for res in obj.get("results", []) for r in res.get("runs", [])
-              if isinstance(r, dict) and r.get("loadavg_during")]  # fmt: skip
+    runs = [r for res in obj.get("results", []) if isinstance(res, dict) and isinstance(res.get("runs"), list)
+            for r in res["runs"]]  # fmt: skip
+    during = [r["loadavg_during"][0] for r in runs if isinstance(r, dict) and r.get("loadavg_during")]
     return before, during
 
 
@@ -57,10 +58,18 @@ def load_banner(benches: dict[str, dict[str, Any]], nproc: int) -> list[str]:
 
 
 def _mmm(s: dict[str, Any] | None, unit: str = "") -> str:
+    """median (min-max, spread) of integer rates."""
     if not s:
         return "-"
     spread = f", spread {s['spread_pct']:g} %" if s.get("spread_pct") is not None and s.get("n", 1) > 1 else ""
     return f"{round(s['median']):,}{unit} ({round(s['min']):,}-{round(s['max']):,}{spread})"
+
+
+def _load(s: dict[str, Any] | None) -> str:
+    """median (min-max) of load averages."""
+    if not s:
+        return "-"
+    return f"{s['median']:.1f}" + (f" ({s['min']:.1f}-{s['max']:.1f})" if "min" in s and "max" in s else "")
 
 
 def _n(v: Any) -> str:
@@ -114,7 +123,7 @@ def sizing_section(scaling: dict[str, Any] | None, engine: dict[str, Any] | None
             rows.append([str(res.get("taskmanagers", "-")), str(res.get("parallelism", "-")),
                          _mmm(s.get("sustained_records_per_s")), f"{sus / base:.2f}x" if sus and base else "-",
                          _mmm(s.get("records_per_s")), _med(s.get("cores_busy")),
-                         _med(s.get("latency_p99_ms")), _mmm(s.get("loadavg_1m"))])  # fmt: skip
+                         _med(s.get("latency_p99_ms")), _load(s.get("loadavg_1m"))])  # fmt: skip
         out += [f"Job throughput by TaskManagers (one slot each, parallelism = TaskManagers), standalone "
                 f"cluster from `flink-conf/`, thread mode, no raw-log indexing; input "
                 f"{meta.get('input', {}).get('scenario', '?')}, {meta.get('input', {}).get('records', 0):,} "
@@ -215,7 +224,7 @@ def compare_section(obj: dict[str, Any] | None) -> list[str]:
                      f"{round(r):,} ({which})" if r else "failed" if res.get("failures") else "-",
                      f"{r / product:.2f}" if r and product else "-",
                      f"{round(cpu_rate):,}" if cpu_rate else "-", _med(s.get("cores_busy")),
-                     _med(s.get("latency_p99_ms")), _med(s.get("loadavg_1m")), str(s.get("runs", 0))])  # fmt: skip
+                     _med(s.get("latency_p99_ms")), _load(s.get("loadavg_1m")), str(s.get("runs", 0))])  # fmt: skip
     inp = meta.get("input", {})
     out += [f"From `{meta.get('command', '?')}`: every row over the same input ({inp.get('scenario', '?')}, "
             f"{inp.get('records', 0):,} records, OTLP protobuf, {inp.get('records_per_message', '?')} records per "
