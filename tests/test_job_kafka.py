@@ -329,7 +329,7 @@ def test_logclaw_run_killed_mid_stream_resumes_from_checkpoint_without_losing_in
 
         incidents.poll_until(all_expected, deadline)
         restored = run2.checkpoints()["latest"]["restored"]
-        run2.proc.send_signal(signal.SIGINT)  # Ctrl-C: cancel, keep the last checkpoint
+        run2.proc.send_signal(signal.SIGINT)  # Ctrl-C: stop with a savepoint (the next run resumes from it)
         assert run2.proc.wait(60) == 0
     finally:
         incidents.close()
@@ -342,7 +342,7 @@ def test_logclaw_run_killed_mid_stream_resumes_from_checkpoint_without_losing_in
         assert unique.setdefault(_identity(event), plain) == plain  # a duplicate is the same event, re-sent
     assert sorted(unique.values(), key=_identity) == sorted(without_emitted_at(expected), key=_identity)
     assert restored is not None and str(restored["external_path"]).removeprefix("file:") == checkpoint
-    assert run2.lines()[-1].startswith("run: cancelled; resume with --from-checkpoint ")
+    assert run2.lines()[-1].startswith(f"run: stopped; savepoint {tmp_path / '.logclaw' / 'savepoints'}/savepoint-")
     print(f"\n(b) {len(first)}+{len(rest)} messages, {len(events)} events on the topic ({len(unique)} unique);"
           f" restart after kill {time.monotonic() - killed_at:.0f} s; total {time.monotonic() - started:.0f} s")
 
