@@ -1,7 +1,11 @@
-"""Benchmark (not a test): records/s of the pure detection engine, ``udfs.engine.Engine.feed``.
+"""Benchmark (not a test): records/s of the pure detection engine, ``udfs.engine.Engine.feed``, by keys.
 
-    python -m tests.bench.engine_bench [--runs 5] [--per-message 200] [--services 10,100,1000]
-                                       [--minutes 10] [--profile] [--out bench-out/engine_bench.json]
+    python -m tests.bench.engine_bench [--runs 5] [--per-message 200] [--services 10,100,1000,10000]
+                                       [--minutes 10] [--max-records 0] [--live-traces 100000]
+                                       [--profile] [--out bench-out/engine_bench.json]
+
+Full size: the defaults (10,000 services x 10 min is ~10 million records, ~5 min a run). ``make bench``
+uses ``--runs 2 --minutes 5 --max-records 1000000`` (10,000 services then get 1 min).
 
 Single process, single core. Every run builds a fresh ``Engine`` and feeds every message of the
 input, then ``finish()`` (end of input: all timers fire); the best and the median of ``--runs`` runs
@@ -10,14 +14,19 @@ a shared machine does not count) and per wall-second.
 
 Inputs (event time only, no clock): the ``steady`` scenario at scale 1 (8 services, 60 min, ~95 %
 INFO/DEBUG), the ``cascade`` scenario at scale 1 (with its spans, fed first as ``engine.run`` does),
-and the same background traffic (``udfs.scenarios.traffic.shop``) for 10, 100 and 1000 synthetic
-services over ``--minutes`` of event time. Messages hold ``--per-message`` records across services
-(``requests_of(..., by_resource=False)``); ``max_span_ms`` is unbounded so that low-rate inputs
-still make full messages.
+the same background traffic (``udfs.scenarios.traffic.shop``) for 10, 100, 1,000 and 10,000
+synthetic services over ``--minutes`` of event time (shortened to ``--max-records``, one minute at
+least), and 1,000 services with ``--live-traces`` trace timelines alive at once (every request's
+trace id mapped into the engine's 1/16 trace sample, the input cut at the last of those traces).
+Messages hold ``--per-message`` records across services (``requests_of(..., by_resource=False)``);
+``max_span_ms`` is unbounded so that low-rate inputs still make full messages.
 
 Also reported: the cost split (summarize = per-record signals; keyed steps = service window, trace
-timeline, correlate; the rest is engine plumbing and timers), keyed state sizes (JSON of the
-versioned codecs), RSS, and with ``--profile`` the top functions of one cProfile'd steady run.
+timeline, correlate; the rest is engine plumbing and timers), RSS, and the keyed state in bytes as
+the job stores it (compact JSON of the versioned codecs: ``window_state`` core with the
+``history`` template history, the template miner, ``traces``, ``tenant_state``, ``red``): per idle
+service (after ``finish()``, every bucket closed; target <= 1 KiB), per template, per live trace
+(before ``finish()``). With ``--profile``, the top functions of one cProfile'd steady run.
 Target in the issue: >= 100k records/s per core.
 """
 
