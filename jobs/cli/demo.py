@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from connectors.otlp import encode_logs_json, encode_spans_json
 from connectors.simulate_io import write_jsonl
 from jobs.cli import positive_float
 from jobs.cli.replay import describe, replay, write_incidents
-from jobs.config import JobConfig
+from jobs.config import ConfigError, JobConfig
 from udfs.scenarios import library as scenarios
 
 
@@ -71,9 +72,13 @@ def run(args: argparse.Namespace) -> int:
         (out / stale).unlink(missing_ok=True)
     shutil.rmtree(out / "tickets", ignore_errors=True)  # a fresh run files fresh tickets
     logs, spans, n = _generate(args.scenario, args.scale, out)
-    cfg = JobConfig.from_env(
-        mode="files", log_files=(str(logs),), trace_files=(str(spans),) if spans else (), out_dir=str(out)
-    )
+    try:
+        cfg = JobConfig.from_env(
+            mode="files", log_files=(str(logs),), trace_files=(str(spans),) if spans else (), out_dir=str(out)
+        )
+    except ConfigError as exc:  # a bad LOGCLAW_* value: one line naming it
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
     print("demo: running the detection job on the local Flink MiniCluster (first start takes ~10 s)", flush=True)
     events = replay(
         cfg, n, on_event=lambda e: print("  " + describe(e), flush=True), progress=lambda s: print(s, flush=True)
