@@ -20,6 +20,7 @@ from pyflink.common import Duration, Types, WatermarkStrategy
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
 
 from jobs import operators as op
+from jobs import sinks
 from jobs import span_operators as sop
 from jobs.config import ConfigError, JobConfig
 from jobs.event_time import KEYED_TIMED, keyed, keyed_by_event_time
@@ -61,7 +62,7 @@ def build_pipeline(
         span_input = ((spans_decoded, "span_watermarks"),)  # a message's spans per trace shard, own watermarks
         # A side output nobody asks for is emitted as a main-output element: ask, or one bad span fails the job.
         letters = letters.union(spans_decoded.get_side_output(op.DEAD_LETTER))
-    dead = step(letters.process(op.DeadLetterSink(cfg)), "dead_letter_sink")  # bounded JSON per bad message
+    dead = step(letters.process(sinks.DeadLetterSink(cfg)), "dead_letter_sink")  # bounded JSON per bad message
     terminate(dead.set_parallelism(1), "dead_letter_end")
     timelines = keyed_by_event_time(observations, watermarks(cfg), "trace_watermarks", "traces_keyed", *span_input)
     # timelines: tuples of TraceObservation, Span or SpanTiming, keyed by (tenant, trace shard)
@@ -79,7 +80,7 @@ def build_pipeline(
     )
     # events: incident events (opened / updated / resolved) as contract JSON
     # A chain break: PyFlink would fuse these two Python operators and reuse one uid for both.
-    incidents = step(events.process(op.IncidentSink(cfg), Types.STRING()), "incident_sink").start_new_chain()
+    incidents = step(events.process(sinks.IncidentSink(cfg), Types.STRING()), "incident_sink").start_new_chain()
     terminate(incidents, "incident_end")
     return Streams(incidents, decoded.get_side_output(op.PROGRESS))
 

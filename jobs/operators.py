@@ -7,8 +7,8 @@ processing-time TTL as a safety net; the real eviction rules are event-time time
 
 from __future__ import annotations
 
+import functools
 import json
-import sys
 import time
 import uuid
 import zlib
@@ -25,13 +25,14 @@ from connectors.logstore import metric_rows
 from connectors.otlp import build_dead_letter, decode_logs, latest_event_time_unix_nano
 from jobs.config import JobConfig
 from jobs.event_time import KEYED_TIMED
+from jobs.key_groups import spread_keys
+from jobs.sinks import DeadLetterSink as DeadLetterSink  # where it was before jobs/sinks.py
+from jobs.sinks import SinkMetrics, open_writer
 from udfs import correlate, log_timings, tenant_state, window, window_state
 from udfs.anomaly import ServiceAnomaly, ServiceBatch, SpanTiming, TraceFact, TraceObservation
 from udfs.batch import summarize
 from udfs.engine import EngineConfig
-from udfs.incidents import rfc3339
 from udfs.signals import SignalMatcher
-from udfs.timefmt import parse_time_ms
 
 DEAD_LETTER = OutputTag("dead-letter", Types.STRING())
 # Keyed by (tenant, trace shard): tuples of TraceObservation, or of SpanTiming (log records that state a duration,
@@ -127,42 +128,6 @@ class PendingTimers:
         self.pending.pop(key, None)
 
 
-class SinkMetrics:
-    """The store writer's retry/failure counts (OpenSearch) as Flink counters, advanced by the delta
-    after each flush. Counters, never gauges: in thread mode a Python gauge is a callback the metrics
-    reporter runs on a Java thread, and that crashed a TaskManager (SIGSEGV in take_gil) here."""
-
-    NAMES = ("request_retries", "item_retries", "failures", "dead_lettered", "docs_written")
-
-    def __init__(self, ctx: RuntimeContext, writer: Any) -> None:
-        self.stats = getattr(writer, "stats", None)  # the embedded store raises instead of retrying
-        group = ctx.get_metrics_group()
-        self.counters = {n: group.counter(f"sink_{n}") for n in self.NAMES} if self.stats is not None else {}
-        self.seen = dict.fromkeys(self.NAMES, 0)
-
-    def sync(self) -> None:
-        for name, counter in self.counters.items():
-            now = int(getattr(self.stats, name))
-            if now > self.seen[name]:
-                counter.inc(now - self.seen[name])
-                self.seen[name] = now
-
-
-def open_writer(cfg: JobConfig) -> Any:
-    """The log/incident store: OpenSearch when configured, else the embedded SQLite store."""
-    if cfg.opensearch_url:
-        from connectors.opensearch import OpenSearchSink
-
-        access = cfg.opensearch  # basic auth, CA bundle, certificate verification
-        sink = OpenSearchSink([access.url], auth=access.auth(), client_options=access.client_options())
-        sink.ensure_templates()
-        return sink
-    from connectors.store import EmbeddedStore
-
-    cfg.resolved_store_path.parent.mkdir(parents=True, exist_ok=True)
-    return EmbeddedStore(cfg.resolved_store_path)
-
-
 class DecodeAndSummarize(ProcessFunction):  # type: ignore[misc]
     """Bytes in; per (tenant, service) summaries out. Undecodable input goes to the dead-letter side
     output with the original bytes and the reason; raw logs are indexed here, once per message."""
@@ -239,13 +204,18 @@ class DecodeAndSummarize(ProcessFunction):  # type: ignore[misc]
 TRACE_SHARDS = 16
 """Keys per tenant of the trace timeline (crc32 of the trace id): a message's spans and a timer's
 released spans reach a few keys in bulk, not one key per trace; 16 keys still spread one tenant
-over up to 16 parallel instances, more than this job runs with."""
+over up to 16 parallel instances (evenly: jobs.key_groups), more than this job runs with."""
 
 _T = TypeVar("_T")
 
 
+@functools.lru_cache(maxsize=4096)
+def _shard_keys(tenant: str) -> tuple[str, ...]:
+    return spread_keys(f"{tenant}\x1f", TRACE_SHARDS)
+
+
 def shard_key(tenant: str, token: str) -> str:
-    return f"{tenant}\x1f{zlib.crc32(token.encode()) % TRACE_SHARDS}"
+    return _shard_keys(tenant)[zlib.crc32(token.encode()) % TRACE_SHARDS]
 
 
 def shard_elements(items: Iterable[_T], key_of: Callable[[_T], str], time_of: Callable[[_T], int]
@@ -448,113 +418,3 @@ class Correlate(KeyedProcessFunction):  # type: ignore[misc]
         if raw:
             self.pending.remove(timestamp)
         yield from self._finish(correlate.on_timer(self._load(""), timestamp, self.cfg, due=due), ctx)
-
-
-class IncidentSink(ProcessFunction):  # type: ignore[misc]
-    """Incident events to the incidents topic (key = fingerprint, acknowledged before moving on) and
-    the store; stamps ``emitted_at`` (wall clock) and measures detection lag."""
-
-    def __init__(self, cfg: JobConfig) -> None:
-        self.cfg = cfg
-
-    def open(self, ctx: RuntimeContext) -> None:
-        self.writer = open_writer(self.cfg)
-        self.sink_metrics = SinkMetrics(ctx, self.writer)
-        self.producer = None
-        if self.cfg.mode == "kafka":
-            from connectors.kafka_io import KeyedProducer
-
-            self.producer = KeyedProducer(self.cfg.bootstrap_servers, self.cfg.incidents_topic,
-                                          max_message_bytes=self.cfg.max_message_bytes,
-                                          security=self.cfg.kafka_security)
-        group = ctx.get_metrics_group()
-        # A sum, not a gauge (see SinkMetrics): mean lag = detection_lag_ms_total / incident_events_out.
-        self.m_lag = group.counter("detection_lag_ms_total")
-        self.m_out = group.counter("incident_events_out")
-
-    def process_element(self, value: str, ctx: ProcessFunction.Context) -> Iterator[str]:
-        event = json.loads(value)
-        now_ms = int(time.time() * 1000)
-        event["emitted_at"] = rfc3339(now_ms)
-        self.m_lag.inc(max(0, now_ms - parse_time_ms(event["detected_at"])))
-        self.writer.write_incident_events([event])
-        self.writer.flush()
-        self.sink_metrics.sync()
-        if self.producer is not None:
-            self.producer.send(event["fingerprint"], event)
-        self.m_out.inc()
-        yield json.dumps(event, sort_keys=True)
-
-    def close(self) -> None:
-        for resource in (getattr(self, "writer", None), getattr(self, "producer", None)):
-            if resource is not None:
-                resource.close()
-
-
-class DeadLetterSink(ProcessFunction):  # type: ignore[misc]
-    """Dead letters to the dead-letter topic (Kafka mode) or ``<out>/dead-letter.jsonl`` (files)."""
-
-    def __init__(self, cfg: JobConfig) -> None:
-        self.cfg = cfg
-
-    def open(self, ctx: RuntimeContext) -> None:
-        self.producer = None
-        self.file = None
-        if self.cfg.mode == "kafka":
-            from connectors.kafka_io import KeyedProducer
-
-            self.producer = KeyedProducer(self.cfg.bootstrap_servers, self.cfg.dead_letter_topic,
-                                          max_message_bytes=self.cfg.max_message_bytes,
-                                          security=self.cfg.kafka_security)
-        else:
-            from pathlib import Path
-
-            out = Path(self.cfg.out_dir or ".")
-            out.mkdir(parents=True, exist_ok=True)
-            self.file = (out / "dead-letter.jsonl").open("a", encoding="utf-8")
-        group = ctx.get_metrics_group()
-        self.m = group.counter("dead_letters")
-        self.m_cut = group.counter("dead_letters_cut")
-        self.m_dropped = group.counter("dead_letters_dropped")
-
-    def process_element(self, value: str, ctx: ProcessFunction.Context) -> Iterator[Any]:
-        if self.producer is not None:
-            self._send(value)
-        elif self.file is not None:
-            self.file.write(value + "\n")
-            self.file.flush()
-        self.m.inc()
-        return iter(())
-
-    def _send(self, value: str) -> None:
-        """Send one dead letter. One the topic refuses as too large or invalid (its limit is below
-        ours) is sent again without its payload, and dropped (counted, logged) if even that is
-        refused: a dead letter never fails the job. An unreachable broker still does, as for
-        incidents: the job restarts from its checkpoint and nothing is lost."""
-        from connectors.kafka_io import KafkaSinkError
-
-        assert self.producer is not None
-        obj = json.loads(value)
-        key = f"{obj['topic']}-{obj['partition']}-{obj['offset']}"
-        try:
-            self.producer.send(key, value.encode())
-            return
-        except KafkaSinkError as exc:
-            if not exc.refused:
-                raise
-            first = exc
-        obj.update(payload_base64="", payload_truncated=True, errors=obj["errors"][:10],
-                   errors_truncated=len(obj["errors"]) > 10, refused=str(first)[:500])
-        self.m_cut.inc()
-        try:
-            self.producer.send(key, json.dumps(obj, sort_keys=True).encode())
-        except KafkaSinkError as exc:
-            if not exc.refused:
-                raise
-            self.m_dropped.inc()
-            print(f"dead letter {key} dropped: the topic refused it ({exc})", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        for resource in (getattr(self, "file", None), getattr(self, "producer", None)):
-            if resource is not None:
-                resource.close()

@@ -36,10 +36,10 @@ from jobs.operators import (
     dumps,
     latest_accepted_ns,
     loads,
-    open_writer,
     shard_elements,
     shard_key,
 )
+from jobs.sinks import open_writer
 from udfs import red, traces
 from udfs.anomaly import SpanTiming, TraceFact
 from udfs.engine import EngineConfig

@@ -5,10 +5,14 @@ the batched RED must end in the pure engine's RED state, key for key, whatever t
 
 from __future__ import annotations
 
+import collections
 import heapq
 from typing import Any
 
-from jobs.operators import MAX_CACHED, FactBatch, PendingTimers, shard_elements, shard_key
+import pytest
+
+from jobs.key_groups import MAX_PARALLELISM, key_group
+from jobs.operators import MAX_CACHED, TRACE_SHARDS, FactBatch, PendingTimers, shard_elements, shard_key
 from jobs.span_operators import SPAN_TIMINGS, SpanRed, TraceTimeline, _span_shard, _span_start_ms
 from udfs import engine, red
 from udfs.records import Span
@@ -199,3 +203,29 @@ def test_pending_timers_skip_only_a_timer_already_registered_and_not_fired() -> 
         timers.register(ctx, f"x{i}", 1)
     timers.register(ctx, "k", 10)  # past the bound the memory starts over: registered again, never lost
     assert calls[-1] == 10 and len(calls) == 4 + MAX_CACHED + 1
+
+
+def test_each_tenants_trace_shards_spread_evenly_over_any_parallelism_dividing_their_number() -> None:
+    for tenant in ("default", "acme", "ténant-7", "bench-start-p0"):
+        groups = [key_group(shard_key(tenant, f"{i:032x}")) for i in range(4096)]
+        assert len(set(groups)) == TRACE_SHARDS
+        for parallelism in (1, 2, 4, 8, 16):
+            per_instance = collections.Counter(g * parallelism // MAX_PARALLELISM for g in set(groups))
+            assert sorted(per_instance.values()) == [TRACE_SHARDS // parallelism] * parallelism, (tenant, parallelism)
+
+
+@pytest.mark.flink
+def test_python_key_groups_are_flinks_for_the_jobs_row_keys() -> None:
+    """jobs.key_groups against Flink's KeyGroupRangeAssignment on Rows of one string, as jobs.event_time keys."""
+    from pyflink.java_gateway import get_gateway
+
+    gateway = get_gateway()
+    jvm = gateway.jvm
+    keys = ["", "default\x1f0.8", "acme\x1f15.3", "ténant\x1f2.0", "日本\x1f1.1", "😀 emoji", "a" * 300]
+    keys += [f"tenant-{i}\x1f{i % 16}.{i}" for i in range(200)]
+    for key in keys:
+        fields = gateway.new_array(jvm.java.lang.Object, 1)
+        fields[0] = key
+        row = jvm.org.apache.flink.types.Row.of(fields)
+        want = jvm.org.apache.flink.runtime.state.KeyGroupRangeAssignment.assignToKeyGroup(row, MAX_PARALLELISM)
+        assert key_group(key) == want, repr(key)
