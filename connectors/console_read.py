@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from connectors.logstore import METRIC_FIELDS, LogDoc, MetricRow, clamp_limit
 from connectors.security import OpenSearchAccess, Secret
-from connectors.store import LOG_COLUMNS, EmbeddedStore, fts_query, row_doc, tail_text_filter, trace_rids_sql
+from connectors.store import LOG_COLUMNS, EmbeddedStore, fts_query, row_doc, text_rids_sql, trace_rids_sql
 
 SEVERITIES = ("critical", "high", "medium", "low")
 STATES = ("open", "resolved")
@@ -178,13 +178,11 @@ class SqliteConsoleReader:
             where.append(f"service IN ({', '.join('?' * len(services))})")
             params.extend(services)
         if text:
-            match = fts_query(text)
-            if match is None:
+            found = text_rids_sql(text)  # the text index, and the rows past it by substring
+            if found is None:
                 return []
-            tail_sql, tail_params = tail_text_filter(text)  # rows past the text index: by substring
-            where.append(f"(rid IN (SELECT rowid FROM logs_fts WHERE logs_fts MATCH ?)"
-                         f" OR (rid > (SELECT rid FROM index_progress) AND {tail_sql}))")
-            params.extend([match, *tail_params])
+            where.append(f"rid IN ({found[0]})")
+            params.extend(found[1])
         rows = self._rows(f"SELECT id, {LOG_COLUMNS} FROM logs WHERE {' AND '.join(where)} ORDER BY time_ms DESC, id"
                           " LIMIT ?", [*params, clamp_limit(limit)])
         return [_log(row) for row in rows]

@@ -60,7 +60,8 @@ from connectors.store_schema import (
 )
 from udfs.records import Level, LogRecord
 
-__all__ = ["SCHEMA_VERSION", "EmbeddedStore", "StoreError", "fts_query", "log_row", "row_doc"]
+__all__ = ["SCHEMA_VERSION", "EmbeddedStore", "StoreError", "fts_query", "log_row", "row_doc", "text_rids_sql",
+           "trace_rids_sql"]
 
 INDEX_EVERY_ROWS = 10_000
 """Rows a writer appends before it builds the batch structures: one text-index segment per ~10k rows
@@ -72,8 +73,9 @@ the rows by about a second on a slow stream (OpenSearch's default refresh interv
 INDEX_MAX_ROWS = 50_000
 """Rows indexed per transaction at most, so that catching up a long tail never holds the write lock
 for more than a few hundred ms."""
-CACHE_KIB = 65_536
-"""SQLite page cache per connection (64 MiB): the hot ends of the indexes stay in memory."""
+CACHE_KIB = 16_384
+"""SQLite page cache per connection (16 MiB; a job subtask opens two): the hot ends of the indexes
+and a batch of tail rows (10k rows of ~400 bytes) stay in memory."""
 
 
 class StoreError(RuntimeError):
@@ -92,13 +94,18 @@ def fts_query(text: str) -> str | None:
     return " ".join('"' + word.replace('"', '""') + '"' for word in words)
 
 
-def tail_text_filter(text: str, column_prefix: str = "") -> tuple[str, list[str]]:
-    """SQL matching the words of ``text`` in rows not yet in the text index: every word as a
-    case-insensitive (ASCII) substring of the body or exception message."""
-    words = _WORD.findall(text)
-    body, exc = f"{column_prefix}body", f"{column_prefix}exception_message"
-    sql = " AND ".join(f"instr(lower({body} || ' ' || {exc}), ?) > 0" for _ in words)
-    return sql or "0", [word.lower() for word in words]
+def text_rids_sql(text: str) -> tuple[str, list[Any]] | None:
+    """A subquery of the rids of rows holding every word of ``text`` in the body or exception
+    message: the text index (one MATCH into a set; a join would let SQLite rerun the MATCH for every
+    candidate row), and the tail past it, where a word matches as a case-insensitive (ASCII)
+    substring. None when the text has no words."""
+    match = fts_query(text)
+    if match is None:
+        return None
+    words = [word.lower() for word in _WORD.findall(text)]
+    tail = " AND ".join("instr(lower(body || ' ' || exception_message), ?) > 0" for _ in words)
+    return (f"SELECT rowid FROM logs_fts WHERE logs_fts MATCH ? UNION ALL SELECT rid FROM logs NOT INDEXED"
+            f" WHERE rid > (SELECT rid FROM index_progress) AND {tail}", [match, *words])
 
 
 # -- the stored row ------------------------------------------------------------------------------
@@ -365,15 +372,11 @@ class EmbeddedStore:
             where.append(f"service IN ({', '.join('?' * len(services))})")
             params.extend(services)
         if text is not None:
-            match = fts_query(text)
-            if match is None:
+            found = text_rids_sql(text)
+            if found is None:
                 return []
-            tail_sql, tail_params = tail_text_filter(text)
-            # one FTS query into a set (a join would let SQLite rerun the MATCH for every candidate
-            # row), or a row past the text index matched by substring
-            where.append(f"(rid IN (SELECT rowid FROM logs_fts WHERE logs_fts MATCH ?)"
-                         f" OR (rid > (SELECT rid FROM index_progress) AND {tail_sql}))")
-            params.extend([match, *tail_params])
+            where.append(f"rid IN ({found[0]})")
+            params.extend(found[1])
         params.append(clamp_limit(limit))
         rows = self._query(f"SELECT {LOG_COLUMNS} FROM logs WHERE {' AND '.join(where)}"
                            " ORDER BY time_ms, id LIMIT ?", params)

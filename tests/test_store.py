@@ -500,3 +500,29 @@ def test_cached_time_texts_equal_the_formatter() -> None:
               *(rng.randrange(-10**12, 10**13) for _ in range(20_000))]:
         assert doc_time(t) == format_time_ms(t)
         assert utc_day(t) == (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=t)).strftime("%Y.%m.%d")
+
+
+def test_the_console_reader_finds_tail_rows_as_indexed_ones(tmp_path: Any) -> None:
+    from connectors.console_read import SqliteConsoleReader
+
+    path = tmp_path / "s.db"
+    store = EmbeddedStore(path)
+    t1 = "1" * 32
+    store.write_logs([make_record(time_unix_nano=T0_NS + 1_000_000, body="Pool exhausted", trace_id=t1),
+                      make_record(time_unix_nano=T0_NS + 2_000_000, body="served", exception_message="pool timeout"),
+                      make_record(time_unix_nano=T0_NS + 3_000_000, body="pool", tenant="globex", trace_id=t1)])
+    reader = SqliteConsoleReader(path)
+    try:
+        def answers() -> list[Any]:
+            return [[d["body"] for d in reader.search_logs("acme", text="pool")],
+                    [d["body"] for d in reader.search_logs("acme", text="pool timeout")],
+                    [d["body"] for d in reader.trace_logs("acme", t1)],
+                    [d["body"] for d in reader.log_context("acme", "payment-api", T0_NS // 1_000_000 + 2)]]
+
+        expected = [["served", "Pool exhausted"], ["served"], ["Pool exhausted"], ["Pool exhausted", "served"]]
+        assert answers() == expected  # newest first in searches
+        store.build_indexes()
+        assert answers() == expected
+    finally:
+        reader.close()
+        store.close()
