@@ -48,7 +48,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
 }
 
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2  # argparse already exits 2 on a bad flag: usage errors share it
 # A user's path that is not there or not readable is a usage error (2), told in one line.
 USER_FILE_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 _CODE_QUOTES = re.compile(r"``([^`]+)``|`([^`]+)`")
