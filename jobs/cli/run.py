@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -214,21 +215,27 @@ def _run(cfg: JobConfig, args: argparse.Namespace, restore: Path | None, stoppin
             if status in TERMINAL:
                 say(f"job {job_id} ended on its own: {status} after {time.monotonic() - started:.0f} s")
                 return 1
-        say(f"stopping: job {job_id} with a savepoint in {args.savepoint_dir.resolve()}")
-        try:
-            args.savepoint_dir.mkdir(parents=True, exist_ok=True)
-            _wait_for_tasks(f"http://127.0.0.1:{cfg.web_port}", job_id, TASKS_RUNNING_WAIT_S)
-            kept_at = stop_with_savepoint(f"http://127.0.0.1:{cfg.web_port}", job_id, args.savepoint_dir)
-        except ClusterError as exc:
-            say(f"the savepoint failed ({exc}); cancelling job {job_id}")
-            client.cancel().result()
-            _say_checkpoint(say, checkpoint_dir / job_id)
-            return 1
-        say(f"stopped; savepoint {kept_at}: the next `logclaw run` resumes from it (--fresh to start anew)")
-        return 0
+        return _stop_with_savepoint(client, f"http://127.0.0.1:{cfg.web_port}", job_id, args, say)
     except Py4JError as exc:  # the JVM is gone, e.g. SIGTERM sent to the whole process group
         say(f"lost the Flink JVM ({type(exc).__name__}); checkpoints stay in {checkpoint_dir.resolve()}")
         return 1
+
+
+def _stop_with_savepoint(client: Any, rest_url: str, job_id: str, args: argparse.Namespace,
+                         say: Callable[[str], None]) -> int:
+    """Ctrl-C: a savepoint in ``--savepoint-dir`` (0), or, if it fails, cancel and name the checkpoint (1)."""
+    say(f"stopping: job {job_id} with a savepoint in {args.savepoint_dir.resolve()}")
+    try:
+        args.savepoint_dir.mkdir(parents=True, exist_ok=True)
+        _wait_for_tasks(rest_url, job_id, TASKS_RUNNING_WAIT_S)
+        kept_at = stop_with_savepoint(rest_url, job_id, args.savepoint_dir)
+    except ClusterError as exc:
+        say(f"the savepoint failed ({exc}); cancelling job {job_id}")
+        client.cancel().result()
+        _say_checkpoint(say, args.checkpoint_dir / job_id)
+        return 1
+    say(f"stopped; savepoint {kept_at}: the next 'logclaw run' resumes from it (--fresh to start anew)")
+    return 0
 
 
 def _wait_for_tasks(base_url: str, job_id: str, timeout_s: float) -> None:
@@ -239,7 +246,7 @@ def _wait_for_tasks(base_url: str, job_id: str, timeout_s: float) -> None:
         time.sleep(0.5)
 
 
-def _say_checkpoint(say: Any, job_checkpoints: Path) -> None:
+def _say_checkpoint(say: Callable[[str], None], job_checkpoints: Path) -> None:
     kept = completed_checkpoints(job_checkpoints)
     if kept:
         say(f"cancelled; resume with --from-checkpoint {kept[-1].resolve()}")
