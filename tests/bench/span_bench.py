@@ -143,14 +143,19 @@ def run(workdir: Path, info: dict[str, Any], args: argparse.Namespace) -> dict[s
         else:
             stop = jb.start_minicluster(cfg, args.mode)
         try:
-            got = jb.wait_opened(consumer, set(starts), 300)
-            snap0 = jb.cpu_snapshot()
-            if set(got) != set(starts):
-                raise RuntimeError(f"start markers not seen within 300 s: {sorted(got)}")
-            t_first = min(got.values())
-            got.update(jb.wait_opened(consumer, set(ends), 900))
-            if not set(ends) <= set(got):
-                raise RuntimeError(f"end markers not seen within 900 s: {sorted(got)}")
+            # One wait for every marker: a fast job can open a partition's end marker before the other's
+            # start marker is read, and a wait for the starts alone would drop it.
+            snaps: list[Any] = []
+
+            def on_seen(tenant: str, _: float) -> None:
+                if not snaps:
+                    snaps.append(jb.cpu_snapshot())
+
+            got = jb.wait_opened(consumer, set(starts) | set(ends), 1200, on_seen)
+            if not set(starts) | set(ends) <= set(got):
+                raise RuntimeError(f"markers not seen within 1200 s: {sorted(got)}")
+            snap0 = snaps[0]
+            t_first = min(got[t] for t in starts)
             t_logs = max(got[t] for t in ends)
             t_spans = wait_committed(broker.bootstrap, cfg.group_id, spans_topic, span_ends, 1200)
             snap1 = jb.cpu_snapshot()
