@@ -514,8 +514,8 @@ def start_standalone(cfg: Any, mode: str, workdir: Path, taskmanagers: int) -> A
         "python.execution-mode": mode, "taskmanager.memory.process.size": "2048m",
         "python.fn-execution.bundle.time": cfg.effective_bundle_time_ms,
     })
-    cluster.start()  # starts the TaskManagers the parallelism needs (one slot each)
     try:
+        cluster.start()  # starts the TaskManagers the parallelism needs (one slot each)
         for _ in range(taskmanagers - len(cluster.pids("taskexecutor"))):
             cluster.start_taskmanager()
         cluster.wait_for_taskmanagers(taskmanagers, 120)
@@ -528,7 +528,8 @@ def start_standalone(cfg: Any, mode: str, workdir: Path, taskmanagers: int) -> A
             LOGCLAW_CHECKPOINT_INTERVAL_MS=str(cfg.checkpoint_interval_ms),
         ))
     except BaseException:
-        cluster.stop()
+        with contextlib.suppress(Exception):  # the start-up error is the one to report
+            cluster.stop()
         raise
 
     def stop() -> None:
