@@ -92,14 +92,20 @@ def test_state_line_says_when_an_idle_service_is_above_the_1_kib_target() -> Non
              "tenant_states": 1, "target_idle_service_bytes": 1024}  # fmt: skip
     engine = {"meta": {"command": "python -m tests.bench.engine_bench"},
               "results": [{"input": "10 services, 5 min", "records": 5000, "best_records_per_cpu_s": 200_000,
-                           "median_records_per_cpu_s": 190_000, "state": dict(state, service_states=10)},
+                           "median_records_per_cpu_s": 190_000, "state": dict(state, service_states=10),
+                           "event_time_s": 300},
+                          {"input": "10000 services, 1 min", "records": 1_000_000, "best_records_per_cpu_s": 27_000,
+                           "median_records_per_cpu_s": 26_000, "event_time_s": 60,
+                           "state": dict(state, service_states=10_000, idle_service_bytes_mean=900)},
                           {"input": "1000 services, 5 min", "records": 500_000, "best_records_per_cpu_s": 50_000,
-                           "median_records_per_cpu_s": 48_000, "state": state,
+                           "median_records_per_cpu_s": 48_000, "state": state, "event_time_s": 300,
                            "live_state": {"trace_states": 100_000, "trace_state_bytes_mean": 180}}]}  # fmt: skip
     text = "\n".join(report_perf.engine_scaling(engine))
     assert "| 1000 services, 5 min | 500,000 | 50,000 / 48,000 | 0.25x | 100,000 | 2,048 / 2,500 | 209 | 180 |" in text
-    assert ("from the 1000 services, 5 min input after the end of input (every bucket closed): an idle service "
-            "costs 2,048 B on average (max 2,500), **above** the 1 KiB target") in text  # fmt: skip
+    # The longest input (its history the fullest), not the one with the most services.
+    assert ("from the 1000 services, 5 min input (300 s of event time: the longest, so its bucket history is the "
+            "fullest) after the end of input (every bucket closed): an idle service costs 2,048 B on average "
+            "(max 2,500), **above** the 1 KiB target") in text  # fmt: skip
     assert "10,000 idle services: ~19.5 MiB of state values" in text
 
 
