@@ -95,6 +95,7 @@ def test_marker_layout_spreads_marks_evenly_and_counts_the_records_before_each()
     assert layout.start_tenants == ["bench-start-p0", "bench-start-p1"]
     assert layout.end_tenants == ["bench-end-p0", "bench-end-p1"]
     assert [done for done, _ in layout.plan] == [0, 800, 1400, 2050]  # the last = every record
+    assert layout.records_before["bench-mark-p1-2"] == (1, 600) and layout.records_before["bench-end-p0"] == (0, 1050)
     placed = sorted((i, t) for i, ts in layout.before.items() for t, _ in ts)
     assert placed == [(0, "bench-start-p0"), (1, "bench-start-p1"), (4, "bench-mark-p0-1"), (5, "bench-mark-p1-1"),
                       (7, "bench-mark-p1-2"), (8, "bench-mark-p0-2"), (11, "bench-end-p0"), (11, "bench-end-p1")]
@@ -102,10 +103,11 @@ def test_marker_layout_spreads_marks_evenly_and_counts_the_records_before_each()
     assert len(set(layout.all_tenants)) == 8
 
 
-def test_a_mark_counts_when_every_partition_passed_it() -> None:
-    plan = [(0, ["s0", "s1"]), (500, ["m0", "m1"]), (1000, ["e0", "e1"])]
-    seen = {"s0": 1.0, "s1": 1.2, "m0": 2.0, "m1": 2.5, "e0": 3.0}  # e1 not (yet) seen
-    assert job_bench.progress_points(seen, plan) == [(1.2, 0), (2.5, 500)]
+def test_records_done_add_each_partitions_latest_mark() -> None:
+    before = {"s0": (0, 0), "s1": (1, 0), "m0": (0, 500), "m1": (1, 400), "e0": (0, 1000), "e1": (1, 900)}
+    # One source subtask reading both partitions: partition 0 runs ahead, partition 1 catches up later.
+    seen = {"s0": 1.0, "m0": 2.0, "e0": 3.0, "s1": 3.5, "m1": 4.0, "other-tenant": 4.2}
+    assert job_bench.progress_points(seen, before) == [(1.0, 0), (2.0, 500), (3.0, 1000), (3.5, 1000), (4.0, 1400)]
 
 
 def test_spread_is_max_minus_min_over_the_median() -> None:

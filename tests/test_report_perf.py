@@ -81,6 +81,12 @@ def test_sizing_table_scales_from_the_first_row_and_flags_a_wide_spread(tmp_path
     assert "- kafka/standalone/thread/2 TM: sustained rate spread 33.3 % over 3 runs (**wider than +-15 %**; " \
            "see the load column)." in lines
     assert "![records done against time, per run](img/job_progress.png)" in lines
+    scaling["results"][1]["runs"][0]["steady"]["half_ratio"] = 1.6  # load rose in the middle of the run
+    scaling["results"][1]["runs"][1]["steady"]["half_ratio"] = 0.9  # within 15 %: steady
+    notes = report_perf.sustained_notes(scaling)
+    assert ("- kafka/standalone/thread/2 TM, run 1: **not steady**: the window's second half ran at 1.6 x the first "
+            "half's rate (load average 2.0 during the run).") in notes
+    assert not any("run 2: **not steady**" in n for n in notes)
     assert (tmp_path / "job_progress.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -24,6 +24,8 @@ machine sits near 0 between runs."""
 LOADED_DURING_PER_CORE = 1.5
 """During a job run the benchmark itself keeps about every core busy (load ~ nproc); above 1.5 x
 nproc, other work competed for the cores."""
+STEADY_HALVES = 0.15
+"""A steady window's two halves run within 15 % of each other (the issue's reproducibility margin)."""
 SPREAD_TARGET_PCT = 30.0
 """Issue 16: the same figure within +-15 % run to run, i.e. (max - min) / median <= 30 %."""
 
@@ -89,6 +91,12 @@ def sustained_notes(obj: dict[str, Any]) -> list[str]:
             f"/{res['taskmanagers']} TM" if res.get("taskmanagers") else "")
         notes = {str(n) for r in res.get("runs", []) if (n := (r.get("steady") or {}).get("note"))}
         out += [f"- {case}: {n}" for n in sorted(notes)]
+        for i, r in enumerate(res.get("runs", []), 1):
+            half = (r.get("steady") or {}).get("half_ratio")
+            if half is not None and not 1 / (1 + STEADY_HALVES) <= half <= 1 + STEADY_HALVES:
+                load = (r.get("loadavg_during") or ["?"])[0]
+                out.append(f"- {case}, run {i}: **not steady**: the window's second half ran at {half:g} x the "
+                           f"first half's rate (load average {load} during the run).")
         sus = (res.get("summary") or {}).get("sustained_records_per_s")
         if sus and sus.get("n", 0) > 1 and sus.get("spread_pct") is not None:
             ok = sus["spread_pct"] <= SPREAD_TARGET_PCT

@@ -349,6 +349,8 @@ class MarkerLayout(NamedTuple):
     """message index -> (marker tenant, partition) produced just before it (index = messages: after the last)."""
     plan: list[tuple[int, list[str]]]
     """Per progress mark: records produced before it (all partitions) and its tenants, one per partition."""
+    records_before: dict[str, tuple[int, int]]
+    """marker tenant -> (its partition, records produced before it in that partition)."""
     start_tenants: list[str]
     end_tenants: list[str]
     all_tenants: list[str]
@@ -363,6 +365,7 @@ def marker_layout(counts: Sequence[int], partitions: int, marks: int) -> MarkerL
     own = [list(range(p, len(counts), partitions)) for p in range(partitions)]
     before: dict[int, list[tuple[str, int]]] = {}
     plan: list[tuple[int, list[str]]] = []
+    records_before: dict[str, tuple[int, int]] = {}
     for k in range(marks):
         tenants, done = [], 0
         for p, idx in enumerate(own):
@@ -372,9 +375,10 @@ def marker_layout(counts: Sequence[int], partitions: int, marks: int) -> MarkerL
             at = idx[j] if j < len(idx) else len(counts)
             before.setdefault(at, []).append((tenant, p))
             tenants.append(tenant)
-            done += sum(counts[i] for i in idx[:j])
+            records_before[tenant] = (p, sum(counts[i] for i in idx[:j]))
+            done += records_before[tenant][1]
         plan.append((done, tenants))
-    return MarkerLayout(before, plan, plan[0][1], plan[-1][1], [t for _, ts in plan for t in ts])
+    return MarkerLayout(before, plan, records_before, plan[0][1], plan[-1][1], [t for _, ts in plan for t in ts])
 
 
 def _consumer(bootstrap: str, topic: str) -> Any:
@@ -442,12 +446,18 @@ def _percentiles(ms: list[float]) -> dict[str, Any]:
     return {"n": len(s), "min": round(s[0], 1), "p50": pct(50), "p90": pct(90), "p99": pct(99), "max": round(s[-1], 1)}
 
 
-def progress_points(seen: dict[str, float], plan: Sequence[tuple[int, Sequence[str]]]) -> list[tuple[float, int]]:
-    """(time, records done) at each progress mark every partition has passed: ``plan`` lists, per
-    mark, the records produced before it (all partitions) and its marker tenants (one per partition);
-    the mark is passed when the last of them was consumed as an incident."""
-    return sorted((max(seen[t] for t in tenants), records) for records, tenants in plan
-                  if all(t in seen for t in tenants))
+def progress_points(seen: dict[str, float], before: dict[str, tuple[int, int]]) -> list[tuple[float, int]]:
+    """(time, records done) at each progress marker consumed: ``before`` maps a marker tenant to
+    (its partition, records produced before it in that partition); records done at a marker's time
+    = the sum over partitions of the records before the latest marker seen from each. Partitions
+    are counted apart because one source subtask reading several may lag on one of them."""
+    last: dict[int, int] = {}
+    out = []
+    for t, tenant in sorted((t, x) for x, t in seen.items() if x in before):
+        p, done = before[tenant]
+        last[p] = max(last.get(p, 0), done)
+        out.append((t, sum(last.values())))
+    return out
 
 
 def steady_rate(points: Sequence[tuple[float, int]], warmup_s: float, min_points: int = MIN_STEADY_POINTS,
@@ -619,7 +629,8 @@ def run_kafka(workdir: Path, info: dict[str, Any], mode: str, parallelism: int, 
             row["backlog_s"] = round(t_last - t_first, 2)
             row["records_per_s"] = round(info["records"] / (t_last - t_first))
             row["end_to_end_records_per_s"] = round(info["records"] / (t_last - submitted))
-            row["steady"] = steady_rate(progress_points(got, layout.plan), warmup_s)
+            row["steady"] = steady_rate(progress_points(got, layout.records_before), warmup_s)
+            row["marks_seen_s"] = {t: round(got[t] - t_first, 3) for t in sorted(got)}  # to recompute from
             names = jvm_thread_names()
             row["cpu"] = cpu_report(snap0, snap1, t_snap1 - t_first, names)
             if steady:
