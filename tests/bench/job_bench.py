@@ -810,13 +810,13 @@ def print_table(results: list[dict[str, Any]]) -> None:
     for res in results:
         s = res["summary"]
         sus = s.get("sustained_records_per_s")
-        busy = (s.get("cores_busy") or {}).get("median", "-")
-        load = (s.get("loadavg_1m") or {}).get("median", "-")
+        busy = f"{s['cores_busy']['median']:.2f}" if s.get("cores_busy") else "-"
+        load = f"{s['loadavg_1m']['median']:.1f}" if s.get("loadavg_1m") else "-"
         lat50 = s.get("latency_p50_ms") or {}
         lat99 = s.get("latency_p99_ms") or {}
         print(f"{res['source']:<7}{res.get('cluster', 'mini'):<11}{res.get('taskmanagers', '-'):>4}{res['mode']:>15}"
               f"{res['index_logs']:>4}{len(res['runs']):>5}{_mmm(sus):>24}"
-              f"{(str(sus['spread_pct']) + '%') if sus else '-':>8}{_mmm(s.get('records_per_s')):>27}{busy:>6}"
+              f"{(str(sus['spread_pct']) + '%') if sus else '-':>8}{_mmm(s.get('records_per_s')):>27}{busy:>7}"
               f"{load:>6}{lat50.get('median', '-'):>8}{lat99.get('median', '-'):>8}")
     for res in results:
         for r in res["runs"]:
