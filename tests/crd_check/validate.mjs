@@ -18,6 +18,7 @@
 import { readFileSync } from "node:fs";
 import { FlinkDeployment } from "@kubernetes-models/flink/flink.apache.org/v1beta1/FlinkDeployment";
 import { KafkaTopic } from "@kubernetes-models/strimzi-kafka-operator/kafka.strimzi.io/v1/KafkaTopic";
+import { KafkaUser } from "@kubernetes-models/strimzi-kafka-operator/kafka.strimzi.io/v1/KafkaUser";
 import { PodMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PodMonitor";
 import { ServiceMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor";
 import { Deployment } from "kubernetes-models/apps/v1/Deployment";
@@ -36,7 +37,7 @@ import { ServiceAccount } from "kubernetes-models/v1/ServiceAccount";
 // older apiVersion is reported instead of being checked against a schema the operator no longer has.
 const MODELS = new Map(
   [
-    FlinkDeployment, KafkaTopic, PodMonitor, ServiceMonitor,
+    FlinkDeployment, KafkaTopic, KafkaUser, PodMonitor, ServiceMonitor,
     // the core kinds deploy/ uses
     ConfigMap, Deployment, Namespace, PersistentVolumeClaim, PodDisruptionBudget, Role, RoleBinding, Secret,
     Service, ServiceAccount,
