@@ -299,6 +299,19 @@ def all_tasks_running(base_url: str, job_id: str) -> bool:
     return bool(info.get("state") == "RUNNING" and all(v.get("status") == "RUNNING" for v in info.get("vertices", [])))
 
 
+JOB_ENDED = frozenset({"FINISHED", "CANCELED", "FAILED"})
+
+
+def _wait_for_job_end(base_url: str, job_id: str, deadline: float) -> None:
+    """Flink reports the savepoint COMPLETED a moment before the job leaves RUNNING (seen here): wait
+    for the end, so a caller that resubmits or stops the cluster next finds the job gone."""
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ClusterError):
+            if rest_call(base_url, f"/jobs/{job_id}").get("state") in JOB_ENDED:
+                return
+        time.sleep(0.5)
+
+
 def stop_with_savepoint(base_url: str, job_id: str, target_dir: Path, timeout_s: float = 300.0) -> Path:
     """Stop the job with a savepoint in ``target_dir`` (REST ``POST /jobs/:id/stop``, no drain: event time
     is not advanced to the end, so open windows and incidents stay open in the savepoint); the savepoint's
@@ -312,6 +325,7 @@ def stop_with_savepoint(base_url: str, job_id: str, target_dir: Path, timeout_s:
         if answer.get("status", {}).get("id") == "COMPLETED":
             operation = answer.get("operation", {})
             if "location" in operation:
+                _wait_for_job_end(base_url, job_id, deadline)
                 return Path(urllib.parse.urlparse(str(operation["location"])).path)
             cause = operation.get("failure-cause", {})
             raise ClusterError(f"savepoint of job {job_id} failed: "

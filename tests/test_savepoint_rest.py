@@ -32,6 +32,7 @@ class FlinkRestStandIn(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.outcome = outcome
         self.polls = 0
+        self.job_polls = 0
         self.stop_bodies: list[Any] = []
         self.errors: list[str] = []
 
@@ -66,6 +67,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(202, {"request-id": "trigger-1"})
 
     def do_GET(self) -> None:
+        if self.path == f"/jobs/{JOB}":  # the job ends a moment after its savepoint completed, as seen on Flink
+            self.server.job_polls += 1
+            return self._answer(200, {"jid": JOB, "state": "RUNNING" if self.server.job_polls < 2 else "FINISHED"})
         if self.path != f"/jobs/{JOB}/savepoints/trigger-1":
             return self._answer(404, {"errors": ["Not found: " + self.path]})
         self.server.polls += 1
@@ -94,6 +98,7 @@ def test_stop_with_savepoint_posts_no_drain_to_the_target_and_polls_until_the_lo
     where = stop_with_savepoint(rest.url, JOB, tmp_path / "sp")
     assert rest.stop_bodies == [{"drain": False, "targetDirectory": (tmp_path / "sp").resolve().as_uri()}]
     assert rest.errors == [] and rest.polls == 3
+    assert rest.job_polls == 2  # returned once the job had ended
     assert where == (tmp_path / "sp").resolve() / "savepoint-aaaaaa-0123456789ab"
 
 
