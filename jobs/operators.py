@@ -294,6 +294,7 @@ class ServiceWindow(KeyedProcessFunction):  # type: ignore[misc]
         cached = self.cache.get(key)
         if cached is not None and cached[0] == rev:
             return cached
+        self.timers.forget(key)  # not what this instance wrote: neither are its timers
         core = self.core.value()
         if core is None:  # expired by TTL apart from the revision: start over
             return rev, window_state.new_state(tenant, service) if tenant else None

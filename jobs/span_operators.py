@@ -99,8 +99,10 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
 
     One MapState entry per trace (its state) and one per timer time (the traces due then): a timer
     of the shard steps every trace due at that time, exactly as one timer per trace would, and what
-    they release goes to RED in one element per operation. A trace's decoded state is cached with
-    the string it was stored as and used while the stored string is still that one."""
+    they release goes to RED in one element per operation. Decoded traces are cached per shard and
+    trusted while the shard's stored revision is the one this instance last wrote (as in the service
+    window): an element reads one revision, not every trace; after a restore or an expiry the
+    revision differs and the shard's traces are read back from Flink."""
 
     def __init__(self, engine_cfg: EngineConfig) -> None:
         self.cfg = engine_cfg.traces
@@ -108,38 +110,53 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
     def open(self, ctx: RuntimeContext) -> None:
         self.traces = _map_state(ctx, "trace-timelines", Types.STRING())  # trace id -> TraceState
         self.due = _map_state(ctx, "trace-timers", Types.LONG())  # event time ms -> trace ids due then
-        self.cache: dict[str, tuple[str, traces.TraceState]] = {}  # shard \x1f trace id -> (stored, decoded)
-        self.scheduled: dict[str, int] = {}  # shard \x1f trace id -> its time in self.due, as this instance wrote
+        self.revision = _value_state(ctx, "trace-shard-revision", Types.LONG())
+        self.cache: dict[str, dict[str, traces.TraceState]] = {}  # shard -> trace id -> decoded state
+        self.written: dict[str, int] = {}  # shard -> the revision this instance last wrote
+        self.scheduled: dict[str, dict[str, int]] = {}  # shard -> trace id -> its time in self.due, as written
         self.timers = PendingTimers()
 
-    def _load(self, shard: str, trace_id: str) -> traces.TraceState | None:
-        raw = self.traces.get(trace_id)
-        if raw is None:
-            return None
-        cached = self.cache.get(f"{shard}\x1f{trace_id}")
-        if cached is not None and cached[0] == raw:
-            return cached[1]
-        return traces.decode_state(loads(raw))
+    def _begin(self, shard: str) -> tuple[int, dict[str, traces.TraceState]]:
+        """The shard's stored revision and its cached traces (started over unless the revision is ours)."""
+        rev = self.revision.value() or 0
+        cached = self.cache.get(shard)
+        if cached is None or self.written.get(shard) != rev or len(cached) >= MAX_CACHED:
+            if len(self.cache) >= MAX_CACHED:
+                self.cache.clear()
+                self.scheduled.clear()
+            cached = self.cache[shard] = {}
+            self.scheduled[shard] = {}  # what this instance remembers of the shard's timers goes too
+            self.timers.forget(shard)
+        return rev, cached
 
-    def _save(self, shard: str, state: traces.TraceState) -> None:
-        raw = dumps(traces.encode_state(state))
-        self.traces.put(state.trace_id, raw)
-        if len(self.cache) >= MAX_CACHED:
-            self.cache.clear()
-        self.cache[f"{shard}\x1f{state.trace_id}"] = (raw, state)
+    def _commit(self, shard: str, rev: int) -> None:
+        self.revision.update(rev + 1)
+        if len(self.written) >= MAX_CACHED:
+            self.written.clear()
+        self.written[shard] = rev + 1
+
+    def _load(self, cached: dict[str, traces.TraceState], trace_id: str) -> traces.TraceState | None:
+        state = cached.get(trace_id)
+        if state is None:
+            raw = self.traces.get(trace_id)
+            if raw is not None:
+                state = cached[trace_id] = traces.decode_state(loads(raw))
+        return state
+
+    def _save(self, cached: dict[str, traces.TraceState], state: traces.TraceState) -> None:
+        self.traces.put(state.trace_id, dumps(traces.encode_state(state)))
+        cached[state.trace_id] = state
 
     def _schedule(self, shard: str, states: Iterable[traces.TraceState], ctx: Any) -> None:
         """Put each trace under its next timer's time (unless it is there already) and make sure the
         shard has that timer."""
         due: dict[int, list[str]] = {}
+        scheduled = self.scheduled.setdefault(shard, {})
         for state in states:
             at_ms = traces.next_timer(state, self.cfg)
-            ck = f"{shard}\x1f{state.trace_id}"
-            if self.scheduled.get(ck) != at_ms:
+            if scheduled.get(state.trace_id) != at_ms:
                 due.setdefault(at_ms, []).append(state.trace_id)
-                if len(self.scheduled) >= MAX_CACHED:
-                    self.scheduled.clear()
-                self.scheduled[ck] = at_ms
+                scheduled[state.trace_id] = at_ms
         for at_ms, ids in due.items():
             raw = self.due.get(at_ms)
             self.due.put(at_ms, dumps(ids if raw is None else list(dict.fromkeys([*loads(raw), *ids]))))
@@ -150,10 +167,11 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
             yield from route(items)
             return
         shard = ctx.get_current_key()
+        rev, cached = self._begin(shard)
         touched: dict[str, traces.TraceState] = {}
         emit: list[TraceFact | SpanTiming] = []
         for item in items:
-            state = touched.get(item.trace_id) or self._load(shard, item.trace_id)
+            state = touched.get(item.trace_id) or self._load(cached, item.trace_id)
             if state is None:
                 state = traces.new_state(item.tenant, item.trace_id)
             if isinstance(item, Span):
@@ -163,7 +181,8 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
             touched[item.trace_id] = step.state
             emit.extend(step.emit)
         for state in touched.values():
-            self._save(shard, state)
+            self._save(cached, state)
+        self._commit(shard, rev)
         self._schedule(shard, touched.values(), ctx)
         yield from route(emit)
 
@@ -174,24 +193,27 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
         if raw is None:
             return
         self.due.remove(timestamp)
+        rev, cached = self._begin(shard)
+        scheduled = self.scheduled[shard]
         emit: list[TraceFact | SpanTiming] = []
         kept: list[traces.TraceState] = []
         for trace_id in loads(raw):
-            ck = f"{shard}\x1f{trace_id}"
-            if self.scheduled.get(ck) == timestamp:
-                del self.scheduled[ck]
-            state = self._load(shard, trace_id)
+            if scheduled.get(trace_id) == timestamp:
+                del scheduled[trace_id]
+            state = self._load(cached, trace_id)
             if state is None:
                 continue
             step = traces.on_timer(state, timestamp, self.cfg)
             if traces.expired(step.state, timestamp, self.cfg):
                 self.traces.remove(trace_id)  # eviction rule: event-time TTL after the trace was last seen
-                self.cache.pop(ck, None)
+                del cached[trace_id]
+                scheduled.pop(trace_id, None)
             else:
                 if step.emit:
-                    self._save(shard, step.state)
+                    self._save(cached, step.state)
                 kept.append(step.state)
             emit.extend(step.emit)
+        self._commit(shard, rev)
         self._schedule(shard, kept, ctx)
         yield from route(emit)
 
@@ -242,6 +264,7 @@ class SpanRed(KeyedProcessFunction):  # type: ignore[misc]
         cached = self.cache.get(key)
         if cached is not None and cached[0] == rev:
             return cached
+        self.timers.forget(key)  # not what this instance wrote: neither are its timers
         core = self.core.value()
         if core is None:
             return rev, fresh
