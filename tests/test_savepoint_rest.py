@@ -182,3 +182,54 @@ def test_a_port_left_in_time_wait_by_a_stopped_cluster_is_free_for_the_next_up()
     with socket.socket() as strict, pytest.raises(OSError):  # the check before: refused while TIME_WAIT lasts
         strict.bind(("127.0.0.1", port))
     assert _port_free("127.0.0.1", port)
+
+
+def test_up_resumes_from_the_newest_savepoint_and_says_what_to_do_when_the_job_does_not_fit_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Cluster:
+        rest_url, log_dir = "http://127.0.0.1:1", tmp_path / "log"
+
+        def start(self) -> None:
+            pass
+
+    submitted: list[tuple[Path | None, bool]] = []
+
+    def submit(cluster: Any, env: Any, *, savepoint: Path | None = None, allow_non_restored_state: bool = False) -> str:
+        submitted.append((savepoint, allow_non_restored_state))
+        raise ClusterError("flink run exited 1 without a job id: Cannot map checkpoint/savepoint state for operator")
+
+    class Proc:
+        pid = 4242
+
+    downs: list[bool] = []
+    monkeypatch.setattr(stack, "_spawn", lambda *a, **k: Proc())
+    monkeypatch.setattr(stack, "_wait_for_line", lambda *a: "broker: bootstrap 127.0.0.1:9")
+    monkeypatch.setattr(stack, "prepare_cluster", lambda *a, **k: Cluster())
+    monkeypatch.setattr(stack, "submit_detect", submit)
+
+    def down(args: argparse.Namespace, savepoint: bool = True) -> int:
+        downs.append(savepoint)
+        return 0
+
+    monkeypatch.setattr(stack, "run_down", down)
+    newest = _savepoint(tmp_path / "stack" / "savepoints", "savepoint-222222-bbbbbbbbbbbb", 2_000_000_000)
+    _savepoint(tmp_path / "stack" / "savepoints", "savepoint-111111-aaaaaaaaaaaa", 1_000_000_000)
+    from jobs import cli
+
+    import logging
+
+    monkeypatch.setenv("LOGCLAW_LOG_FORMAT", "text")  # run_up sets both for its children: restored after
+    monkeypatch.setenv("LOGCLAW_LOG_LEVEL", "INFO")
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    args = cli.build_parser("up").parse_args(["up", "--stack-dir", str(tmp_path / "stack"), "--log-format", "json"])
+    try:
+        assert stack.run_up(args) == 1
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    err = capsys.readouterr().err
+    assert submitted == [(newest.resolve(), False)] and downs == [False]  # cleanup cancels, no savepoint
+    assert f"the job did not start from {newest.resolve()}" in err and "--allow-non-restored-state" in err
+    assert "--fresh" in err and "Traceback" not in err

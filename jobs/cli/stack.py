@@ -239,6 +239,7 @@ def run_up(args: argparse.Namespace) -> int:
         cluster.start()
         print(f"up: Flink cluster {cluster.rest_url} (logs {cluster.log_dir})", flush=True)
         resume = resume_point(savepoints, args.fresh)
+        state["resumed_from"] = str(resume) if resume else ""
         print(f"up: resuming the detection state from {resume}" if resume else
               f"up: starting the detection job fresh ({'--fresh' if args.fresh else f'no savepoint in {savepoints}'})",
               flush=True)
@@ -261,6 +262,10 @@ def run_up(args: argparse.Namespace) -> int:
         console_url = start_console(stack_dir, args.ui_port, cluster.rest_url)
     except (ClusterError, RuntimeError, OSError, ValueError) as exc:
         print(f"up: failed: {exc}; stopping what was started", file=sys.stderr)
+        if "job_id" not in state and state.get("resumed_from"):
+            print(f"up: the job did not start from {state['resumed_from']}: if it no longer fits the job, "
+                  "'logclaw up --allow-non-restored-state' drops the state of removed operators, "
+                  "'logclaw up --fresh' starts without it", file=sys.stderr)
         (stack_dir / "state.json").write_text(json.dumps(state))
         run_down(args, savepoint=False)
         return 1
