@@ -215,9 +215,9 @@ def test_up_resumes_from_the_newest_savepoint_and_says_what_to_do_when_the_job_d
     monkeypatch.setattr(stack, "run_down", down)
     newest = _savepoint(tmp_path / "stack" / "savepoints", "savepoint-222222-bbbbbbbbbbbb", 2_000_000_000)
     _savepoint(tmp_path / "stack" / "savepoints", "savepoint-111111-aaaaaaaaaaaa", 1_000_000_000)
-    from jobs import cli
-
     import logging
+
+    from jobs import cli
 
     monkeypatch.setenv("LOGCLAW_LOG_FORMAT", "text")  # run_up sets both for its children: restored after
     monkeypatch.setenv("LOGCLAW_LOG_LEVEL", "INFO")
