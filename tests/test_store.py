@@ -526,3 +526,31 @@ def test_the_console_reader_finds_tail_rows_as_indexed_ones(tmp_path: Any) -> No
     finally:
         reader.close()
         store.close()
+
+
+def test_two_writers_on_one_file_index_every_row_once(tmp_path: Any) -> None:
+    """Two connections (two decode subtasks, or decode and spans) append and build the batch in turns:
+    every row is indexed once, whichever writer's batch picks it up."""
+    from connectors.logstore import MetricRow
+
+    path = tmp_path / "s.db"
+    first, second = EmbeddedStore(path), EmbeddedStore(path)
+    bucket = T0_NS // 1_000_000 // 10_000 * 10_000
+    try:
+        for i in range(6):
+            writer = first if i % 2 else second
+            writer.write_logs([make_record(time_unix_nano=T0_NS + (10 * i + j) * 1_000_000, body=f"line {i} {j}")
+                               for j in range(10)], [MetricRow("acme", "pay", bucket, total=10)])
+            if i in (1, 4):
+                (second if i % 2 else first).build_indexes()  # the other writer's batch
+        first.build_indexes()
+        second.build_indexes()
+        assert first.counts()["logs"] == 60
+        assert second._query("SELECT COUNT(*) FROM log_traces", []) == [(60,)]
+        assert first._query("SELECT total FROM metrics", []) == [(60,)]
+        assert first._query("SELECT rows FROM tenant_usage", []) == [(60,)]
+        assert len(second.search_logs("acme", [], 0, 2**62, text="line", limit=1000)) == 60
+        fts_integrity(first)
+    finally:
+        first.close()
+        second.close()
