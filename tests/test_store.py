@@ -554,3 +554,16 @@ def test_two_writers_on_one_file_index_every_row_once(tmp_path: Any) -> None:
     finally:
         first.close()
         second.close()
+
+
+def test_store_bench_writes_what_the_decode_operator_writes(tmp_path: Any) -> None:
+    """The benchmark's input is messages of records with their bucket counts; one run keeps every
+    record once and counts the bucket totals the messages carried."""
+    from tests.bench.store_bench import messages, write_once
+
+    msgs = messages(2_000, 200)
+    assert [len(m[0]) for m in msgs] == [200] * 10
+    row = write_once(msgs, tmp_path / "b.db")
+    assert row["records"] == row["rows_kept"] == 2_000 and row["row_bytes_counted"] > 0
+    with sqlite3.connect(tmp_path / "b.db") as conn:
+        assert conn.execute("SELECT sum(total) FROM metrics").fetchone() == (2_000,)
