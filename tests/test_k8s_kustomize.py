@@ -205,7 +205,8 @@ def test_each_overlay_renders_the_whole_install_with_its_secrets() -> None:
                         ("Secret", "logclaw", "logclaw-opensearch"), ("Secret", "logclaw", "logclaw-ticketing"),
                         ("Secret", "logclaw", "logclaw-kafka"), ("Secret", "kafka", "logclaw-kafka-users"),
                         ("Secret", "logclaw", "logclaw-ca-bundles"), ("KafkaUser", "kafka", "logclaw-detect"),
-                        ("KafkaUser", "kafka", "logclaw-ticketing"), ("KafkaUser", "kafka", "logclaw-collector")]
+                        ("KafkaUser", "kafka", "logclaw-ticketing"), ("KafkaUser", "kafka", "logclaw-collector"),
+                        ("ConfigMap", "logclaw", "logclaw-collector-production")]  # its kafka exporters on SASL_SSL
     assert sorted(map(key, render("dev"))) == sorted(BASE_OBJECTS + dev_secrets)
     assert sorted(map(key, render("production"))) == sorted(BASE_OBJECTS + dev_secrets + production_extra)
     assert sorted(map(key, render_tree(ROOT, "deploy/k8s/base"))) == sorted(BASE_OBJECTS)  # no Secrets
@@ -372,8 +373,10 @@ def test_the_collector_runs_the_repository_config_with_the_keys_it_reads() -> No
         assert config_map["data"] == {"config.yaml": config_text}
         deployment = one(docs, "Deployment", "logclaw-collector")
         [container] = deployment["spec"]["template"]["spec"]["containers"]
-        [mount] = container["volumeMounts"]
-        assert container["args"] == [f"--config={mount['mountPath']}/config.yaml"]
+        [mount] = [m for m in container["volumeMounts"] if m["name"] == "config"]
+        # The repository's config first; production merges its Kafka fragment over it (test_k8s_collector_secure.py).
+        assert container["args"][0] == f"--config={mount['mountPath']}/config.yaml"
+        assert len(container["args"]) == {"dev": 1, "production": 2}[overlay]
         secret = one(docs, "Secret", "logclaw-collector-keys")
         assert set(secret["data"]) == wanted, overlay  # a missing key would leave its tenant locked out
         if overlay == "dev":
