@@ -101,7 +101,8 @@ def sustained_notes(obj: dict[str, Any]) -> list[str]:
         if sus and sus.get("n", 0) > 1 and sus.get("spread_pct") is not None:
             ok = sus["spread_pct"] <= SPREAD_TARGET_PCT
             out.append(f"- {case}: sustained rate spread {sus['spread_pct']:g} % over {sus['n']} runs "
-                       + ("(within +-15 %)." if ok else "(**wider than +-15 %**; see the load column)."))
+                       + ("(within the +-15 % target: max - min <= 30 % of the median)." if ok
+                          else "(**wider than the +-15 % target**; see the load column)."))
     return [*out, ""] if out else []
 
 
