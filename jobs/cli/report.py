@@ -34,9 +34,9 @@ BENCHES: dict[str, tuple[str, str]] = {
 }  # fmt: skip
 PERF_BENCHES: dict[str, str] = {
     "job_bench_scaling.json": "python -m tests.bench.job_bench --source kafka --mode thread --cluster standalone "
-                              "--taskmanagers 1,2 --hours 8 --loops 3 --event-rate 2000 --repeat 3 --samples 10 "
+                              "--taskmanagers 1,2 --hours 12 --loops 4 --event-rate 2000 --repeat 3 --samples 10 "
                               "--out bench-out/job_bench_scaling.json",
-    "job_bench_compare.json": "python -m tests.bench.job_bench --compare --cluster standalone --hours 8 --loops 3 "
+    "job_bench_compare.json": "python -m tests.bench.job_bench --compare --cluster standalone --hours 12 --loops 4 "
                               "--event-rate 2000 --repeat 1 --samples 10 --out bench-out/job_bench_compare.json",
 }  # fmt: skip
 """The sizing and side-by-side benchmarks: their own sections (``report_perf``), not the generic ones."""

@@ -146,7 +146,7 @@ def sizing_section(scaling: dict[str, Any] | None, engine: dict[str, Any] | None
             out += ["![records done against time, per run](img/job_progress.png)", ""]
     else:
         out += ["*No `bench-out/job_bench_scaling.json`: run `python -m tests.bench.job_bench --source kafka "
-                "--mode thread --cluster standalone --taskmanagers 1,2 --hours 8 --loops 3 --event-rate 2000 "
+                "--mode thread --cluster standalone --taskmanagers 1,2 --hours 12 --loops 4 --event-rate 2000 "
                 "--repeat 3 --out bench-out/job_bench_scaling.json`.*", ""]
     if engine:
         out += engine_scaling(engine)
@@ -216,7 +216,7 @@ def compare_section(obj: dict[str, Any] | None) -> list[str]:
     out = ["## Side by side: the product, its process-mode variant and the naive baselines (one run)", ""]
     if obj is None:
         return [*out, "*No `bench-out/job_bench_compare.json`: run `python -m tests.bench.job_bench --compare "
-                "--cluster standalone --hours 8 --loops 3 --event-rate 2000 --repeat 1 "
+                "--cluster standalone --hours 12 --loops 4 --event-rate 2000 --repeat 1 "
                 "--out bench-out/job_bench_compare.json`.*", ""]
     meta = obj.get("meta", {})
     results = obj.get("results", [])

@@ -5,7 +5,8 @@
                                     [--cluster mini|standalone] [--taskmanagers 2 | 1,2] [--compare]
                                     [--warmup 15] [--marks 40] [--out bench-out/job_bench.json]
 
-Full size (the figures README quotes), ~2.7 million records, 3 interleaved runs of each case:
+The sizing and side-by-side runs of ``make bench`` (~2.7 million records; the compare run with
+``--repeat 1`` there; for a figure to quote, ``--repeat 5``):
 
     python -m tests.bench.job_bench --source kafka --mode thread --cluster standalone --taskmanagers 1,2 \
         --hours 12 --loops 4 --event-rate 2000 --repeat 3 --out bench-out/job_bench_scaling.json
