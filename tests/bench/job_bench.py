@@ -5,7 +5,7 @@
                                     [--cluster mini|standalone] [--taskmanagers 2 | 1,2] [--compare]
                                     [--warmup 15] [--marks 40] [--out bench-out/job_bench.json]
 
-The sizing and side-by-side runs of ``make bench`` (~2.7 million records; the compare run with
+The sizing and side-by-side runs of ``make bench`` (~2.9 million records; the compare run with
 ``--repeat 1`` there; for a figure to quote, ``--repeat 5``):
 
     python -m tests.bench.job_bench --source kafka --mode thread --cluster standalone --taskmanagers 1,2 \
@@ -44,7 +44,7 @@ spread (max - min) / median are reported.
       and second halves (``half_ratio``, ~1 when steady), the JIT threads' share of the window's
       CPU (``steady_cpu.jit_share``) and the whole curve (``steady.curve``). Without 5 marks over
       >= 10 s after the warm-up there is no sustained rate and a note says why: the input is too
-      short (at ~70k records/s, ``--hours 12 --loops 4`` gives ~40 s of backlog).
+      short (at ~70k records/s, ``--hours 12 --loops 4``, 2.9 million records, gives ~40 s of backlog).
 (c) immediate-path latency, same job, after (b): ``--samples`` single-OOM messages, each of a new
     tenant (so dedup cannot swallow it), one every ``--interval`` s; latency = produce call -> the
     ``opened`` event consumed from the incidents topic. A broker baseline (produce -> consume of a
@@ -345,6 +345,17 @@ def _oom_request(tenant: str, time_ms: int) -> bytes:
     return encode_logs_proto(stream.records)
 
 
+def _produce(producer: Any, topic: str, value: bytes, **kwargs: Any) -> None:
+    """``producer.produce``, waiting for deliveries while the client's local queue is full (an input
+    larger than ``queue.buffering.max.kbytes``)."""
+    while True:
+        try:
+            producer.produce(topic, value, **kwargs)
+            return
+        except BufferError:
+            producer.poll(0.1)
+
+
 class MarkerLayout(NamedTuple):
     before: dict[int, list[tuple[str, int]]]
     """message index -> (marker tenant, partition) produced just before it (index = messages: after the last)."""
@@ -582,11 +593,11 @@ def run_kafka(workdir: Path, info: dict[str, Any], mode: str, parallelism: int, 
         for i, (ts, body) in enumerate(proto_messages(workdir)):
             for tenant, p in layout.before.get(i, ()):
                 at = first_ms - 1000 if tenant in starts else ts
-                producer.produce(logs_topic, _oom_request(tenant, at), partition=p, timestamp=at)
-            producer.produce(logs_topic, body, partition=i % PARTITIONS, timestamp=ts)
+                _produce(producer, logs_topic, _oom_request(tenant, at), partition=p, timestamp=at)
+            _produce(producer, logs_topic, body, partition=i % PARTITIONS, timestamp=ts)
             producer.poll(0)
         for tenant, p in layout.before.get(len(counts), ()):
-            producer.produce(logs_topic, _oom_request(tenant, last_ms + 1000), partition=p, timestamp=last_ms + 1000)
+            _produce(producer, logs_topic, _oom_request(tenant, last_ms + 1000), partition=p, timestamp=last_ms + 1000)
         if producer.flush(120) != 0:
             raise RuntimeError("pre-produce: not every message was acknowledged within 120 s")
         row["produce_s"] = round(time.perf_counter() - t0, 2)
