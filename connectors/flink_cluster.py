@@ -302,12 +302,26 @@ def all_tasks_running(base_url: str, job_id: str) -> bool:
 JOB_ENDED = frozenset({"FINISHED", "CANCELED", "FAILED"})
 
 
+def _gone(exc: ClusterError) -> bool:
+    """The REST answer says the job or its cluster no longer exists: 404, or nothing listens any more
+    (the MiniCluster of ``logclaw run`` closes its REST port as soon as its one job has ended)."""
+    cause = exc.__cause__
+    if isinstance(cause, urllib.error.HTTPError):
+        return cause.code == 404
+    reason = cause.reason if isinstance(cause, urllib.error.URLError) else cause
+    return isinstance(reason, ConnectionRefusedError)
+
+
 def _wait_for_job_end(base_url: str, job_id: str, deadline: float) -> None:
     """Flink reports the savepoint COMPLETED a moment before the job leaves RUNNING (seen here): wait
-    for the end, so a caller that resubmits or stops the cluster next finds the job gone."""
+    for the end, so a caller that resubmits or stops the cluster next finds the job gone. A job or
+    cluster that is gone has ended; other failures (a slow answer) are retried until ``deadline``."""
     while time.monotonic() < deadline:
-        with contextlib.suppress(ClusterError):
+        try:
             if rest_call(base_url, f"/jobs/{job_id}").get("state") in JOB_ENDED:
+                return
+        except ClusterError as exc:
+            if _gone(exc):
                 return
         time.sleep(0.5)
 

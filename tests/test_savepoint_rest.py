@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from connectors import flink_cluster
 from connectors.flink_cluster import ClusterError, StandaloneCluster, latest_savepoint, savepoints, stop_with_savepoint
 from jobs.cli import stack
 
@@ -233,3 +234,29 @@ def test_up_resumes_from_the_newest_savepoint_and_says_what_to_do_when_the_job_d
     assert submitted == [(newest.resolve(), False)] and downs == [False]  # cleanup cancels, no savepoint
     assert f"the job did not start from {newest.resolve()}" in err and "--allow-non-restored-state" in err
     assert "--fresh" in err and "Traceback" not in err
+
+
+
+def test_a_cluster_that_closes_its_rest_port_when_the_job_ends_is_not_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``logclaw run``'s MiniCluster stops serving REST as soon as its one job has ended: the wait for the
+    job's end takes the refused connection for the end instead of polling until the deadline."""
+    server = FlinkRestStandIn("ok")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    job_polls: list[str] = []
+    real_call = flink_cluster.rest_call
+
+    def counting_call(base_url: str, path: str, **kw: Any) -> Any:
+        if path == f"/jobs/{JOB}":
+            job_polls.append(path)
+            if len(job_polls) == 1:  # the cluster goes away once the savepoint is complete
+                server.shutdown()
+                server.server_close()
+        return real_call(base_url, path, **kw)
+
+    monkeypatch.setattr(flink_cluster, "rest_call", counting_call)
+    where = stop_with_savepoint(server.url, JOB, tmp_path / "sp", timeout_s=60.0)
+    assert where.name == "savepoint-aaaaaa-0123456789ab"
+    assert len(job_polls) == 1  # refused: ended, no polling until the 60 s deadline
