@@ -624,7 +624,8 @@ def run_kafka(workdir: Path, info: dict[str, Any], mode: str, parallelism: int, 
                 if tenant in starts:
                     starts_seen[tenant] = now
                     if len(starts_seen) == len(starts):
-                        steady.update(snap0=cpu_snapshot(), t_first=min(starts_seen.values()))
+                        steady.update(snap0=cpu_snapshot(), t_snap0=time.perf_counter(),
+                                      t_first=min(starts_seen.values()))
                 # The first mark after the warm-up starts the steady window: CPU is split there.
                 elif "t_first" in steady and "t" not in steady and now - steady["t_first"] >= warmup_s:
                     steady.update(t=now, snap=cpu_snapshot())
@@ -634,7 +635,7 @@ def run_kafka(workdir: Path, info: dict[str, Any], mode: str, parallelism: int, 
             t_snap1 = time.perf_counter()
             if not set(got) >= starts | ends:
                 raise RuntimeError(f"markers not seen within 1200 s: {sorted((starts | ends) - set(got))}")
-            t_first, snap0 = steady.pop("t_first"), steady.pop("snap0")
+            t_first, snap0, t_snap0 = steady.pop("t_first"), steady.pop("snap0"), steady.pop("t_snap0")
             t_last = max(got[t] for t in ends)
             row["loadavg_during"] = [round(x, 2) for x in os.getloadavg()]
             row["submit_to_first_marker_s"] = round(t_first - submitted, 2)
@@ -644,9 +645,9 @@ def run_kafka(workdir: Path, info: dict[str, Any], mode: str, parallelism: int, 
             row["steady"] = steady_rate(progress_points(got, layout.records_before), warmup_s)
             row["marks_seen_s"] = {t: round(got[t] - t_first, 3) for t in sorted(got)}  # to recompute from
             names = jvm_thread_names()
-            row["cpu"] = cpu_report(snap0, snap1, t_snap1 - t_first, names)
+            row["cpu"] = cpu_report(snap0, snap1, t_snap1 - t_snap0, names)  # from the last start mark
             if steady:
-                row["warmup_cpu"] = cpu_report(snap0, steady["snap"], steady["t"] - t_first, names)
+                row["warmup_cpu"] = cpu_report(snap0, steady["snap"], steady["t"] - t_snap0, names)
                 row["steady_cpu"] = cpu_report(steady["snap"], snap1, t_snap1 - steady["t"], names)
                 if "sustained_records_per_s" in row["steady"]:
                     row["steady"]["records_per_cpu_s"] = round(
