@@ -63,8 +63,8 @@ def test_side_by_side_puts_every_detector_in_one_table_as_ratios_to_the_product(
     assert "| **LogClaw job, thread mode (the product)** | 60,000 (sustained) | 1.00 |" in text
     assert "| LogClaw job, process mode | 12,000 (sustained) | 0.20 |" in text
     assert "| baseline: any ERROR line, one Python process | 240,000 (whole input) | 4.00 | 250,000 |" in text
-    assert ("- kafka/standalone/thread: sustained rate spread 13.3 % over 3 runs (within the +-15 % target: max - min "
-            "<= 30 % of the median).") in lines
+    assert ("- kafka/standalone/thread: sustained rate over 3 runs: spread 13.3 %, the farthest run 6.7 % from the "
+            "median (every run within the +-15 % target).") in lines
     assert report_perf.compare_section(None)[2].startswith("*No `bench-out/job_bench_compare.json`")
 
 
@@ -79,8 +79,8 @@ def test_sizing_table_scales_from_the_first_row_and_flags_a_wide_spread(tmp_path
     rows = [ln for ln in lines if ln.startswith(("| 1 |", "| 2 |"))]
     assert rows[0].startswith("| 1 | 1 | 41,000 (40,000-42,000, spread 4.9 %) | 1.00x |")
     assert rows[1].startswith("| 2 | 2 | 60,000 (50,000-70,000, spread 33.3 %) | 1.46x |")
-    assert ("- kafka/standalone/thread/2 TM: sustained rate spread 33.3 % over 3 runs (**wider than the +-15 % "
-            "target**; see the load column).") in lines
+    assert ("- kafka/standalone/thread/2 TM: sustained rate over 3 runs: spread 33.3 %, the farthest run 16.7 % from "
+            "the median (**outside the +-15 % target**; see the load column).") in lines
     assert "![records done against time, per run](img/job_progress.png)" in lines
     scaling["results"][1]["runs"][0]["steady"]["half_ratio"] = 1.6  # load rose in the middle of the run
     scaling["results"][1]["runs"][1]["steady"]["half_ratio"] = 0.9  # within 15 %: steady
