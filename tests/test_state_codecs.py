@@ -178,6 +178,8 @@ def test_tenant_graph_and_precedence_tables_are_capped_and_expire() -> None:
         correlate.on_fact(state, TraceFact("t", "x", "edge", f"a{i}", f"b{i}", i), cfg)
         correlate.on_fact(state, TraceFact("t", "x", "precedes", f"a{i}", f"b{i}", i), cfg)
     assert len(state.edges) <= 10 and len(state.precedence) <= 10
+    assert "edge|a99|b99" in state.edges and "a99|b99" in state.precedence  # the least recently seen go
+    assert all(int(k.split("|")[1][1:]) >= 85 for k in state.edges)
     correlate.on_timer(state, 10_000, cfg)
     assert state.edges == {} and state.precedence == {}
 

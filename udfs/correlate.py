@@ -223,12 +223,18 @@ def _band(severity: str) -> int:
     return {"low": 0, "medium": 1, "high": 2, "critical": 3}[severity]
 
 
+EVICT_SHARE = 8
+"""A full table frees its least recently seen eighth at once: one sort per cap/8 new keys keeps the
+eviction O(log n) per key amortized (a scan per new key made a tenant with many call edges crawl)."""
+
+
 def _bump(table: dict[str, list[int]], key: str, at_ms: int, cap: int) -> None:
     row = table.get(key)
     if row is None:
         if len(table) >= cap:
-            oldest = min(table, key=lambda k: (table[k][1], k))
-            del table[oldest]
+            excess = len(table) - cap + 1 + cap // EVICT_SHARE
+            for oldest in sorted(table, key=lambda k: (table[k][1], k))[:excess]:
+                del table[oldest]
         table[key] = [1, at_ms]
     else:
         row[0] += 1
