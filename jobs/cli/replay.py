@@ -1,6 +1,6 @@
 """``logclaw replay``: the detection job over OTLP/JSON-lines files on the local MiniCluster, in event
 time, writing ``DIR/incidents.jsonl`` (the contract), ``DIR/dead-letter.jsonl`` and the embedded
-store ``DIR/logclaw.db``. Same job graph as production; only the source differs."""
+store ``DIR/store.sqlite``. Same job graph as production; only the source differs."""
 
 from __future__ import annotations
 

@@ -326,7 +326,7 @@ def run_files(workdir: Path, info: dict[str, Any], mode: str, index_logs: bool, 
         t_snap = next((t for t, d in marks if d >= total * 0.9), marks[-1][0])
         row["cpu"] = cpu_report(snaps[0], snaps[1], t_snap - marks[0][0], names)
     if index_logs:
-        db = out / "logclaw.db"
+        db = out / "store.sqlite"
         row["store_mib"] = round(db.stat().st_size / 2**20, 1) if db.exists() else 0.0
     shutil.rmtree(out, ignore_errors=True)
     return row
