@@ -193,3 +193,29 @@ def test_flink_adapters_put_a_ttl_on_every_keyed_state() -> None:
     assert "ValueStateDescriptor(" in src and "MapStateDescriptor(" in src
     assert src.count("StateDescriptor(") == src.count("enable_time_to_live(STATE_TTL)")
     assert "get_state(" not in src.replace("ctx.get_state(desc)", "")  # every state goes through _value_state
+
+
+def test_closed_bucket_history_is_stored_by_columns_with_zero_runs_and_reads_back_whole() -> None:
+    rows = [[1_000 + i * 10_000, (i * 7) % 5 if i < 40 else 0, 1 if i in (3, 17) else 0, 1 if i == 17 else 0]
+            for i in range(360)]
+    stored = window_state.encode_history(rows)
+    assert stored["start"] == 1_000 and stored["step"] == 10_000 and stored["anomalous"] == [17]
+    assert stored["total"][-1] == -320  # the idle 53 minutes: one number
+    assert window_state.decode_history(json.loads(json.dumps(stored))) == rows
+    idle = [[i * 10_000, 0, 0, 0] for i in range(360)]
+    assert len(json.dumps(window_state.encode_history(idle), separators=(",", ":"))) < 80
+    assert window_state.decode_history(window_state.encode_history(idle)) == idle
+    uneven = [[0, 1, 0, 0], [10_000, 2, 0, 0], [30_000, 3, 1, 1]]
+    assert window_state.encode_history(uneven) == uneven  # kept as rows
+    assert window_state.decode_history(uneven) == uneven  # and schema 1/2 rows read as before
+    assert window_state.encode_history([]) == [] and window_state.decode_history([]) == []
+
+
+def test_a_schema_2_service_state_with_history_rows_still_decodes() -> None:
+    state = window_state.new_state("t", "s")
+    state.history = [[0, 5, 1, 0], [10_000, 0, 0, 0], [20_000, 9, 4, 1]]
+    stored = window_state.encode_state(state)
+    assert stored["schema_version"] == 3
+    old = {**stored, "schema_version": 2, "history": state.history}
+    assert window_state.decode_state(json.loads(json.dumps(old))).history == state.history
+    assert window_state.decode_state(json.loads(json.dumps(stored))).history == state.history
