@@ -270,9 +270,11 @@ class JobSettings(SettingsModel):
 # these defaults against their modules.
 ELSEWHERE: tuple[tuple[str, str, str, str], ...] = (
     ("LOGCLAW_STORE_RETENTION_HOURS", "168", "job (embedded store)",
-     "raw logs and metrics older than this (event time) are deleted; 0: never (connectors/store_retention.py)"),
+     "raw logs and metrics this far behind their tenant's newest record (event time) are deleted; 0: never "
+     "(connectors/store_retention.py)"),
     ("LOGCLAW_STORE_MAX_MB", "10240", "job (embedded store)",
-     "oldest logs and metrics are deleted above this store size, MiB; 0: no limit (connectors/store_retention.py)"),
+     "above this store size, MiB, the largest tenant's oldest logs and metrics are deleted first; 0: no limit "
+     "(connectors/store_retention.py)"),
     ("LOGCLAW_STORE_INCIDENT_RETENTION_HOURS", "0", "job (embedded store)",
      "incidents older than this are deleted; 0: never (connectors/store_retention.py)"),
     ("LOGCLAW_LOG_FORMAT", "text", "long-running commands", "text or json log lines (jobs/observability.py)"),
