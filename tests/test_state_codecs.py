@@ -219,3 +219,25 @@ def test_a_schema_2_service_state_with_history_rows_still_decodes() -> None:
     old = {**stored, "schema_version": 2, "history": state.history}
     assert window_state.decode_state(json.loads(json.dumps(old))).history == state.history
     assert window_state.decode_state(json.loads(json.dumps(stored))).history == state.history
+
+
+def test_a_service_idle_for_an_hour_of_its_tenants_traffic_keeps_under_one_kib_of_state() -> None:
+    """Issue 16: an idle service costs at most 1 KiB of keyed state (a million in ~1 GiB). Five start-up
+    lines, an hour without a record while its tenant's other services keep the watermark moving, one
+    line at the end: its history is an hour of zero buckets (zero-filled when that line's bucket
+    closes), which the codec stores as a run."""
+    from udfs.scenarios import library as scenarios
+
+    sc = scenarios.build("steady", seed=0, scale=1.0)
+    first, last = sc.records[0], sc.records[-1]
+    quiet = [first._replace(service="idle-svc", time_unix_nano=first.time_unix_nano + i * 1_000_000_000,
+                            body=f"started worker {i}") for i in range(5)]
+    quiet.append(last._replace(service="idle-svc", body="heartbeat"))
+    eng = engine.Engine()
+    for message in scenarios.requests_of(sorted([*sc.records, *quiet], key=lambda r: r.time_unix_nano), 200):
+        eng.feed(message)
+    eng.finish()
+    state = eng.services[("default", "idle-svc")]
+    assert len(state.history) >= 350  # the hour is there, as zero rows
+    parts = [window_state.encode_part(state, p) for p in ("core", "open", "templates")]
+    assert sum(len(json.dumps(p, separators=(",", ":"))) for p in parts) <= 1024
