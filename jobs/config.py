@@ -18,6 +18,7 @@ from typing import Any
 from connectors.ingest.limits import DEFAULT_MAX_FUTURE_SKEW_MS
 from connectors.otlp import MAX_MESSAGE_BYTES
 from connectors.security import KafkaSecurity, OpenSearchAccess, Secret, SecurityError
+from connectors.store_retention import RetentionSettings, retention_from_env
 
 
 class ConfigError(ValueError):
@@ -48,6 +49,8 @@ class JobConfig:
     opensearch_ca_file: str = ""
     opensearch_verify_certs: bool = True
     index_logs: bool = True
+    store_retention: RetentionSettings = field(default_factory=RetentionSettings)
+    """The embedded store's retention (``LOGCLAW_STORE_*``), read here so a bad value fails at start-up."""
     parallelism: int = 2
     out_of_orderness_ms: int = 5_000
     idleness_ms: int = 30_000
@@ -86,6 +89,10 @@ class JobConfig:
         job = JobSettings.load(env)
         kafka = KafkaSettings.load(env)
         search = OpenSearchSettings.load(env)
+        try:
+            retention = retention_from_env(env)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         cfg = cls(
             **job.model_dump(),
             bootstrap_servers=kafka.bootstrap_servers,
@@ -95,6 +102,7 @@ class JobConfig:
             opensearch_password=Secret(search.password.get_secret_value()),
             opensearch_ca_file=search.ca_file,
             opensearch_verify_certs=search.verify_certs,
+            store_retention=retention,
         )
         cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
         cfg.validate()

@@ -49,7 +49,7 @@ def open_writer(cfg: JobConfig) -> Any:
     from connectors.store import EmbeddedStore
 
     cfg.resolved_store_path.parent.mkdir(parents=True, exist_ok=True)
-    return EmbeddedStore(cfg.resolved_store_path)
+    return EmbeddedStore(cfg.resolved_store_path, retention=cfg.store_retention)
 
 
 class IncidentSink(ProcessFunction):  # type: ignore[misc]

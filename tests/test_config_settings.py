@@ -180,3 +180,14 @@ def test_a_bad_setting_is_one_line_on_stderr_and_exit_2_without_traceback(
     proc = subprocess.run([sys.executable, *argv], cwd=ROOT, env=_without_pyflink_env(BAD_PROTOCOL),
                           capture_output=True, text=True, timeout=120)
     assert (proc.returncode, proc.stderr) == (2, line)
+
+
+def test_store_retention_is_read_at_start_up_and_a_bad_value_names_its_variable() -> None:
+    from connectors.store_retention import RetentionSettings
+    from jobs.config import ConfigError, JobConfig
+
+    assert JobConfig.from_env({}).store_retention == RetentionSettings()
+    cfg = JobConfig.from_env({"LOGCLAW_STORE_RETENTION_HOURS": "0", "LOGCLAW_STORE_MAX_MB": "512"})
+    assert cfg.store_retention == RetentionSettings(retention_hours=0.0, max_mb=512.0)
+    with pytest.raises(ConfigError, match="LOGCLAW_STORE_RETENTION_HOURS='a week'"):
+        JobConfig.from_env({"LOGCLAW_STORE_RETENTION_HOURS": "a week"})

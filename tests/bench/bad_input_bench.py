@@ -30,7 +30,6 @@ import argparse
 import gzip
 import itertools
 import json
-import os
 import random
 import re
 import sys
@@ -485,20 +484,20 @@ class RunningJob:
         from pyflink.common import Configuration
 
         from connectors.broker import free_port
+        from connectors.store_retention import RetentionSettings
         from jobs.config import JobConfig
         from jobs.detect import build_pipeline, configure, sources
         from jobs.runtime import local_env
 
         port = web_port or free_port()
-        # This harness counts every record the job stored. The store's retention is by event time behind
-        # the tenant's newest record (tests/test_retention.py): it would delete the payloads dated 2026-01-01
-        # as soon as a record clamped to the receive time arrives, which is retention's job, not a loss. The
-        # job runs in this process and its store reads the setting when it opens.
-        os.environ["LOGCLAW_STORE_RETENTION_HOURS"] = "0"
         cfg = JobConfig.from_env({}, mode="kafka", bootstrap_servers=bootstrap, logs_topic=topics.logs,
                                  spans_topic=topics.spans, incidents_topic=topics.incidents,
                                  dead_letter_topic=topics.dead, group_id=f"bad-job-{topics.tag}",
-                                 store_path=store_path, checkpoint_interval_ms=0, parallelism=2, web_port=port)
+                                 store_path=store_path, checkpoint_interval_ms=0, parallelism=2, web_port=port,
+                                 # This harness counts every record the job stored. Retention is by event time
+                                 # behind the tenant's newest record (tests/test_retention.py): it would delete
+                                 # the payloads dated 2026-01-01 once a receive-time-clamped record arrives.
+                                 store_retention=RetentionSettings(retention_hours=0))
         env = local_env(cfg, with_kafka=True, web_ui=True)
         configure(env, cfg)
         restarts = Configuration()
