@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from jobs.cli import port_number
 from jobs.observability import add_logging_arguments, configure_logging
@@ -46,6 +46,7 @@ def open_from_args(args: argparse.Namespace) -> ConsoleReader:
 
 
 def run(args: argparse.Namespace) -> int:
+    import signal
     import socket
 
     import uvicorn
@@ -79,10 +80,20 @@ def run(args: argparse.Namespace) -> int:
     # warning and above: the console logs no access lines (they would carry tenants' queries).
     logging.getLogger("uvicorn").setLevel(logging.WARNING)
     config = uvicorn.Config(app, log_level="warning", access_log=False, server_header=False, log_config=None)
+    server = uvicorn.Server(config)
+
+    def stop(_signum: int, _frame: Any) -> None:
+        server.should_exit = True
+
+    # Ours until uvicorn installs its own (and again after): a Ctrl-C that lands while the server is
+    # still starting stops it too. With Python's default handler there, asyncio's runner cancelled the
+    # starting server instead, which could swallow the cancellation and keep serving.
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     try:
         print(f"ui: console on http://{host}:{sock.getsockname()[1]}/ ({reader.store_info()['kind']}"
               f"{', API keys: ' + str(len(keys)) if keys else ''}); Ctrl-C stops it", flush=True)
-        uvicorn.Server(config).run(sockets=[sock])
+        server.run(sockets=[sock])
     except KeyboardInterrupt:  # Ctrl-C is the way to stop (uvicorn re-raises the one it shut down on): exit 0
         pass
     finally:
