@@ -101,3 +101,10 @@ def test_the_fault_slows_every_link_into_pricing_and_none_of_pricings_own_spans(
     before, during = split(lambda s: s.service == "pricing")
     assert _median_ms(during) == pytest.approx(_median_ms(before), rel=0.15)
     assert engine.run(requests_of(sc.records, 200)) == []  # nothing in the logs
+
+
+def test_the_shared_end_keeps_its_own_earlier_onset_and_stronger_signal() -> None:
+    facts = [*_facts(("gateway", OWN, LINK), ("trips", OWN, LINK)),
+             ServiceFacts("pricing", 500, 0.9, "novel_template 0.90")]
+    end = next(f for f in shared_end(facts, {"gateway": {"pricing"}, "trips": {"pricing"}}) if f.service == "pricing")
+    assert (end.onset_ms, end.score, end.top_signal, end.spans) == (500, 0.9, "novel_template 0.90", OWN)

@@ -80,8 +80,10 @@ def shared_end(facts: Sequence[ServiceFacts], calls: Mapping[str, set[str]]) -> 
         if f.service in slow else f
         for f in facts if f.service != end
     ]
+    own = [f for f in facts if f.service == end]  # its own (log) anomaly, if any, keeps its onset and score
     out.append(ServiceFacts(
-        end, min(f.onset_ms for f in links), max(f.score for f in links), "latency on every link into it", OWN,
+        end, min(f.onset_ms for f in links + own), max(f.score for f in links + own),
+        own[0].top_signal if own else "latency on every link into it", OWN,
         f"the client-side self time of every caller's link into it rose ({callers}), its own spans did not",
     ))
     return out
