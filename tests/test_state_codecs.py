@@ -207,6 +207,7 @@ def test_closed_bucket_history_is_stored_by_columns_with_zero_runs_and_reads_bac
     assert window_state.decode_history(window_state.encode_history(idle)) == idle
     uneven = [[0, 1, 0, 0], [10_000, 2, 0, 0], [30_000, 3, 1, 1]]
     assert window_state.encode_history(uneven) == uneven  # kept as rows
+    assert window_state.encode_history([[0, -1, 0, 0], [10_000, 0, 0, 0]]) == [[0, -1, 0, 0], [10_000, 0, 0, 0]]
     assert window_state.decode_history(uneven) == uneven  # and schema 1/2 rows read as before
     assert window_state.encode_history([]) == [] and window_state.decode_history([]) == []
 

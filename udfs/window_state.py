@@ -168,12 +168,13 @@ def _unruns(runs: list[Any]) -> list[int]:
 def encode_history(rows: list[list[int]]) -> Any:
     """The zero-filled closed buckets by columns: the first start and the step (the others follow from
     them), totals and failures with runs of zeros collapsed, the anomalous rows' positions. An idle
-    hour is a few bytes instead of 360 rows. Rows that are not evenly spaced keep the row form."""
+    hour is a few bytes instead of 360 rows. Rows not evenly spaced, or with a negative count, keep the
+    row form."""
     if not rows:
         return []
     step = rows[1][0] - rows[0][0] if len(rows) > 1 else 0
-    if any(r[0] != rows[0][0] + i * step for i, r in enumerate(rows)):
-        return rows
+    if any(r[0] != rows[0][0] + i * step or r[1] < 0 or r[2] < 0 for i, r in enumerate(rows)):
+        return rows  # uneven, or a count the run form cannot hold
     return {"start": rows[0][0], "step": step, "total": _runs([r[1] for r in rows]),
             "failures": _runs([r[2] for r in rows]), "anomalous": [i for i, r in enumerate(rows) if r[3]]}
 
