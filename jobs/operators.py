@@ -336,7 +336,7 @@ class ServiceWindow(KeyedProcessFunction):  # type: ignore[misc]
         assert state is not None
         late = state.late_records
         step = window.on_batch(state, batch, self.cfg, ctx.timer_service().current_watermark())
-        self._save(key, rev, step, late, touched=[b.start_ms for b in batch.buckets], closed=())
+        self._save(key, rev, step, late, touched=step.touched, closed=())
         yield from self._emit(step, ctx, key)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:

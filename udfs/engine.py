@@ -57,9 +57,8 @@ class Engine:
         self.traces: dict[tuple[str, str], traces.TraceState] = {}
         self.tenants: dict[str, tenant_state.TenantState] = {}
         self.red: dict[tuple[str, ...], red.RedState] = {}
-        self._timers: list[tuple[int, int, int, str, tuple[str, ...]]] = []
+        self._timers: list[tuple[int, int, str, tuple[str, ...]]] = []
         self._registered: set[tuple[int, str, tuple[str, ...]]] = set()
-        self._seq = 0
         self.max_event_ms = -(2**62)
         self.watermark_ms = -(2**62)
         self.counters = Counters()
@@ -110,7 +109,7 @@ class Engine:
             return out
         self.watermark_ms = watermark_ms
         while self._timers and self._timers[0][0] <= watermark_ms:
-            at, _, _, kind, key = heapq.heappop(self._timers)
+            at, _, kind, key = heapq.heappop(self._timers)
             self._registered.discard((at, kind, key))
             out.extend(self._fire(at, kind, key))
         return out
@@ -123,14 +122,15 @@ class Engine:
 
     # Timers due at the same time fire upstream first: in Flink an operator's timer at T fires once
     # every upstream operator has fired its own timers at T and sent what they emitted.
+    # Within a stage, timers due together fire in key order: never in registration order, which a
+    # restore does not keep (a snapshot stores the timers, not the order they were made in).
     _STAGE = {"service": 0, "trace": 0, "red": 1, "tenant": 2}
 
     def _register(self, at: int | None, kind: str, key: tuple[str, ...]) -> None:
         if at is None or (at, kind, key) in self._registered:
             return
         self._registered.add((at, kind, key))
-        self._seq += 1
-        heapq.heappush(self._timers, (at, self._STAGE[kind], self._seq, kind, key))
+        heapq.heappush(self._timers, (at, self._STAGE[kind], kind, key))
 
     def _fire(self, at: int, kind: str, key: tuple[str, ...]) -> list[dict[str, Any]]:
         if kind == "service":
@@ -250,7 +250,7 @@ class Engine:
                 "traces": [traces.encode_state(s) for s in self.traces.values()],
                 "red": [red.encode_state(s) for s in self.red.values()],
                 "tenants": [tenant_state.encode_state(s) for s in self.tenants.values()],
-                "timers": sorted([at, kind, list(key)] for at, _, _, kind, key in self._timers),
+                "timers": sorted([at, kind, list(key)] for at, _, kind, key in self._timers),
                 "max_event_ms": self.max_event_ms,
                 "watermark_ms": self.watermark_ms,
             },

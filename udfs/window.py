@@ -49,6 +49,9 @@ class Step(NamedTuple):
     """Event time of the next bucket close to register, or None."""
     dirty: frozenset[str]
     """Which parts of the state changed: "open", "core", "templates" (lets adapters write less)."""
+    touched: frozenset[int] = frozenset()
+    """Start of every open bucket this step changed (adapters that store buckets one by one write
+    these); a bucket the step closed is no longer in ``state.open``."""
 
 
 def _bucket_of(time_ms: int, bucket_ms: int) -> int:
@@ -58,6 +61,7 @@ def _bucket_of(time_ms: int, bucket_ms: int) -> int:
 def on_batch(state: ServiceState, batch: ServiceBatch, cfg: WindowConfig, watermark_ms: int) -> Step:
     """Add one message's counts for this service; run the immediate path on its notable records."""
     dirty = {"open"}
+    touched: set[int] = set()
     emit: list[ServiceAnomaly] = []
     if state.first_seen_ms < 0 or batch.max_time_ms < state.first_seen_ms:
         state.first_seen_ms = min(b.start_ms for b in batch.buckets) if batch.buckets else batch.max_time_ms
@@ -70,25 +74,32 @@ def on_batch(state: ServiceState, batch: ServiceBatch, cfg: WindowConfig, waterm
             dirty.add("core")
             continue
         state.open.setdefault(agg.start_ms, OpenBucket()).add(agg)
+        touched.add(agg.start_ms)
     if batch.notables:
         # Notables feed the miner ("templates") and the template history, which lives in "core".
         dirty.update(("templates", "core"))
-        emit.extend(_look_at_notables(state, batch.notables, cfg))
+        emit.extend(_look_at_notables(state, batch.notables, cfg, touched))
     timer = _next_timer(state, cfg)
-    return Step(state, tuple(emit), timer, frozenset(dirty))
+    return Step(state, tuple(emit), timer, frozenset(dirty), frozenset(touched))
 
 
-def _look_at_notables(state: ServiceState, notables: tuple[Notable, ...], cfg: WindowConfig) -> list[ServiceAnomaly]:
+def _look_at_notables(
+    state: ServiceState, notables: tuple[Notable, ...], cfg: WindowConfig, touched: set[int]
+) -> list[ServiceAnomaly]:
     if state.templates is None:
         state.templates = TemplateMiner(state.tenant, state.service)
     miner = state.templates
     emit: list[ServiceAnomaly] = []
     for n in notables:
         match = miner.add(n.body, n.time_ms)
-        bucket = state.open.get(_bucket_of(n.time_ms, cfg.bucket_ms))
+        start = _bucket_of(n.time_ms, cfg.bucket_ms)
+        bucket = state.open.get(start)
         if bucket is not None:
+            touched.add(start)
             if n.failure:
-                _remember(state, bucket, n, match, cfg)
+                moved_from = _remember(state, bucket, n, match, cfg)
+                if moved_from is not None:
+                    touched.add(moved_from)
             if n.failure or n.immediate:
                 tid = match.template_id
                 bucket.template_counts[tid] = bucket.template_counts.get(tid, 0) + 1
@@ -110,16 +121,21 @@ def _look_at_notables(state: ServiceState, notables: tuple[Notable, ...], cfg: W
     return emit
 
 
-def _remember(state: ServiceState, bucket: OpenBucket, n: Notable, match: TemplateMatch, cfg: WindowConfig) -> None:
+def _remember(
+    state: ServiceState, bucket: OpenBucket, n: Notable, match: TemplateMatch, cfg: WindowConfig
+) -> int | None:
     """Fold one alarming record into the template history; count a discovery in its bucket.
 
     A discovery belongs to the template's earliest record in event time, whatever the arrival order
     (parallel decoders deliver in any order): an earlier record moves it from a later bucket that is
-    still open, and the discovery's text and time are those of its earliest record."""
+    still open, and the discovery's text and time are those of its earliest record. Returns the start
+    of that later bucket when it changed (it is not this message's bucket, so adapters that store
+    buckets one by one must be told), else None."""
     tid = match.template_id
     level = Level[n.level].value if n.level in Level.__members__ else 0
     row = state.memory.seen.get(tid)
     first_ms = row[1] if row is not None else None
+    moved_from: int | None = None
     history.remember(state.memory, tid, level, n.time_ms, cfg.max_history_templates)
     if first_ms is None:
         _discover(bucket, tid, n, cfg)
@@ -133,8 +149,10 @@ def _remember(state: ServiceState, bucket: OpenBucket, n: Notable, match: Templa
         elif later is not None and tid in later.novel_ids:
             _undiscover(later, tid)
             _discover(bucket, tid, n, cfg)
+            moved_from = _bucket_of(first_ms, cfg.bucket_ms)
     if tid in bucket.novel_ids:
         bucket.novel_failures += 1
+    return moved_from
 
 
 def _discover(bucket: OpenBucket, tid: str, n: Notable, cfg: WindowConfig) -> None:
