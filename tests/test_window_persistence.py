@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from udfs import window, window_state
-from udfs.engine import Engine, EngineConfig
 from udfs.batch import summarize
+from udfs.engine import Engine, EngineConfig
 from udfs.records import Level, LogRecord
 from udfs.scenarios.library import build
 

@@ -315,9 +315,7 @@ def _close_bucket(
         # A discovery this service's own history makes unremarkable: reported to the tenant, which
         # may know better (its age, its other services) and learns the template either way.
         report = windowed_anomaly(state, st, False, at_ms, cfg, 1.0 - novelty_p, False, bucket.first_novel_ms, before)
-        return report._replace(
-            path="discovery", anomaly_id=anomaly_id(state.tenant, state.service, "discovery", at_ms)
-        )
+        return report._replace(path="discovery", anomaly_id=anomaly_id(state.tenant, state.service, "discovery", at_ms))
     return None
 
 
