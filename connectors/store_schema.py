@@ -15,39 +15,25 @@ from typing import Any
 
 SCHEMA_VERSION = 3
 
-_LOGS_V1 = """
-CREATE TABLE IF NOT EXISTS logs (
-    rid INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    tenant TEXT NOT NULL,
-    service TEXT NOT NULL,
-    time_ms INTEGER NOT NULL,
-    severity_number INTEGER NOT NULL,
-    trace_id TEXT NOT NULL,
-    body TEXT NOT NULL,
-    exception_message TEXT NOT NULL,
-    doc TEXT NOT NULL
-);
-"""
+LOG_COLUMNS = ("id", "tenant", "service", "time_ms", "severity_number", "trace_id", "body", "exception_message",
+               "doc")
+"""The ``logs`` columns a row is written with (``rid`` is SQLite's rowid, assigned in arrival order)."""
 
-# Version 3 logs: ``id`` is unique through (time_ms, id) (the id hashes the event time, so the pair is
-# as unique as the id, and the index grows at its end instead of at a random place per row); ``doc``
-# holds only the fields that are not columns and differ from their defaults (``connectors.store``).
-_LOGS_V3 = """
-CREATE TABLE IF NOT EXISTS logs (
-    rid INTEGER PRIMARY KEY,
-    id TEXT NOT NULL,
-    tenant TEXT NOT NULL,
-    service TEXT NOT NULL,
-    time_ms INTEGER NOT NULL,
-    severity_number INTEGER NOT NULL,
-    trace_id TEXT NOT NULL,
-    body TEXT NOT NULL,
-    exception_message TEXT NOT NULL,
-    doc TEXT NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS logs_time_id ON logs (time_ms, id);
-"""
+_LOG_TYPES = {"time_ms": "INTEGER", "severity_number": "INTEGER"}  # the rest are TEXT
+
+
+def logs_table(version: int = SCHEMA_VERSION) -> str:
+    """The ``logs`` DDL as schema ``version`` creates it. Versions 1 and 2 made ``id`` itself
+    ``UNIQUE`` (a migrated file keeps that; tests build such files from here). Version 3 makes it
+    unique through ``(time_ms, id)``: the id hashes the event time, so the pair is as unique as the
+    id, and the index grows at its end instead of at a random place per row. ``doc`` holds only the
+    fields that are not columns and differ from their defaults (``connectors.store``)."""
+    columns = ",\n".join(
+        f"    {name} {_LOG_TYPES.get(name, 'TEXT')} NOT NULL" + (" UNIQUE" if name == "id" and version < 3 else "")
+        for name in LOG_COLUMNS)
+    ddl = f"CREATE TABLE IF NOT EXISTS logs (\n    rid INTEGER PRIMARY KEY,\n{columns}\n);\n"
+    return ddl + ("CREATE UNIQUE INDEX IF NOT EXISTS logs_time_id ON logs (time_ms, id);\n" if version >= 3 else "")
+
 
 _COMMON = """
 CREATE INDEX IF NOT EXISTS logs_tenant_service_time ON logs (tenant, service, time_ms);
@@ -224,7 +210,7 @@ def create_or_migrate(conn: sqlite3.Connection, path: str, incident_row: Callabl
     row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
     found = row[0] if row else None
     if found is None:
-        _run(conn, _LOGS_V3 + _COMMON + _V2 + _V3)
+        _run(conn, logs_table() + _COMMON + _V2 + _V3)
         conn.execute("INSERT INTO index_progress (one, rid) VALUES (1, 0)")
     elif found in (1, 2):
         if found == 1:  # add metrics and the incident list, filled from the events
@@ -245,9 +231,8 @@ def create_or_migrate(conn: sqlite3.Connection, path: str, incident_row: Callabl
         conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
 
 
-
-LOG_INSERT = ("INSERT OR IGNORE INTO logs (id, tenant, service, time_ms, severity_number, trace_id, body,"
-              " exception_message, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+LOG_INSERT = (f"INSERT OR IGNORE INTO logs ({', '.join(LOG_COLUMNS)})"
+              f" VALUES ({', '.join('?' * len(LOG_COLUMNS))})")
 """A replayed record has the id it had, so it is ignored: one row per id (what it first stored)."""
 
 METRIC_PENDING_INSERT = ("INSERT INTO metrics_pending (tenant, service, bucket_ms, total, failures, client_errors,"

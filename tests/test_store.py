@@ -462,7 +462,7 @@ def test_a_schema_2_file_is_migrated_and_its_rows_stay_found(tmp_path: Any) -> N
     path = tmp_path / "v2.db"
     old = [make_record(time_unix_nano=T0_NS + i * 1_000_000, body=f"line old {i}") for i in range(3)]
     with sqlite3.connect(path) as conn:
-        for statement in store_schema.statements(store_schema._LOGS_V1 + store_schema._COMMON + store_schema._V2
+        for statement in store_schema.statements(store_schema.logs_table(2) + store_schema._COMMON + store_schema._V2
                                                  + _V2_EXTRA):
             conn.execute(statement)
         conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
