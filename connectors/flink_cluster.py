@@ -363,6 +363,24 @@ def latest_savepoint(root: Path) -> Path | None:
     return found[-1].resolve() if found else None
 
 
+def resume_point(savepoint_dir: Path, fresh: bool) -> Path | None:
+    """The savepoint a job start restores (``logclaw run`` / ``up``): the newest under ``savepoint_dir``,
+    or None with ``--fresh``."""
+    return None if fresh else latest_savepoint(savepoint_dir)
+
+
+def stop_once_running(base_url: str, job_id: str, target_dir: Path, tasks_wait_s: float) -> Path:
+    """``stop_with_savepoint`` into ``target_dir`` (created) once every task runs, or after
+    ``tasks_wait_s`` (wall clock) try anyway: Flink refuses a savepoint while some tasks are still
+    deploying ("Not all required tasks are currently running"), e.g. on a stop right after the start
+    or during a restart. ``ClusterError`` when the savepoint fails: the job then keeps running."""
+    target_dir.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + tasks_wait_s
+    while time.monotonic() < deadline and not all_tasks_running(base_url, job_id):
+        time.sleep(0.5)
+    return stop_with_savepoint(base_url, job_id, target_dir)
+
+
 def _port_free(host: str, port: int) -> bool:
     """Nothing listens on ``host:port``. SO_REUSEADDR as the JVM's server sockets set it on Linux: the
     connections of a cluster stopped a moment ago (TIME_WAIT) must not make its port look taken

@@ -115,6 +115,27 @@ def test_an_unknown_job_is_a_cluster_error(rest: FlinkRestStandIn, tmp_path: Pat
         stop_with_savepoint(rest.url, "b" * 32, tmp_path)
 
 
+def test_the_stop_waits_until_every_task_runs_and_then_takes_the_savepoint(
+    rest: FlinkRestStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``logclaw run`` and ``down`` share this: Flink refuses a savepoint while tasks deploy."""
+    answers = iter([False, False, True])
+    stops_when_asked: list[int] = []
+
+    def all_running(base_url: str, job_id: str) -> bool:
+        stops_when_asked.append(len(rest.stop_bodies))
+        return next(answers)
+
+    monkeypatch.setattr(flink_cluster, "all_tasks_running", all_running)
+    where = flink_cluster.stop_once_running(rest.url, JOB, tmp_path / "new" / "sp", tasks_wait_s=600.0)
+    assert stops_when_asked == [0, 0, 0] and len(rest.stop_bodies) == 1  # asked thrice, stopped after
+    assert where == (tmp_path / "new" / "sp").resolve() / "savepoint-aaaaaa-0123456789ab"
+    assert (tmp_path / "new" / "sp").is_dir()  # created for Flink to write into
+    stops_when_asked.clear()
+    flink_cluster.stop_once_running(rest.url, JOB, tmp_path / "sp2", tasks_wait_s=0.0)
+    assert stops_when_asked == []  # no time left to wait: try anyway
+
+
 def _savepoint(root: Path, name: str, mtime_ns: int, complete: bool = True) -> Path:
     folder = root / name
     folder.mkdir(parents=True)

@@ -21,6 +21,8 @@ import re
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
 
 # name -> module implementing `add_arguments(parser)` and `run(args) -> int`, and a one-line help.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -86,6 +88,19 @@ def positive_float(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"{text} is not above 0")
     return value
+
+
+def add_savepoint_arguments(parser: argparse.ArgumentParser, *, default: Any, dir_help: str,
+                            on_start: str = "") -> None:
+    """``--savepoint-dir``, ``--fresh`` and ``--allow-non-restored-state``: where the detection job's
+    savepoint is kept on stop and resumed from on start (``logclaw run``, ``logclaw up``/``down``);
+    ``on_start`` prefixes the help of the start-only flags."""
+    parser.add_argument("--savepoint-dir", type=Path, default=default, help=dir_help)
+    parser.add_argument("--fresh", action="store_true",
+                        help=f"{on_start}start {'the job ' if on_start else ''}without the newest savepoint"
+                        " (no detection history)")
+    parser.add_argument("--allow-non-restored-state", action="store_true",
+                        help=f"{on_start}resume even if the savepoint holds state of an operator the job no longer has")
 
 
 def installed_version() -> str:

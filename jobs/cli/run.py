@@ -25,8 +25,8 @@ from typing import Any
 
 from py4j.protocol import Py4JError
 
-from connectors.flink_cluster import ClusterError, all_tasks_running, latest_savepoint, stop_with_savepoint
-from jobs.cli import port_number
+from connectors.flink_cluster import ClusterError, resume_point, stop_once_running
+from jobs.cli import add_savepoint_arguments, port_number
 from jobs.config import ConfigError, JobConfig
 from jobs.observability import add_logging_arguments, configure_logging
 
@@ -51,13 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from-checkpoint", type=Path, metavar="PATH",
                         help="restore state and offsets: a chk-N folder, its _metadata, or a checkpoint "
                         "folder (its newest completed checkpoint is used)")
-    parser.add_argument("--savepoint-dir", type=Path, default=DEFAULT_SAVEPOINT_DIR,
-                        help="where the job's savepoint is written on stop and resumed from on start "
-                        "(default: %(default)s)")
-    parser.add_argument("--fresh", action="store_true",
-                        help="start without the newest savepoint (no detection history)")
-    parser.add_argument("--allow-non-restored-state", action="store_true",
-                        help="resume even if the savepoint holds state of an operator the job no longer has")
+    add_savepoint_arguments(parser, default=DEFAULT_SAVEPOINT_DIR,
+                            dir_help="where the job's savepoint is written on stop and resumed from on start "
+                            "(default: %(default)s)")
     add_logging_arguments(parser)
 
 
@@ -134,7 +130,7 @@ def restore_point(args: argparse.Namespace) -> Path | None:
     """``--from-checkpoint`` if given, else the newest savepoint in ``--savepoint-dir`` unless ``--fresh``."""
     if args.from_checkpoint:
         return resolve_restore_path(args.from_checkpoint)
-    return None if args.fresh else latest_savepoint(args.savepoint_dir)
+    return resume_point(args.savepoint_dir, args.fresh)
 
 
 def submit(cfg: JobConfig, checkpoint_dir: Path, restore_from: Path | None,
@@ -226,9 +222,7 @@ def _stop_with_savepoint(client: Any, rest_url: str, job_id: str, args: argparse
     """Ctrl-C: a savepoint in ``--savepoint-dir`` (0), or, if it fails, cancel and name the checkpoint (1)."""
     say(f"stopping: job {job_id} with a savepoint in {args.savepoint_dir.resolve()}")
     try:
-        args.savepoint_dir.mkdir(parents=True, exist_ok=True)
-        _wait_for_tasks(rest_url, job_id, TASKS_RUNNING_WAIT_S)
-        kept_at = stop_with_savepoint(rest_url, job_id, args.savepoint_dir)
+        kept_at = stop_once_running(rest_url, job_id, args.savepoint_dir, TASKS_RUNNING_WAIT_S)
     except ClusterError as exc:
         say(f"the savepoint failed ({exc}); cancelling job {job_id}")
         client.cancel().result()
@@ -236,14 +230,6 @@ def _stop_with_savepoint(client: Any, rest_url: str, job_id: str, args: argparse
         return 1
     say(f"stopped; savepoint {kept_at}: the next 'logclaw run' resumes from it (--fresh to start anew)")
     return 0
-
-
-def _wait_for_tasks(base_url: str, job_id: str, timeout_s: float) -> None:
-    """Until every task runs: Flink refuses a savepoint while some are still deploying ("Not all required
-    tasks are currently running"), e.g. on a Ctrl-C right after the start. Then try anyway."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not all_tasks_running(base_url, job_id):
-        time.sleep(0.5)
 
 
 def _say_checkpoint(say: Callable[[str], None], job_checkpoints: Path) -> None:

@@ -39,17 +39,17 @@ from connectors.broker import free_port
 from connectors.flink_cluster import (
     ClusterError,
     StandaloneCluster,
-    all_tasks_running,
     cluster_conf,
-    latest_savepoint,
     load_conf,
     prometheus_jar,
     pyflink_home,
+    resume_point,
+    stop_once_running,
     write_conf_dir,
 )
 from connectors.ingest import load_api_keys
 from connectors.jars import PROJECT_ROOT, jar_urls, provision_jars
-from jobs.cli import port_number
+from jobs.cli import add_savepoint_arguments, port_number
 from jobs.observability import LOG_FORMAT_ENV, LOG_LEVEL_ENV, add_logging_arguments, configure_logging
 
 CONF_TEMPLATE = PROJECT_ROOT / "flink-conf" / "config.yaml"
@@ -106,22 +106,13 @@ def submit_detect(cluster: StandaloneCluster, env: Mapping[str, str], *, savepoi
                                  savepoint=savepoint, allow_non_restored_state=allow_non_restored_state)
 
 
-def resume_point(savepoint_dir: Path, fresh: bool) -> Path | None:
-    """The savepoint ``up`` restores: the newest under ``savepoint_dir``, or None with ``--fresh``."""
-    return None if fresh else latest_savepoint(savepoint_dir)
-
-
 def stop_job(cluster: StandaloneCluster, job_id: str, savepoint_dir: Path | None) -> Path | None:
     """Stop the job with a savepoint under ``savepoint_dir`` (its path), or cancel it when that is None.
     ``ClusterError`` when the savepoint fails: the job then keeps running."""
     if savepoint_dir is None:
         cluster.cancel(job_id)
         return None
-    savepoint_dir.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + TASKS_RUNNING_WAIT_S  # no savepoint while tasks are still deploying
-    while time.monotonic() < deadline and not all_tasks_running(cluster.rest_url, job_id):
-        time.sleep(0.5)
-    return cluster.stop_with_savepoint(job_id, savepoint_dir)
+    return stop_once_running(cluster.rest_url, job_id, savepoint_dir, TASKS_RUNNING_WAIT_S)
 
 
 # --- background processes ----------------------------------------------------------------------------------
@@ -203,13 +194,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-ticketing", action="store_true", help="do not start the ticketing worker (up only)")
     parser.add_argument("--ingest-port", type=port_number, default=4318, help="OTLP/HTTP logs endpoint port (up only)")
     parser.add_argument("--ui-port", type=port_number, default=8080, help="incident console port (up only)")
-    parser.add_argument("--savepoint-dir", type=Path, default=None,
-                        help="where down writes the job's savepoint and up resumes from the newest one "
-                        "(default: STACK_DIR/savepoints)")
-    parser.add_argument("--fresh", action="store_true",
-                        help="up: start the job without the newest savepoint (no detection history)")
-    parser.add_argument("--allow-non-restored-state", action="store_true",
-                        help="up: resume even if the savepoint holds state of an operator the job no longer has")
+    add_savepoint_arguments(parser, default=None, on_start="up: ",
+                            dir_help="where down writes the job's savepoint and up resumes from the newest one "
+                            "(default: STACK_DIR/savepoints)")
     parser.add_argument("--no-savepoint", action="store_true", help="down: cancel the job without a savepoint")
     add_logging_arguments(parser)  # also handed to the worker, endpoint and console (their environment)
 
