@@ -17,7 +17,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import ResourceLogs, ScopeLogs
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from connectors.ingest import DEFAULT_MAX_RECORDS, inflate
-from tests.test_otlp_http_ingest import JS, T0, headers, kv, serve, status_of
+from tests.ingest_fixtures import JS, T0, headers, kv, serve, status_of
 
 EMPTY_MEMBER = gzip.compress(b"", mtime=0)  # 20 bytes that inflate to nothing
 

@@ -4,11 +4,6 @@ bad values stopped at start-up with one line naming the flag or setting (exit 2,
 from __future__ import annotations
 
 import http.client
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +12,7 @@ import pytest
 from connectors.ingest import ApiKeys, IngestLimits
 from connectors.otlp import MAX_MESSAGE_BYTES
 from jobs import cli
-from tests.test_otlp_http_ingest import ROOT
+from tests.ingest_fixtures import ingest_process
 
 KEYS_TEXT = "key-acme-1-0123456789: acme\nkey-acme-2-0123456789: acme\nkey-globex-0123456789: globex\n"
 SECRETS = ("key-acme-1-0123456789", "key-acme-2-0123456789", "key-globex-0123456789")
@@ -168,22 +163,13 @@ def test_the_command_prints_counts_never_a_key_and_stops_on_sigterm(keys: Path, 
 
     port = free_port()
     out = tmp_path / "ingest.out"
-    with out.open("wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "jobs.cli", "ingest", "--port", str(port), "--grpc-port", "0", "--keys", str(keys),
-             "--bootstrap", f"127.0.0.1:{free_port()}"], cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 30
-        while "listening" not in out.read_text() and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.1)
+    with ingest_process(["--port", str(port), "--grpc-port", "0", "--keys", str(keys), "--bootstrap",
+                         f"127.0.0.1:{free_port()}"], out, "listening") as proc:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         conn.request("GET", "/healthz")
         assert conn.getresponse().status == 200
         conn.close()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(30)
+    code = proc.returncode
     text = out.read_text()
     assert code == 0, text
     assert text.splitlines()[0] == f"ingest: 3 api keys of 2 tenants loaded from {keys}"
@@ -200,16 +186,9 @@ def test_log_format_json_gives_one_json_object_per_refusal_with_reason_and_never
 
     port = free_port()
     out, err = tmp_path / "ingest.out", tmp_path / "ingest.err"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYFLINK_")} | {"PYTHONPATH": str(ROOT)}
-    with out.open("wb") as stdout, err.open("wb") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "jobs.cli", "ingest", "--port", str(port), "--grpc-port", "0", "--keys", str(keys),
-             "--bootstrap", f"127.0.0.1:{free_port()}", "--log-format", "json"], cwd=ROOT, stdout=stdout,
-            stderr=stderr, env=env, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 30
-        while "OTLP/gRPC listening" not in out.read_text() and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.1)
+    with ingest_process(["--port", str(port), "--grpc-port", "0", "--keys", str(keys), "--bootstrap",
+                         f"127.0.0.1:{free_port()}", "--log-format", "json"], out, "OTLP/gRPC listening",
+                        err=err) as proc:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         conn.request("POST", "/v1/traces", body=b"{}", headers={"Content-Type": "application/json",
                                                                 "Authorization": "Bearer wrong-key-0123456789abc"})
@@ -219,9 +198,7 @@ def test_log_format_json_gives_one_json_object_per_refusal_with_reason_and_never
         conn.request("GET", "/metrics")
         metrics = conn.getresponse().read().decode()
         conn.close()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(30)
+    code = proc.returncode
     assert code == 0
     assert 'logclaw_ingest_refusals_total{reason="unauthenticated",transport="http"} 1.0' in metrics
     assert "process_cpu_seconds_total" in metrics  # the default registry's process collector too

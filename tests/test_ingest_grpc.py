@@ -36,7 +36,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 from connectors.ingest import ProduceError
 from connectors.ingest.grpc_receiver import RETRY_INFO_KEY, STATUS_DETAILS_KEY, GrpcReceiver
 from connectors.otlp import decode_logs
-from tests.test_otlp_http_ingest import NOW, T0, Running, kv, pb_request, serve
+from tests.ingest_fixtures import NOW, T0, Running, kv, pb_request, serve
 
 KEY, GLOBEX_KEY = "key-acme-1-0123456789", "key-globex-2-0123456789"
 LOGS_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from connectors.ingest import IngestServer, load_api_keys
-from tests.test_otlp_http_ingest import JS, KEYS, RecordingProducer, Running, headers, serve, status_of
+from tests.ingest_fixtures import JS, KEYS, RecordingProducer, Running, headers, serve, status_of
 
 KEY = "key-acme-1-0123456789"
 

@@ -2,7 +2,7 @@
 when its request arrived, never a record's event time, and a record dated more than the configured skew
 after that is rejected with OTLP partial success (``future_timestamp``), as the job's decoder does.
 
-In process: the real server with the recording producer of ``test_otlp_http_ingest`` (server clock ``NOW``).
+In process: the real server with the recording producer of ``tests/ingest_fixtures.py`` (server clock ``NOW``).
 End to end (``broker``): the official SDK and a raw client -> ``logclaw ingest`` (subprocess) -> the local
 broker; a record dated 2099 never reaches the topic and every message carries the receive time.
 """
@@ -11,14 +11,8 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +28,15 @@ from connectors.ingest import (
 )
 from connectors.otlp import MAX_MESSAGE_BYTES, decode_logs
 from jobs.config import JobConfig
-from tests.test_otlp_http_ingest import (
+from tests.ingest_fixtures import (
     JS,
     KEYS,
     NOW,
-    ROOT,
     T0,
     RecordingProducer,
     headers,
     honest,
+    ingest_process,
     json_request,
     produced_records,
     record,
@@ -132,33 +126,6 @@ def test_the_producer_and_the_message_cap_use_the_one_message_size_limit() -> No
 # --- end to end: clients -> logclaw ingest -> broker --------------------------------------------------------
 
 
-@contextmanager
-def ingest_process(bootstrap: str, topic: str, keys: Path, out: Path, *extra: str) -> Iterator[tuple[int, Any]]:
-    """``logclaw ingest`` as a subprocess on a free port until it listens; SIGTERM on exit."""
-    from connectors.broker import free_port
-
-    port = free_port()
-    with out.open("wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "jobs.cli", "ingest", "--port", str(port), "--keys", str(keys), "--bootstrap",
-             bootstrap, "--topic", topic, *extra], cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 30
-        while "ingest: listening on" not in out.read_text() and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.1)
-        assert "ingest: listening on" in out.read_text(), out.read_text()
-        yield port, proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-
-
 @pytest.mark.broker
 @pytest.mark.integration
 @pytest.mark.timeout(120)
@@ -168,13 +135,17 @@ def test_a_2099_record_never_reaches_kafka_and_messages_carry_the_receive_time_a
     from confluent_kafka import TIMESTAMP_CREATE_TIME, Consumer, TopicPartition
     from opentelemetry._logs import SeverityNumber
 
+    from connectors.broker import free_port
+
     tag = uuid.uuid4().hex[:8]
     topic = f"ingest-time-{tag}"
     broker.create_topics([topic], partitions=1)
     keys = tmp_path / "keys.yaml"
     keys.write_text("mallory-key-0123456789: mallory\nvictim-key-0123456789: victim\n")
     out = tmp_path / "ingest.out"
-    with ingest_process(broker.bootstrap, topic, keys, out) as (port, _proc):
+    port = free_port()
+    with ingest_process(["--port", str(port), "--keys", str(keys), "--bootstrap", broker.bootstrap, "--topic", topic],
+                        out, "ingest: listening on"):
         url = f"http://127.0.0.1:{port}/v1/logs"
         sent_from_ms = time.time_ns() // 1_000_000
         now_ns = time.time_ns() - 2_000_000_000

@@ -9,10 +9,7 @@ WARNING line per refusal, never the key), and a tenant's resources spread over p
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,7 +21,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from connectors.otlp import decode_logs, decode_spans
-from tests.test_otlp_http_ingest import ROOT
+from tests.ingest_fixtures import ingest_process
 
 pytestmark = [pytest.mark.broker, pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -55,28 +52,11 @@ def ingest(broker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[In
     keys.write_text(f"{ACME}: acme\n{GLOBEX}: globex\n")
     http_port, grpc_port = free_port(), free_port()
     output = folder / "ingest.out"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYFLINK_")} | {"PYTHONPATH": str(ROOT)}
-    with output.open("wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "jobs.cli", "ingest", "--keys", str(keys), "--port", str(http_port), "--grpc-port",
-             str(grpc_port), "--bootstrap", broker.bootstrap, "--topic", logs_topic, "--spans-topic", spans_topic],
-            cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while "OTLP/gRPC listening on" not in output.read_text() and proc.poll() is None \
-                and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert f"OTLP/gRPC listening on 127.0.0.1:{grpc_port}" in output.read_text(), output.read_text()
+    with ingest_process(["--keys", str(keys), "--port", str(http_port), "--grpc-port", str(grpc_port), "--bootstrap",
+                         broker.bootstrap, "--topic", logs_topic, "--spans-topic", spans_topic], output,
+                        f"OTLP/gRPC listening on 127.0.0.1:{grpc_port}", timeout_s=60) as proc:
         yield Ingest(broker.bootstrap, logs_topic, spans_topic, f"http://127.0.0.1:{http_port}",
                      f"127.0.0.1:{grpc_port}", output, proc)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 def consume(bootstrap: str, topic: str, until: Any, timeout_s: float = 30.0) -> list[Any]:

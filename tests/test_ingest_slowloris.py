@@ -16,7 +16,7 @@ from contextlib import ExitStack, contextmanager
 
 from google.rpc import code_pb2
 
-from tests.test_otlp_http_ingest import PB, Running, headers, pb_request, serve, status_of
+from tests.ingest_fixtures import PB, Running, headers, pb_request, serve, status_of
 
 BIG = 60_000_000  # announced, never sent
 

@@ -15,7 +15,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 from connectors.ingest import prepare, prepare_traces
 from connectors.ingest.payload import message_key
 from connectors.otlp import decode_spans
-from tests.test_otlp_http_ingest import JS, NOW, PB, T0, Running, headers, json_request, record, serve, status_of
+from tests.ingest_fixtures import JS, NOW, PB, T0, Running, headers, json_request, record, serve, status_of
 
 TRACE = "5b8efff798038103d269b633813fc60c"
 

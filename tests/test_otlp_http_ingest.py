@@ -15,170 +15,49 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from google.rpc import code_pb2, status_pb2
+from google.rpc import code_pb2
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
-    ExportLogsServiceRequest,
     ExportLogsServiceResponse,
 )
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
-from opentelemetry.proto.logs.v1.logs_pb2 import SEVERITY_NUMBER_ERROR, SEVERITY_NUMBER_INFO, ResourceLogs, ScopeLogs
-from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord as PbLogRecord
-from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from connectors.ingest import API_KEY_HEADER, IngestServer, ProduceError, load_api_keys
+from connectors.ingest import IngestServer, ProduceError, load_api_keys
 from connectors.otlp import decode_logs
+from tests.ingest_fixtures import (
+    JS,
+    KEYS,
+    NOW,
+    PB,
+    T0,
+    RecordingProducer,
+    Running,
+    emit_oom_burst,
+    headers,
+    honest,
+    ingest_process,
+    json_request,
+    pb_request,
+    produced_records,
+    record,
+    sdk_provider,
+    serve,
+    status_of,
+)
 from udfs.records import LogRecord
-
-ROOT = Path(__file__).resolve().parent.parent
-T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z in ns
-NOW = T0 + 90_000_000_000  # the server's clock in these tests
-KEYS = {"key-acme-1-0123456789": "acme", "key-globex-2-0123456789": "globex"}
-PB, JS = "application/x-protobuf", "application/json"
-
-
-# --- the server and its fake producer ------------------------------------------------------------------------
-
-
-class RecordingProducer:
-    """Keeps every (key, value, timestamp_ms); raises ``fail`` instead when it is set."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, bytes, int]] = []
-        self.fail: ProduceError | None = None
-
-    def send(self, key: bytes, value: bytes, timestamp_ms: int) -> None:
-        if self.fail is not None:
-            raise self.fail
-        self.sent.append((key, value, timestamp_ms))
-
-
-class Running:
-    def __init__(self, server: IngestServer, producer: RecordingProducer, spans: RecordingProducer) -> None:
-        self.server, self.producer, self.spans = server, producer, spans
-        self.port = int(server.server_address[1])
-
-    def post(self, body: bytes, headers: Mapping[str, str], path: str = "/v1/logs",
-             method: str = "POST") -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request(method, path, body=body, headers=dict(headers))
-            resp = conn.getresponse()
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-        finally:
-            conn.close()
-
-
-@contextmanager
-def serve(**options: Any) -> Iterator[Running]:
-    """The real server on a loopback port with recording producers (logs, spans); ``options`` go to
-    ``IngestServer``."""
-    producer, spans = RecordingProducer(), RecordingProducer()
-    server = IngestServer(("127.0.0.1", 0), keys=KEYS, producer=producer, spans_producer=spans,
-                          **{"max_body_bytes": 64 * 1024, "retry_after_s": 7, "clock_ns": lambda: NOW, **options})
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield Running(server, producer, spans)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 @pytest.fixture
 def ingest() -> Iterator[Running]:
     with serve() as running:
         yield running
-
-
-def headers(content_type: str = PB, key: str | None = "key-acme-1-0123456789", **extra: str) -> dict[str, str]:
-    out = {"Content-Type": content_type, **extra}
-    if key is not None:
-        out[API_KEY_HEADER] = key
-    return out
-
-
-# --- requests -------------------------------------------------------------------------------------------------
-
-
-def kv(key: str, value: str) -> KeyValue:
-    return KeyValue(key=key, value=AnyValue(string_value=value))
-
-
-def pb_request(tenant: str | None) -> ExportLogsServiceRequest:
-    """Two resources of one service on two hosts (the client claims ``tenant``), three records."""
-
-    def resource(host: str) -> Resource:
-        attrs = [kv("service.name", "checkout"), kv("host.name", host)]
-        if tenant is not None:
-            attrs.insert(0, kv("tenant.id", tenant))
-        return Resource(attributes=attrs)
-
-    scope = InstrumentationScope(name="jvm", attributes=[kv("lib", "logback")])
-    oom = PbLogRecord(time_unix_nano=T0 + 2_000_000_000, severity_number=SEVERITY_NUMBER_ERROR, severity_text="ERROR",
-                      body=AnyValue(string_value="java.lang.OutOfMemoryError: Java heap space"),
-                      attributes=[kv("exception.type", "java.lang.OutOfMemoryError")],
-                      trace_id=bytes(range(1, 17)), span_id=bytes(range(1, 9)))
-    info = PbLogRecord(time_unix_nano=T0 + 1_000_000_000, observed_time_unix_nano=T0 + 1_500_000_000,
-                       severity_number=SEVERITY_NUMBER_INFO, body=AnyValue(string_value="GET /cart 200"))
-    late = PbLogRecord(time_unix_nano=T0 + 5_000_000_000, severity_text="WARN",
-                       body=AnyValue(string_value="slow GC"))
-    return ExportLogsServiceRequest(resource_logs=[
-        ResourceLogs(resource=resource("a"), scope_logs=[ScopeLogs(scope=scope, log_records=[oom, info])]),
-        ResourceLogs(resource=resource("b"), scope_logs=[ScopeLogs(scope=scope, log_records=[late])]),
-    ])
-
-
-def json_request(tenant: str | None, records: list[dict[str, Any]]) -> dict[str, Any]:
-    attrs = [{"key": "service.name", "value": {"stringValue": "payments"}}]
-    if tenant is not None:
-        attrs.append({"key": "tenant.id", "value": {"stringValue": tenant}})
-    return {"resourceLogs": [{"resource": {"attributes": attrs},
-                              "scopeLogs": [{"scope": {"name": "app"}, "logRecords": records}]}]}
-
-
-def record(ns: int | None, body: str, **extra: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"severityNumber": 17, "body": {"stringValue": body}, **extra}
-    if ns is not None:
-        out["timeUnixNano"] = str(ns)
-    return out
-
-
-def produced_records(running: Running) -> list[LogRecord]:
-    assert len(running.producer.sent) == 1
-    decoded = decode_logs(running.producer.sent[0][1], fmt="proto")
-    assert decoded.errors == ()
-    return list(decoded.records)
-
-
-def honest(request_bytes: bytes, fmt: str = "proto") -> list[LogRecord]:
-    """What the job would decode had the client sent the right tenant itself."""
-    decoded = decode_logs(request_bytes, fmt=fmt)
-    assert decoded.errors == ()
-    return list(decoded.records)
-
-
-def status_of(body: bytes, content_type: str = PB) -> tuple[int, str]:
-    status = status_pb2.Status()
-    if content_type == JS:
-        got = json.loads(body)
-        return got.get("code", 0), got["message"]
-    status.ParseFromString(body)
-    return status.code, status.message
 
 
 # --- accepted requests ----------------------------------------------------------------------------------------
@@ -399,33 +278,6 @@ def test_keep_alive_connection_survives_a_request_refused_after_its_body_was_rea
         conn.close()
 
 
-# --- the official SDK exporter against the endpoint -----------------------------------------------------------
-
-
-def sdk_provider(endpoint: str, key: str, service: str, tenant_claim: str) -> Any:
-    from opentelemetry.exporter.otlp.proto.http import Compression
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-    from opentelemetry.sdk._logs import LoggerProvider
-    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
-    from opentelemetry.sdk.resources import Resource as SdkResource
-
-    provider = LoggerProvider(resource=SdkResource.create({"service.name": service, "tenant.id": tenant_claim}))
-    exporter = OTLPLogExporter(endpoint=endpoint, headers={API_KEY_HEADER: key}, compression=Compression.Gzip,
-                               timeout=10)
-    provider.add_log_record_processor(BatchLogRecordProcessor(exporter, schedule_delay_millis=100))
-    return provider
-
-
-def emit_oom_burst(provider: Any, count: int, base_ns: int) -> None:
-    from opentelemetry._logs import SeverityNumber
-
-    logger = provider.get_logger("com.shop.jvm")
-    for i in range(count):
-        logger.emit(timestamp=base_ns + i * 100_000_000, severity_number=SeverityNumber.ERROR, severity_text="ERROR",
-                    body="java.lang.OutOfMemoryError: Java heap space",
-                    attributes={"exception.type": "java.lang.OutOfMemoryError", "thread.name": f"worker-{i}"})
-
-
 def test_official_sdk_exporter_delivers_through_the_endpoint(ingest: Running) -> None:
     provider = sdk_provider(ingest.server.url, "key-globex-2-0123456789", "inventory", "acme")
     emit_oom_burst(provider, 5, T0)
@@ -486,75 +338,63 @@ def test_sdk_oom_burst_through_ingest_and_broker_opens_an_immediate_incident_aga
     keys.write_text("secret-key-7-0123456789: tenant-seven\n")
     port = free_port()
     out = tmp_path / "ingest.out"
-    with out.open("wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "jobs.cli", "ingest", "--port", str(port), "--grpc-port", "0", "--keys", str(keys),
-             "--bootstrap", broker.bootstrap, "--topic", logs_topic], cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
     client = None
     consumers: list[Any] = []
-    try:
-        deadline = time.monotonic() + 30
-        while "ingest: listening on" not in out.read_text() and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.1)
-        assert f"ingest: listening on http://127.0.0.1:{port}/v1/logs" in out.read_text()
-
-        base_ns = time.time_ns() - 5_000_000_000
-        provider = sdk_provider(f"http://127.0.0.1:{port}/v1/logs", "secret-key-7-0123456789", "payment-api",
-                                "someone-else")
-        emit_oom_burst(provider, 20, base_ns)
-        assert provider.force_flush(20_000)
-        provider.shutdown()
-
-        logs = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"peek-{tag}", "enable.auto.commit": False})
-        consumers.append(logs)
-        logs.assign([TopicPartition(logs_topic, 0, 0)])
-        messages: list[Any] = []
-        records: list[LogRecord] = []
-        while len(records) < 20 and time.monotonic() < deadline:
-            msg = logs.poll(0.5)
-            if msg is not None and msg.error() is None:
-                messages.append(msg)
-                records.extend(decode_logs(msg.value() or b"", fmt="proto").records)
-        assert [(r.tenant, r.service, r.time_unix_nano) for r in records] == [
-            ("tenant-seven", "payment-api", base_ns + i * 100_000_000) for i in range(20)]
-        assert {(m.key() or b"").split(b"/")[0] for m in messages} == {b"tenant-seven"}
-        sent_until_ms = time.time_ns() // 1_000_000
-        assert all(base_ns // 1_000_000 <= m.timestamp()[1] <= sent_until_ms for m in messages)  # receive time
-        assert all(m.timestamp()[1] > max(r.time_ms for r in decode_logs(m.value() or b"", fmt="proto").records)
-                   for m in messages)  # the SDK's records are dated before they were sent
-
-        cfg = JobConfig.from_env({}, mode="kafka", bootstrap_servers=broker.bootstrap, logs_topic=logs_topic,
-                                 incidents_topic=incidents_topic, dead_letter_topic=dead_topic,
-                                 group_id=f"ingest-job-{tag}", store_path=str(tmp_path / "logclaw.db"),
-                                 checkpoint_interval_ms=0, parallelism=1)
-        env = local_env(cfg, with_kafka=True)
-        configure(env, cfg)
-        logs_stream, spans = sources(env, cfg)
-        build_pipeline(env, cfg, logs_stream, spans)
-        client = env.execute_async("logclaw-ingest-e2e")
-        incidents = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"inc-{tag}",
-                              "enable.auto.commit": False})
-        consumers.append(incidents)
-        incidents.assign([TopicPartition(incidents_topic, 0, 0)])
-        events: list[dict[str, Any]] = []
-        deadline = time.monotonic() + 150
-        while not events and time.monotonic() < deadline:
-            msg = incidents.poll(0.5)
-            if msg is not None and msg.error() is None:
-                events.append(json.loads(msg.value() or b"null"))
-    finally:
-        if client is not None:
-            client.cancel().result()
-        for consumer in consumers:
-            consumer.close()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+    with ingest_process(["--port", str(port), "--grpc-port", "0", "--keys", str(keys), "--bootstrap", broker.bootstrap,
+                         "--topic", logs_topic], out, f"ingest: listening on http://127.0.0.1:{port}/v1/logs") as proc:
         try:
-            code = proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            code = proc.wait(10)
+            deadline = time.monotonic() + 30
+            base_ns = time.time_ns() - 5_000_000_000
+            provider = sdk_provider(f"http://127.0.0.1:{port}/v1/logs", "secret-key-7-0123456789", "payment-api",
+                                    "someone-else")
+            emit_oom_burst(provider, 20, base_ns)
+            assert provider.force_flush(20_000)
+            provider.shutdown()
+
+            logs = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"peek-{tag}",
+                             "enable.auto.commit": False})
+            consumers.append(logs)
+            logs.assign([TopicPartition(logs_topic, 0, 0)])
+            messages: list[Any] = []
+            records: list[LogRecord] = []
+            while len(records) < 20 and time.monotonic() < deadline:
+                msg = logs.poll(0.5)
+                if msg is not None and msg.error() is None:
+                    messages.append(msg)
+                    records.extend(decode_logs(msg.value() or b"", fmt="proto").records)
+            assert [(r.tenant, r.service, r.time_unix_nano) for r in records] == [
+                ("tenant-seven", "payment-api", base_ns + i * 100_000_000) for i in range(20)]
+            assert {(m.key() or b"").split(b"/")[0] for m in messages} == {b"tenant-seven"}
+            sent_until_ms = time.time_ns() // 1_000_000
+            assert all(base_ns // 1_000_000 <= m.timestamp()[1] <= sent_until_ms for m in messages)  # receive time
+            assert all(m.timestamp()[1] > max(r.time_ms for r in decode_logs(m.value() or b"", fmt="proto").records)
+                       for m in messages)  # the SDK's records are dated before they were sent
+
+            cfg = JobConfig.from_env({}, mode="kafka", bootstrap_servers=broker.bootstrap, logs_topic=logs_topic,
+                                     incidents_topic=incidents_topic, dead_letter_topic=dead_topic,
+                                     group_id=f"ingest-job-{tag}", store_path=str(tmp_path / "logclaw.db"),
+                                     checkpoint_interval_ms=0, parallelism=1)
+            env = local_env(cfg, with_kafka=True)
+            configure(env, cfg)
+            logs_stream, spans = sources(env, cfg)
+            build_pipeline(env, cfg, logs_stream, spans)
+            client = env.execute_async("logclaw-ingest-e2e")
+            incidents = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"inc-{tag}",
+                                  "enable.auto.commit": False})
+            consumers.append(incidents)
+            incidents.assign([TopicPartition(incidents_topic, 0, 0)])
+            events: list[dict[str, Any]] = []
+            deadline = time.monotonic() + 150
+            while not events and time.monotonic() < deadline:
+                msg = incidents.poll(0.5)
+                if msg is not None and msg.error() is None:
+                    events.append(json.loads(msg.value() or b"null"))
+        finally:
+            if client is not None:
+                client.cancel().result()
+            for consumer in consumers:
+                consumer.close()
+    code = proc.returncode
     assert events, "no incident event within the deadline"
     opened = events[0]
     assert (opened["event"], opened["path"], opened["tenant"], opened["service"]) == (
