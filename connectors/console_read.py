@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from connectors.logstore import METRIC_FIELDS, LogDoc, MetricRow, clamp_limit
 from connectors.security import OpenSearchAccess, Secret
 from connectors.store import LOG_COLUMNS, EmbeddedStore, fts_query, row_doc, text_rids_sql, trace_rids_sql
+from connectors.store_retention import NO_RETENTION
 
 SEVERITIES = ("critical", "high", "medium", "low")
 STATES = ("open", "resolved")
@@ -105,7 +106,8 @@ class SqliteConsoleReader:
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"{self.path}: no such store (run `logclaw demo` or `logclaw replay` first)")
-        EmbeddedStore(self.path).close()  # checks FTS5 and the schema version; adds tables a v1 file lacks
+        # Checks FTS5 and the schema version, adds tables a v1 file lacks; a reader: the job alone deletes.
+        EmbeddedStore(self.path, retention=NO_RETENTION).close()
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
 

@@ -48,10 +48,11 @@ from connectors.logstore import (
     merge_metric_rows,
     parse_time_ms,
 )
-from connectors.store_retention import RetentionSettings, retention_from_env
+from connectors.store_retention import NO_RETENTION, RetentionSettings
 from connectors.store_schema import (
     INCIDENT_UPSERT,
     LOG_INSERT,
+    LOG_TABLE_COLUMNS,
     METRIC_FOLD,
     METRIC_PENDING_INSERT,
     ROW_BYTES_SQL,
@@ -154,8 +155,8 @@ def log_row(doc_id: str, r: LogRecord) -> tuple[Any, ...]:
             r.exception_message, _dumps(extra) if extra else "{}")
 
 
-LOG_COLUMNS = "tenant, service, time_ms, severity_number, trace_id, body, exception_message, doc"
-"""The columns ``row_doc`` reads, in its order."""
+LOG_COLUMNS = ", ".join(name for name in LOG_TABLE_COLUMNS if name != "id")
+"""The columns ``row_doc`` reads, in its order: the table's but ``id`` (the document id)."""
 
 
 def row_doc(row: Sequence[Any]) -> LogDoc:
@@ -202,13 +203,15 @@ class EmbeddedStore:
 
     Every write call has committed when it returns; ``flush`` builds the batch structures only when
     they are due. Safe to open from several processes; one instance may be shared by threads (a lock
-    serializes). ``retention``: None reads ``LOGCLAW_STORE_*`` (``store_retention.retention_from_env``).
+    serializes). ``retention``: what its flushes and ``close`` delete, from the caller only (the job
+    passes ``JobConfig.store_retention``, read once at start-up); the default deletes nothing, as a
+    reader needs.
     """
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0,
-                 retention: RetentionSettings | None = None) -> None:
+                 retention: RetentionSettings = NO_RETENTION) -> None:
         self.path = str(path)
-        self.retention = retention_from_env() if retention is None else retention
+        self.retention = retention
         self._pending_rows = 0
         self._last_index = time.monotonic()
         self._lock = threading.Lock()

@@ -69,6 +69,11 @@ class RetentionSettings:
         return int(self.max_mb * 2**20)
 
 
+NO_RETENTION = RetentionSettings(retention_hours=0.0, max_mb=0.0)
+"""Every limit off: what a store opened to read (the console, the ticketing worker, tools) passes, so
+that only the detection job, the one writer, deletes, by the settings it read once at start-up."""
+
+
 def retention_from_env(env: Mapping[str, str] | None = None) -> RetentionSettings:
     """The settings from ``LOGCLAW_STORE_RETENTION_HOURS``, ``LOGCLAW_STORE_MAX_MB`` and
     ``LOGCLAW_STORE_INCIDENT_RETENTION_HOURS`` (defaults for unset or empty ones); a value that is not

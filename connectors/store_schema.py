@@ -15,7 +15,7 @@ from typing import Any
 
 SCHEMA_VERSION = 3
 
-LOG_COLUMNS = ("id", "tenant", "service", "time_ms", "severity_number", "trace_id", "body", "exception_message",
+LOG_TABLE_COLUMNS = ("id", "tenant", "service", "time_ms", "severity_number", "trace_id", "body", "exception_message",
                "doc")
 """The ``logs`` columns a row is written with (``rid`` is SQLite's rowid, assigned in arrival order)."""
 
@@ -30,7 +30,7 @@ def logs_table(version: int = SCHEMA_VERSION) -> str:
     fields that are not columns and differ from their defaults (``connectors.store``)."""
     columns = ",\n".join(
         f"    {name} {_LOG_TYPES.get(name, 'TEXT')} NOT NULL" + (" UNIQUE" if name == "id" and version < 3 else "")
-        for name in LOG_COLUMNS)
+        for name in LOG_TABLE_COLUMNS)
     ddl = f"CREATE TABLE IF NOT EXISTS logs (\n    rid INTEGER PRIMARY KEY,\n{columns}\n);\n"
     return ddl + ("CREATE UNIQUE INDEX IF NOT EXISTS logs_time_id ON logs (time_ms, id);\n" if version >= 3 else "")
 
@@ -231,8 +231,8 @@ def create_or_migrate(conn: sqlite3.Connection, path: str, incident_row: Callabl
         conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
 
 
-LOG_INSERT = (f"INSERT OR IGNORE INTO logs ({', '.join(LOG_COLUMNS)})"
-              f" VALUES ({', '.join('?' * len(LOG_COLUMNS))})")
+LOG_INSERT = (f"INSERT OR IGNORE INTO logs ({', '.join(LOG_TABLE_COLUMNS)})"
+              f" VALUES ({', '.join('?' * len(LOG_TABLE_COLUMNS))})")
 """A replayed record has the id it had, so it is ignored: one row per id (what it first stored)."""
 
 METRIC_PENDING_INSERT = ("INSERT INTO metrics_pending (tenant, service, bucket_ms, total, failures, client_errors,"

@@ -479,8 +479,9 @@ def build_worker(cfg: TicketingConfig, clients: Mapping[str, TicketClient] | Non
         reader = OpenSearchReader([access.url], access.auth(), client_options=access.client_options())
     elif Path(cfg.store_path).exists():
         from connectors.store import EmbeddedStore
+        from connectors.store_retention import NO_RETENTION
 
-        reader = EmbeddedStore(cfg.store_path)
+        reader = EmbeddedStore(cfg.store_path, retention=NO_RETENTION)  # a reader: the job alone deletes
     llm = None
     if cfg.llm_models:
         models = [LlmModel(m, cfg.llm_api_base, cfg.llm_api_key) for m in cfg.llm_models]

@@ -15,6 +15,7 @@ from connectors.store_retention import (
     DEFAULT_MAX_MB,
     DEFAULT_RETENTION_HOURS,
     HOUR_MS,
+    NO_RETENTION,
     RetentionSettings,
     estimated_bytes,
     retention_from_env,
@@ -22,7 +23,7 @@ from connectors.store_retention import (
 from tests.test_store import T0_NS, incident_event, make_record
 
 T0_MS = T0_NS // 1_000_000
-OFF = RetentionSettings(retention_hours=0, max_mb=0)
+OFF = NO_RETENTION
 
 
 def logs_at(tenant: str, hours: list[float], body: str = "line") -> list[Any]:
@@ -60,13 +61,23 @@ def test_settings_from_env_with_defaults_and_errors_naming_the_variable() -> Non
             retention_from_env({name: raw})
 
 
-def test_the_store_reads_its_settings_from_the_environment(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LOGCLAW_STORE_RETENTION_HOURS", "12")
-    with EmbeddedStore(tmp_path / "s.db") as store:
-        assert store.retention.retention_hours == 12
-    monkeypatch.setenv("LOGCLAW_STORE_MAX_MB", "lots")
-    with pytest.raises(ValueError, match="LOGCLAW_STORE_MAX_MB"):
-        EmbeddedStore(tmp_path / "s.db")
+def test_the_store_takes_its_settings_from_its_caller_never_the_environment(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job reads ``LOGCLAW_STORE_*`` once (``JobConfig.from_env``) and passes them; a store opened
+    without them (a reader: console, ticketing worker, tools) deletes nothing, whatever the environment."""
+    monkeypatch.setenv("LOGCLAW_STORE_RETENTION_HOURS", "1")
+    monkeypatch.setenv("LOGCLAW_STORE_MAX_MB", "lots")  # would fail start-up, were it read here
+    with EmbeddedStore(tmp_path / "s.db", retention=OFF) as store:
+        store.write_logs([make_record(time_unix_nano=T0_NS + h * HOUR_MS * 1_000_000, body=f"h{h}")
+                          for h in (0, 5)])
+    with EmbeddedStore(tmp_path / "s.db") as reader:
+        assert reader.retention == NO_RETENTION
+        reader.build_indexes()  # a batch, then a retention pass
+        assert reader.counts()["logs"] == 2  # deleted nothing
+    with EmbeddedStore(tmp_path / "s.db", retention=RetentionSettings(retention_hours=1, max_mb=0)) as writer:
+        writer.build_indexes()
+        assert bodies(writer, "acme") == ["h5"]  # the store that was given a limit applies it
 
 
 # -- age -------------------------------------------------------------------------------------------

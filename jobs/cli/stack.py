@@ -173,9 +173,10 @@ def start_console(stack_dir: Path, port: int, flink_url: str) -> str:
     """``logclaw ui`` on the job's store (created here if the job has not yet), the ticket ledger and the
     cluster's REST API; returns its URL."""
     from connectors.store import EmbeddedStore
+    from connectors.store_retention import NO_RETENTION
 
     store = stack_dir / "logclaw.db"
-    EmbeddedStore(store).close()
+    EmbeddedStore(store, retention=NO_RETENTION).close()  # only creates it: the job alone deletes
     ui = _spawn("ui", ["ui", "--store", str(store), "--port", str(port), "--flink-url", flink_url,
                        "--ledger", str(stack_dir / "ticketing" / "tickets-ledger.sqlite")], stack_dir)
     url = _wait_for_line(stack_dir / "ui.log", "ui: console on", ui, 60).split()[3]
