@@ -239,8 +239,11 @@ class SpanRed(KeyedProcessFunction):  # type: ignore[misc]
     them (latency / span-error anomalies) and evict the key after its TTL.
 
     Stored like the service window: each open bucket one MapState entry (an element rewrites only
-    the buckets it touched), the rest written at bucket close; decoded state cached while the
-    revision is ours."""
+    the buckets it touched), the core (recent window, baseline, episodes) written at bucket close,
+    and with every change a small clock ``[revision, last_ms, late_spans]``: an element moves the
+    last span's time and may count a late span, which the core would otherwise hold only in the
+    cache until the next close. Decoded state cached while the revision is ours. Layout 2: the clock
+    replaces the LONG ``red-revision`` of layout 1, which is still read (its core's clock then)."""
 
     def __init__(self, engine_cfg: EngineConfig) -> None:
         self.cfg = engine_cfg.red
@@ -248,7 +251,8 @@ class SpanRed(KeyedProcessFunction):  # type: ignore[misc]
     def open(self, ctx: RuntimeContext) -> None:
         self.core = _value_state(ctx, "red-core")
         self.buckets = _map_state(ctx, "red-open-buckets", Types.LONG())  # bucket start ms -> bucket
-        self.revision = _value_state(ctx, "red-revision", Types.LONG())
+        self.clock = _value_state(ctx, "red-clock")  # [revision, last_ms, late_spans]
+        self.revision = _value_state(ctx, "red-revision", Types.LONG())  # layout 1: read, then cleared
         self.cache: dict[str, tuple[int, red.RedState]] = {}
         self.timers = PendingTimers()
         group = ctx.get_metrics_group()
@@ -257,23 +261,29 @@ class SpanRed(KeyedProcessFunction):  # type: ignore[misc]
         self.m_anomalies = group.counter("anomalies_spans")
 
     def _load(self, key: str, timing: SpanTiming | None) -> tuple[int, red.RedState | None]:
-        rev = self.revision.value()
-        fresh = red.new_state(*red.key_of(timing)) if timing is not None else None
+        raw = self.clock.value()
+        clock = loads(raw) if raw is not None else None
+        rev = clock[0] if clock is not None else self.revision.value()
+        if clock is None and rev is not None:
+            self.revision.clear()  # layout 1: the next save writes the clock
         if rev is None:
-            return 0, fresh
+            return 0, red.new_state(*red.key_of(timing)) if timing is not None else None
         cached = self.cache.get(key)
         if cached is not None and cached[0] == rev:
             return cached
         self.timers.forget(key)  # not what this instance wrote: neither are its timers
         core = self.core.value()
         if core is None:
-            return rev, fresh
-        return rev, red.decode_parts(loads(core), {int(k): loads(v) for k, v in self.buckets.items()})
+            return rev, red.new_state(*red.key_of(timing)) if timing is not None else None
+        state = red.decode_parts(loads(core), {int(k): loads(v) for k, v in self.buckets.items()})
+        if clock is not None:  # newer than the core's own clock
+            state.last_ms, state.late_spans = int(clock[1]), int(clock[2])
+        return rev, state
 
     def _save(self, key: str, rev: int, state: red.RedState, core: bool) -> None:
         if core or rev == 0:
             self.core.update(dumps(red.encode_core(state)))
-        self.revision.update(rev + 1)
+        self.clock.update(dumps([rev + 1, state.last_ms, state.late_spans]))
         if len(self.cache) >= MAX_CACHED:
             self.cache.clear()
         self.cache[key] = (rev + 1, state)
@@ -307,6 +317,7 @@ class SpanRed(KeyedProcessFunction):  # type: ignore[misc]
         if red.expired(state, timestamp, self.cfg):  # eviction rule: TTL after the operation's last span
             self.core.clear()
             self.buckets.clear()
+            self.clock.clear()
             self.revision.clear()
             self.cache.pop(key, None)
             self.timers.forget(key)
