@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from types import MappingProxyType
 
 from connectors.otlp import decode_logs, encode_logs_json, encode_logs_proto
+from tests.bench.table import Column, print_table
 from udfs.records import Level, LogRecord
 
 _BASE_NS = 1_700_000_000_000_000_000
@@ -120,16 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = machine()  # load average before the runs
     rows = run_bench(args.records, args.runs)
-    print(
-        f"{'format':<7}{'attributes':<11}{'records':>9}{'B/record':>10}{'rec/cpu-s':>11}{'rec/wall-s':>12}"
-        f"{'1st run rec/cpu-s':>19}{'cpu us/rec':>12}"
-    )
-    for row in rows:
-        print(
-            f"{row['format']:<7}{row['attributes']:<11}{row['records']:>9}{row['mean_bytes_per_record']:>10}"
-            f"{row['best_records_per_cpu_s']:>11}{row['best_records_per_wall_s']:>12}"
-            f"{row['first_run_records_per_cpu_s']:>19}{row['best_cpu_us_per_record']:>12}"
-        )
+    print_table([Column("format", 7, "format", left=True), Column("attributes", 11, "attributes", left=True),
+                 Column("records", 9, "records"), Column("B/record", 10, "mean_bytes_per_record"),
+                 Column("rec/cpu-s", 11, "best_records_per_cpu_s"), Column("rec/wall-s", 12, "best_records_per_wall_s"),
+                 Column("1st run rec/cpu-s", 19, "first_run_records_per_cpu_s"),
+                 Column("cpu us/rec", 12, "best_cpu_us_per_record")], rows)
     if args.json_out:
         meta = started | {"machine": platform.machine(), "runs": args.runs,
                             "command": command("tests.bench.codec_bench", sys.argv[1:] if argv is None else argv),

@@ -53,6 +53,7 @@ from typing import Any
 
 import orjson
 
+from tests.bench.table import Column, print_table
 from udfs import correlate, engine, red, tenant_state, traces, window, window_state
 from udfs.records import Level, LogRecord, Span
 from udfs.scenarios import library as scenarios
@@ -424,28 +425,42 @@ def profile(inp: Input, top: int) -> list[dict[str, Any]]:
 # --- output ---------------------------------------------------------------------------------------
 
 
+def _state(key: str) -> Callable[[dict[str, Any]], Any]:
+    return lambda r: r["state"][key]
+
+
+def _live(key: str) -> Callable[[dict[str, Any]], Any]:
+    return lambda r: r.get("live_state", {}).get(key, 0)
+
+
+def _share(label: str) -> Callable[[dict[str, Any]], Any]:
+    return lambda r: f"{100 * r['split'].get(label, 0.0):.1f}%"
+
+
+INPUT = Column("input", 40, "input", left=True)
+RATE_COLUMNS = (INPUT, Column("svcs", 6, "services"), Column("records", 9, "records"),
+                Column("rec/msg", 8, "records_per_message"), Column("svc/msg", 8, "services_per_message"),
+                Column("best rec/cpu-s", 15, "best_records_per_cpu_s"), Column("median", 9, "median_records_per_cpu_s"),
+                Column("best rec/wall-s", 16, "best_records_per_wall_s"), Column("us/rec", 8, "best_cpu_us_per_record"),
+                Column("opened", 7, "incidents_opened"), Column("RSS MiB", 9, "rss_mib_after_run"))
+STATE_COLUMNS = (INPUT, Column("svc states", 11, _state("service_states")),
+                 Column("idle B/svc", 11, _state("idle_service_bytes_mean")),
+                 Column("core B", 8, _state("service_core_bytes_mean")),
+                 Column("history B", 10, _state("core_history_bytes_mean")),
+                 Column("templates", 10, _state("templates")),
+                 Column("tpl B/svc", 10, _state("template_state_bytes_per_service_mean")),
+                 Column("B/template", 11, _state("bytes_per_template")),
+                 Column("live traces", 12, _live("trace_states")),
+                 Column("B/trace", 8, _live("trace_state_bytes_mean")),
+                 Column("tenant B", 9, _state("tenant_state_bytes")))
+
+
 def print_rows(rows: list[dict[str, Any]]) -> None:
-    print(f"\n{'input':<40}{'svcs':>6}{'records':>9}{'rec/msg':>8}{'svc/msg':>8}{'best rec/cpu-s':>15}{'median':>9}"
-          f"{'best rec/wall-s':>16}{'us/rec':>8}{'opened':>7}{'RSS MiB':>9}")
-    for r in rows:
-        print(f"{r['input']:<40}{r['services']:>6}{r['records']:>9}{r['records_per_message']:>8}"
-              f"{r['services_per_message']:>8}{r['best_records_per_cpu_s']:>15}{r['median_records_per_cpu_s']:>9}{r['best_records_per_wall_s']:>16}"
-              f"{r['best_cpu_us_per_record']:>8}{r['incidents_opened']:>7}{r['rss_mib_after_run']:>9}")
-    print("\ncost split (share of one instrumented run's CPU time):")
-    labels = [*SPLIT_TARGETS, PLUMBING]
-    print(f"{'input':<40}" + "".join(f"{lab:>17}" for lab in labels))
-    for r in rows:
-        print(f"{r['input']:<40}" + "".join(f"{100 * r['split'].get(lab, 0.0):>16.1f}%" for lab in labels))
-    print("\nkeyed state (compact JSON bytes of the versioned codecs; idle = after finish(), live = before it):")
-    print(f"{'input':<40}{'svc states':>11}{'idle B/svc':>11}{'core B':>8}{'history B':>10}{'templates':>10}"
-          f"{'tpl B/svc':>10}{'B/template':>11}{'live traces':>12}{'B/trace':>8}{'tenant B':>9}")
-    for r in rows:
-        s, live = r["state"], r.get("live_state", {})
-        print(f"{r['input']:<40}{s['service_states']:>11}{s['idle_service_bytes_mean']:>11}"
-              f"{s['service_core_bytes_mean']:>8}{s['core_history_bytes_mean']:>10}{s['templates']:>10}"
-              f"{s['template_state_bytes_per_service_mean']:>10}{s['bytes_per_template']:>11}"
-              f"{live.get('trace_states', 0):>12}{live.get('trace_state_bytes_mean', 0):>8}"
-              f"{s['tenant_state_bytes']:>9}")
+    print_table(RATE_COLUMNS, rows, title="")
+    print_table([INPUT, *(Column(label, 17, _share(label)) for label in (*SPLIT_TARGETS, PLUMBING))], rows,
+                title="\ncost split (share of one instrumented run's CPU time):")
+    print_table(STATE_COLUMNS, rows, title="\nkeyed state (compact JSON bytes of the versioned codecs; idle = after "
+                "finish(), live = before it):")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from connectors.ledger import TicketLedger
 from connectors.llm import LlmModel, LlmRca
 from connectors.tickets.file import FileClient
 from jobs.ticketing import DeadLetter, Metrics, TicketingWorker
+from tests.bench.table import Column, print_table
 from udfs.routing import RoutingConfig
 
 ANSWER = json.dumps({"root_cause": "connection pool exhausted in checkout", "impact": "payments fail",
@@ -79,10 +80,10 @@ def main() -> None:
     for mode in ("deterministic", "llm-mock"):
         with tempfile.TemporaryDirectory() as tmp:
             results.append(run(mode, args.incidents, Path(tmp)))
-    print(f"{'mode':<14}{'incidents':>10}{'events':>8}{'first inc/s':>13}{'first ev/s':>12}{'replay ev/s':>13}")
-    for r in results:
-        print(f"{r['mode']:<14}{r['incidents']:>10}{r['events']:>8}{r['first_incidents_per_s']:>13}"
-              f"{r['first_events_per_s']:>12}{r['replay_events_per_s']:>13}")
+    print_table([Column("mode", 14, "mode", left=True), Column("incidents", 10, "incidents"),
+                 Column("events", 8, "events"), Column("first inc/s", 13, "first_incidents_per_s"),
+                 Column("first ev/s", 12, "first_events_per_s"), Column("replay ev/s", 13, "replay_events_per_s")],
+                results)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"python": platform.python_version(), "machine": platform.machine(),
