@@ -523,7 +523,8 @@ def start_minicluster(cfg: Any, mode: str) -> Any:
     return lambda: client.cancel().result()
 
 
-def start_standalone(cfg: Any, mode: str, workdir: Path, taskmanagers: int) -> Any:
+def start_standalone(cfg: Any, mode: str, workdir: Path, taskmanagers: int,
+                     flink_conf: dict[str, str] | None = None) -> Any:
     """The Kafka job submitted with ``flink run -py`` to a standalone cluster started from
     flink-conf/config.yaml (RocksDB state, checkpoints every 10 s) with ``taskmanagers`` TaskManagers
     of one slot each: one JVM, so one embedded Python, per parallel subtask."""
@@ -534,7 +535,7 @@ def start_standalone(cfg: Any, mode: str, workdir: Path, taskmanagers: int) -> A
     cluster = prepare_cluster(stack, rest_port=free_port(), extra={
         "taskmanager.numberOfTaskSlots": 1, "parallelism.default": cfg.parallelism,
         "python.execution-mode": mode, "taskmanager.memory.process.size": "2048m",
-        "python.fn-execution.bundle.time": cfg.effective_bundle_time_ms,
+        "python.fn-execution.bundle.time": cfg.effective_bundle_time_ms, **(flink_conf or {}),
     })
     try:
         cluster.start()  # starts the TaskManagers the parallelism needs (one slot each)
@@ -564,7 +565,8 @@ def start_standalone(cfg: Any, mode: str, workdir: Path, taskmanagers: int) -> A
 
 def run_kafka(workdir: Path, info: dict[str, Any], mode: str, parallelism: int, samples: int,
               interval_s: float, cluster: str = "mini", taskmanagers: int = 2,
-              bundle_time_ms: int = 0, marks: int = MARKS, warmup_s: float = WARMUP_S) -> dict[str, Any]:
+              bundle_time_ms: int = 0, marks: int = MARKS, warmup_s: float = WARMUP_S,
+              flink_conf: dict[str, str] | None = None) -> dict[str, Any]:
     from confluent_kafka import Producer
 
     from connectors.broker import LocalBroker
@@ -577,6 +579,7 @@ def run_kafka(workdir: Path, info: dict[str, Any], mode: str, parallelism: int, 
                            "cluster": cluster}
     if cluster == "standalone":
         row["taskmanagers"] = taskmanagers
+        row["flink_conf"] = flink_conf or {}
     with LocalBroker(log_path=workdir / f"tansu-{run_id}.log") as broker:
         broker.create_topics([logs_topic], partitions=PARTITIONS)
         broker.create_topics([incidents_topic, f"bench-dead-{run_id}"], partitions=1)
@@ -611,7 +614,7 @@ def run_kafka(workdir: Path, info: dict[str, Any], mode: str, parallelism: int, 
         consumer = _consumer(broker.bootstrap, incidents_topic)
         submitted = time.perf_counter()
         if cluster == "standalone":
-            stop = start_standalone(cfg, mode, workdir, taskmanagers)
+            stop = start_standalone(cfg, mode, workdir, taskmanagers, flink_conf)
         else:
             stop = start_minicluster(cfg, mode)
         try:
@@ -735,7 +738,8 @@ def child(args: argparse.Namespace) -> int:
         row = run_python(workdir, info, args.mode)
     else:
         row = run_kafka(workdir, info, args.mode, args.parallelism, args.samples, args.interval,
-                        args.cluster, int(args.taskmanagers), args.bundle_time_ms, args.marks, args.warmup)
+                        args.cluster, int(args.taskmanagers), args.bundle_time_ms, args.marks, args.warmup,
+                        dict(kv.split("=", 1) for kv in args.flink_conf))
     Path(args.json_out).write_text(json.dumps(row), encoding="utf-8")
     return 0
 
@@ -884,9 +888,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--marks", type=int, default=MARKS, help=f"progress marks per partition (default {MARKS})")
     parser.add_argument("--bundle-time-ms", type=int, default=0,
                         help="Kafka runs: python.fn-execution.bundle.time (default 0 = the job's default)")
+    parser.add_argument("--flink-conf", action="append", default=[], metavar="KEY=VALUE",
+                        help="standalone: one more cluster setting over flink-conf/config.yaml (repeatable), e.g. "
+                        "state.backend.type=hashmap: A/B runs of a runtime knob")
     parser.add_argument("--samples", type=int, default=40, help="latency samples per Kafka run (default 40)")
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between latency samples")
     parser.add_argument("--out", type=Path, default=Path("bench-out/job_bench.json"))
+    parser.add_argument("--input-dir", help="keep the generated input in this folder and reuse it when the "
+                        "parameters match (default: a temporary folder, generated anew)")
     parser.add_argument("--index-logs", choices=("off", "on"), help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--json-out", help=argparse.SUPPRESS)
@@ -905,10 +914,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_machine(meta)
     todo = cases(args)
     results: list[dict[str, Any]] = [case_label(case) | {"runs": []} for case in todo]
-    with tempfile.TemporaryDirectory(prefix="job-bench-") as tmp:
-        workdir = Path(tmp)
-        info = generate(workdir, args.hours, args.per_message, files=args.parallelism, event_rate=args.event_rate,
-                        loops=args.loops, with_json=any(c[1] == "files" for c in todo))
+    with contextlib.ExitStack() as stack:
+        workdir = Path(args.input_dir) if args.input_dir else Path(stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="job-bench-")))
+        info = input_for(workdir, args, with_json=any(c[1] == "files" for c in todo))
         meta["input"] = {k: v for k, v in info.items() if k != "files"}
         print(f"input: {info['scenario']}: {info['records']} records in {info['messages']} messages "
               f"({info['records_per_message']} per message); {info['json_bytes'] >> 20} MiB JSON, "
@@ -928,12 +937,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def input_for(workdir: Path, args: argparse.Namespace, with_json: bool) -> dict[str, Any]:
+    """The generated input in ``workdir``: reused when ``--input-dir`` already holds one made with the
+    same parameters (A/B runs of two code versions then read the very same bytes), else generated."""
+    params = {"hours": args.hours, "per_message": args.per_message, "files": args.parallelism,
+              "event_rate": args.event_rate, "loops": args.loops, "with_json": with_json}
+    made = workdir / "params.json"
+    if made.exists() and json.loads(made.read_text(encoding="utf-8")) == params:
+        return dict(json.loads((workdir / "input.json").read_text(encoding="utf-8")))
+    workdir.mkdir(parents=True, exist_ok=True)
+    info = generate(workdir, args.hours, args.per_message, files=args.parallelism, event_rate=args.event_rate,
+                    loops=args.loops, with_json=with_json)
+    made.write_text(json.dumps(params), encoding="utf-8")
+    return info
+
+
 def run_case(case: list[str], res: dict[str, Any], workdir: Path, args: argparse.Namespace, label: str) -> None:
     """One measured run in a child process (a fresh JVM); its row is appended to ``res["runs"]``."""
     out_json = workdir / f"row-{uuid.uuid4().hex[:8]}.json"
     cmd = [sys.executable, "-m", "tests.bench.job_bench", *case, "--workdir", str(workdir),
            "--json-out", str(out_json), "--bundle-time-ms", str(args.bundle_time_ms), "--samples", str(args.samples),
-           "--interval", str(args.interval), "--marks", str(args.marks), "--warmup", str(args.warmup)]
+           "--interval", str(args.interval), "--marks", str(args.marks), "--warmup", str(args.warmup),
+           *[f"--flink-conf={kv}" for kv in args.flink_conf]]
     load = os.getloadavg()[0]
     print(f"{label}: {' '.join(case)} (load average {load:.2f}) ...", flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
