@@ -9,13 +9,15 @@
 3. the detection job, submitted with ``flink run -d -py jobs/detect.py`` and ``LOGCLAW_*`` pointing at the
    broker;
 4. the ticketing worker (``logclaw ticketing``) reading the incidents topic;
-5. the OTLP/HTTP logs endpoint (``logclaw ingest``) producing to ``otlp_logs``, with a demo API key
-   generated into ``.cache/stack/ingest-keys.json`` (tenant ``demo``);
+5. the OTLP endpoints (``logclaw ingest``: HTTP on ``--ingest-port`` 4318, gRPC on ``--ingest-grpc-port``
+   4317) producing to ``otlp_logs``, with a demo API key generated into ``.cache/stack/ingest-keys.json``
+   (tenant ``demo``);
 6. the incident console (``logclaw ui``) on the job's store, on 127.0.0.1.
 
-It prints the console's and the Flink web UI's URLs and the ``logclaw simulate --kafka`` command that feeds the
-stack. ``down`` stops the job with a savepoint (``--savepoint-dir``, default ``.cache/stack/savepoints``),
-runs ``stop-cluster.sh`` and stops the background processes (SIGTERM, then SIGKILL); the next ``up``
+It prints the console's and the Flink web UI's URLs, the ``logclaw simulate --kafka`` command that feeds the
+stack and the OpenTelemetry SDK settings for either OTLP endpoint. ``down`` stops the job with a savepoint
+(``--savepoint-dir``, default ``.cache/stack/savepoints``), runs ``stop-cluster.sh`` and stops the background
+processes (SIGTERM, then SIGKILL); the next ``up``
 resumes the job from the newest savepoint there (its templates, service baselines and open incidents:
 the detection history), unless ``--fresh``. If the savepoint fails, ``down`` stops nothing and exits 1.
 """
@@ -194,6 +196,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker-port", type=port_number, default=9092, help="Kafka broker port (up only)")
     parser.add_argument("--no-ticketing", action="store_true", help="do not start the ticketing worker (up only)")
     parser.add_argument("--ingest-port", type=port_number, default=4318, help="OTLP/HTTP logs endpoint port (up only)")
+    parser.add_argument("--ingest-grpc-port", type=port_number, default=4317,
+                        help="OTLP/gRPC logs and traces endpoint port (up only)")
     parser.add_argument("--ui-port", type=port_number, default=8080, help="incident console port (up only)")
     add_savepoint_arguments(parser, default=None, on_start="up: ",
                             dir_help="where down writes the job's savepoint and up resumes from the newest one "
@@ -243,10 +247,13 @@ def run_up(args: argparse.Namespace) -> int:
                             stack_dir, env={"LITELLM_LOCAL_MODEL_COST_MAP": "True"})
             print(f"up: ticketing worker (pid {worker.pid}, log {stack_dir / 'ticketing.log'})", flush=True)
         keys_file, api_key, tenant = demo_keys(stack_dir)
-        ingest = _spawn("ingest", ["ingest", "--port", str(args.ingest_port), "--keys", str(keys_file),
-                                   "--bootstrap", bootstrap], stack_dir)
+        ingest = _spawn("ingest", ["ingest", "--port", str(args.ingest_port), "--grpc-port", str(args.ingest_grpc_port),
+                                   "--keys", str(keys_file), "--bootstrap", bootstrap], stack_dir)
         ingest_url = _wait_for_line(stack_dir / "ingest.log", "ingest: listening on", ingest, 60).split()[3]
-        print(f"up: OTLP/HTTP endpoint {ingest_url} (pid {ingest.pid}, keys {keys_file})", flush=True)
+        grpc_line = _wait_for_line(stack_dir / "ingest.log", "ingest: OTLP/gRPC listening on", ingest, 60)
+        grpc_address = grpc_line.split()[4].rstrip(";")
+        print(f"up: OTLP endpoints: HTTP {ingest_url}, gRPC {grpc_address} (pid {ingest.pid}, keys {keys_file})",
+              flush=True)
         console_url = start_console(stack_dir, args.ui_port, cluster.rest_url)
     except (ClusterError, RuntimeError, OSError, ValueError) as exc:
         print(f"up: failed: {exc}; stopping what was started", file=sys.stderr)
@@ -260,10 +267,19 @@ def run_up(args: argparse.Namespace) -> int:
     print(f"\nconsole: {console_url}incidents?tenant={tenant}")
     print(f"web UI:  {cluster.rest_url}/#/job/running/{job_id}/overview")
     print(f"feed it: logclaw simulate --scenario cascade --scale 0.25 --kafka {bootstrap} --topic otlp_logs")
-    print(f"or OTLP: OTEL_EXPORTER_OTLP_LOGS_ENDPOINT={ingest_url} "
-          f"OTEL_EXPORTER_OTLP_LOGS_HEADERS=x-logclaw-api-key={api_key}  (tenant {tenant})")
+    for line in otlp_hints(ingest_url, grpc_address, api_key, tenant):
+        print(line)
     print("stop:    logclaw down")
     return 0
+
+
+def otlp_hints(http_url: str, grpc_address: str, api_key: str, tenant: str) -> list[str]:
+    """How an OpenTelemetry SDK sends to the stack's ingest, over OTLP/HTTP and over OTLP/gRPC (the
+    SDK's standard environment variables; ``http://`` makes the gRPC exporter connect without TLS)."""
+    key = f"OTEL_EXPORTER_OTLP_LOGS_HEADERS=x-logclaw-api-key={api_key}"
+    return [f"or OTLP: OTEL_EXPORTER_OTLP_LOGS_ENDPOINT={http_url} {key}  (tenant {tenant})",
+            f"or gRPC: OTEL_EXPORTER_OTLP_LOGS_PROTOCOL=grpc OTEL_EXPORTER_OTLP_LOGS_ENDPOINT=http://{grpc_address} "
+            f"{key}"]
 
 
 def run_down(args: argparse.Namespace, *, savepoint: bool = True) -> int:
