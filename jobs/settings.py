@@ -118,6 +118,13 @@ def _secret(environ: Mapping[str, str], var: str, value: str | None) -> str | No
     return text.rstrip("\r\n")  # a secret file written with echo ends in a newline
 
 
+def secret_from_env(environ: Mapping[str, str], var: str) -> str | None:
+    """A secret given outside the models (a ticket platform's token named as ``${VAR}`` in the routing
+    file): ``var``'s value, or the text of the file ``<var>_FILE`` names, as for the models' secrets;
+    None when neither is set, ``ConfigError`` when both are or the file cannot be read."""
+    return _secret(environ, var, environ.get(var))
+
+
 def _config_error(cls: type[SettingsModel], exc: ValidationError) -> ConfigError:
     """The first problem as one line, in the commands' style: ``VAR=value: must be >= 1`` (or, for a
     setting with a flag, ``VAR / --flag: must be >= 1, got value``); a secret's value is never shown."""

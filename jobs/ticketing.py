@@ -438,14 +438,21 @@ def run_once(worker: TicketingWorker, path: Path, max_attempts: int = 5) -> None
 
 
 def _setting(destination: str, key: str, value: Any, env: Mapping[str, str]) -> str:
-    """A destination setting as the factory wants it (a string); ``${VAR}`` reads the environment,
-    so secrets stay out of the routing file."""
+    """A destination setting as the factory wants it (a string); ``${VAR}`` reads the variable or the
+    file ``VAR_FILE`` names (a Kubernetes secret mount, as for the other secrets), so secrets stay out
+    of the routing file."""
+    from jobs.settings import FILE_SUFFIX, secret_from_env
+
     text = json.dumps(value) if isinstance(value, list | dict) else str(value)
     if text.startswith("${") and text.endswith("}"):
-        var = text[2:-1]
-        if var not in env:
-            raise ConfigError(f"routing.destinations.{destination}.{key}: environment variable {var} unset")
-        return env[var]
+        var, where = text[2:-1], f"routing.destinations.{destination}.{key}"
+        try:
+            found = secret_from_env(env, var)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if found is None:
+            raise ConfigError(f"{where}: environment variable {var} unset (nor {var}{FILE_SUFFIX})")
+        return found
     return text
 
 
