@@ -30,12 +30,12 @@ def test_worker_validates_incidents_when_installed_outside_this_checkout(tmp_pat
     for package in ("jobs", "connectors", "udfs"):
         shutil.copytree(ROOT / package, site / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     probe = (
-        "import jobs.ticketing\n"
-        "v = jobs.ticketing.load_validator()\n"
-        "print(jobs.ticketing.__file__, v.is_valid({}))\n"
+        "import jobs.ticketing_worker\n"
+        "v = jobs.ticketing_worker.load_validator()\n"
+        "print(jobs.ticketing_worker.__file__, v.is_valid({}))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(site), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == [str(site / "jobs" / "ticketing.py"), "False"]
+    assert done.stdout.split() == [str(site / "jobs" / "ticketing_worker.py"), "False"]
