@@ -269,3 +269,46 @@ def test_a_restore_into_the_same_instances_reads_the_state_back_instead_of_trust
         latest = max(latest, *(s.start_unix_nano // 1_000_000 for s in msg))
         eng.advance(latest - eng.cfg.out_of_orderness_ms)
     assert job.red_states() == {key: red.encode_state(s) for key, s in eng.red.items()}
+
+
+def test_the_correlator_stores_a_settle_intervals_call_facts_compactly_and_applies_them_as_the_engine() -> None:
+    """Call facts alike but for their trace ids are stored as one pending entry with a count (layout 2),
+    a layout-1 entry (a fact per item) still reads, and the tenant ends in the engine's state."""
+    import random
+
+    from jobs.operators import Correlate, dumps, loads
+    from udfs import correlate, tenant_state
+    from udfs.anomaly import TraceFact
+
+    rng = random.Random(7)
+    services = ["gateway", "trips", "pricing", "users"]
+    batches: list[tuple[TraceFact, ...]] = []
+    for i in range(300):
+        at = 1_767_225_600_000 + (i // 60) * 10_000
+        batch = []
+        for _ in range(rng.randint(1, 4)):
+            a, b = rng.sample(services, 2)
+            kind = rng.choice(["call", "call", "call", "precedes", "edge"])
+            batch.append(TraceFact("t", f"{rng.getrandbits(64):016x}", kind, a, b, at + (0 if kind == "call" else i)))
+        batches.append(tuple(batch))
+    op = _Operator(Correlate(engine.EngineConfig()))
+    legacy = [tenant_state.encode_pending(f) for f in batches[0]]
+    op.keyed.key = "t"
+    op.keyed.data[("tenant-pending", "t")] = {batches[0][0].at_ms: dumps(legacy)}  # layout 1, as stored before
+    op.register_event_time_timer(batches[0][0].at_ms)
+    pure = tenant_state.new_state("t")
+    cfg = engine.EngineConfig().correlate
+    for batch in batches[1:]:
+        op.element("t", FactBatch("t", batch))
+    stored = [v for raw in op.keyed.data[("tenant-pending", "t")].values() for v in loads(raw)]
+    assert any(v[0] == "calls" and v[1] > 1 for v in stored)
+    assert len(stored) < sum(len(b) for b in batches) / 2
+    for batch in batches:
+        for fact in batch:
+            correlate.enqueue(pure, fact, cfg)
+    for at in sorted({f.at_ms for b in batches for f in b}):
+        correlate.on_timer(pure, at, cfg)
+    op.advance(engine.END_OF_TIME - 1)
+    got = tenant_state.decode_state(loads(op.keyed.data[("tenant-incidents", "t")]))
+    assert got.edges and got.precedence and got.failing_traces
+    assert tenant_state.encode_state(got) == tenant_state.encode_state(pure)

@@ -114,15 +114,19 @@ def on_observation(state: TraceState, obs: TraceObservation, cfg: TraceConfig) -
 
 
 def on_span(state: TraceState, span: Span, cfg: TraceConfig) -> Step:
-    """Fold one span: parent/child spans in different services are a call edge (from spans)."""
+    """Fold one span: parent/child spans in different services are a call edge (from spans), dated
+    at the first ``settle_ms`` boundary at or after the trace's latest span start: the call graph
+    only needs to know an edge exists (and for its TTL, of minutes, when it was last seen), so the
+    correlator takes a settle interval's edges together, at one timer, not one per millisecond."""
     out: list[TraceFact] = []
     state.last_ms = max(state.last_ms, span.start_ms)
+    at_ms = _settled(state.last_ms, cfg)
     if len(state.span_services) < cfg.max_spans:
         state.span_services[span.span_id] = span.service
     if span.parent_span_id:
         parent = state.span_services.get(span.parent_span_id)
         if parent is not None:
-            _fact(state, "call", parent, span.service, state.last_ms, out)
+            _fact(state, "call", parent, span.service, at_ms, out)
         elif len(state.pending_children) < cfg.max_spans:
             state.pending_children.append([span.parent_span_id, span.service])
     still: list[list[str]] = []
@@ -131,7 +135,7 @@ def on_span(state: TraceState, span: Span, cfg: TraceConfig) -> Step:
         if parent is None:
             still.append([parent_id, child])
         else:
-            _fact(state, "call", parent, child, state.last_ms, out)
+            _fact(state, "call", parent, child, at_ms, out)
     state.pending_children = still
     timings = _hold(state, span, cfg)
     return Step(state, (*out, *timings), next_timer(state, cfg))
