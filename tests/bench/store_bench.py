@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench.engine_bench import command, machine, print_machine, write_json
+from tests.bench.table import Column, print_table
 
 TARGET_RECORDS_S = 50_000
 ROOT = Path(__file__).resolve().parents[2]
@@ -262,6 +263,17 @@ def run_opensearch(records: int) -> list[dict[str, Any]]:
     return out
 
 
+def _median(key: str) -> Any:
+    return lambda r: f"{r[key]['median']:,}"
+
+
+CASE_COLUMNS = (Column("case", 34, "case", left=True), Column("records/s", 12, _median("records_per_s")),
+                Column("best", 10, lambda r: f"{r['records_per_s']['best']:,}"),
+                Column("per CPU-s", 12, _median("records_per_cpu_s")),
+                Column("B/record", 10, _median("bytes_per_record")))
+"""The writer cases' summary table: medians over the runs (best: the fastest run)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m tests.bench.store_bench", description=__doc__,
@@ -319,19 +331,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                   flush=True)
             result["opensearch"] = run_opensearch(args.opensearch_records)
     meta["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    w = result["writer"]
-    print(f"\nwriter: {w['records_per_s']['median']:,} records/s median (best {w['records_per_s']['best']:,}), "
-          f"{w['records_per_cpu_s']['median']:,} per CPU-s, {w['bytes_per_record']['median']} B/record; "
-          f"target >= {TARGET_RECORDS_S:,} records/s")
-    if "baseline" in result:
-        b = result["baseline"]
-        print(f"baseline {b['ref']}: {b['records_per_s']['median']:,} records/s, "
-              f"{b['records_per_cpu_s']['median']:,} per CPU-s, {b['bytes_per_record']['median']} B/record; "
-              f"speed-up per CPU-s x{w['records_per_cpu_s']['median'] / b['records_per_cpu_s']['median']:.2f}")
-    if "retention" in result:
-        r = result["retention"]
-        print(f"retention at work (limit {r['max_mb']} MiB): {r['records_per_s']['median']:,} records/s, "
-              f"{r['records_per_cpu_s']['median']:,} per CPU-s")
+    print_table(CASE_COLUMNS, [{"case": "writer", **result["writer"]},
+                               *([{"case": f"baseline {result['baseline']['ref']}", **result["baseline"]}]
+                                 if "baseline" in result else []),
+                               *([{"case": f"retention at work (limit {result['retention']['max_mb']} MiB)",
+                                   **result["retention"]}] if "retention" in result else [])], title="")
+    w = result["writer"]["records_per_cpu_s"]["median"]
+    speed_up = (f"; speed-up per CPU-s over the baseline x{w / result['baseline']['records_per_cpu_s']['median']:.2f}"
+                if "baseline" in result else "")
+    print(f"target >= {TARGET_RECORDS_S:,} records/s{speed_up}")
     if "replay" in result:
         rp = result["replay"]
         print(f"replay: index off {rp['index_off']}, on {rp['index_on']}; "
