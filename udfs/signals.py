@@ -369,6 +369,10 @@ def _plain_signals(status: int | None) -> RecordSignals:
     return found if found is not None else _plain(status)
 
 
+_UNSPECIFIED, _WARN = Level.UNSPECIFIED, Level.WARN
+"""Read once: in Python 3.11 reading an enum member off its class costs ~0.2-0.4 us, twice per record."""
+
+
 class SignalMatcher:
     """Scores records against the eight pattern groups with configurable group weights."""
 
@@ -408,7 +412,7 @@ class SignalMatcher:
         if record.exception_type or record.exception_message:
             text = f"{text}\n{record.exception_type}\n{record.exception_message}"
         lowered = text.lower()
-        if Level.UNSPECIFIED < level < Level.WARN:
+        if _UNSPECIFIED < level < _WARN:
             groups = self._scan_unmistakable(lowered)
             if not groups and "\n" not in text and not record.exception_stacktrace:
                 return _plain_signals(record.http_status)  # the common INFO line
