@@ -99,8 +99,9 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
 
     One MapState entry per trace (its state) and one per timer time (the traces due then): a timer
     of the shard steps every trace due at that time, exactly as one timer per trace would, and what
-    they release goes to RED in one element per operation. Decoded traces are cached per shard and
-    trusted while the shard's stored revision is the one this instance last wrote (as in the service
+    they release goes to RED in one element per operation. Decoded traces and the shard's lists of
+    traces due per time are cached per shard and trusted while the shard's stored revision is the one
+    this instance last wrote (as in the service
     window): an element reads one revision, not every trace; after a restore or an expiry the
     revision differs and the shard's traces are read back from Flink."""
 
@@ -114,6 +115,7 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
         self.cache: dict[str, dict[str, traces.TraceState]] = {}  # shard -> trace id -> decoded state
         self.written: dict[str, int] = {}  # shard -> the revision this instance last wrote
         self.scheduled: dict[str, dict[str, int]] = {}  # shard -> trace id -> its time in self.due, as written
+        self.due_ids: dict[str, dict[int, list[str]]] = {}  # shard -> time -> trace ids, as in self.due
         self.timers = PendingTimers()
 
     def _begin(self, shard: str) -> tuple[int, dict[str, traces.TraceState]]:
@@ -124,8 +126,10 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
             if len(self.cache) >= MAX_CACHED:
                 self.cache.clear()
                 self.scheduled.clear()
+                self.due_ids.clear()
             cached = self.cache[shard] = {}
             self.scheduled[shard] = {}  # what this instance remembers of the shard's timers goes too
+            self.due_ids[shard] = {}
             self.timers.forget(shard)
         return rev, cached
 
@@ -157,9 +161,14 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
             if scheduled.get(state.trace_id) != at_ms:
                 due.setdefault(at_ms, []).append(state.trace_id)
                 scheduled[state.trace_id] = at_ms
+        known = self.due_ids.setdefault(shard, {})
         for at_ms, ids in due.items():
-            raw = self.due.get(at_ms)
-            self.due.put(at_ms, dumps(ids if raw is None else list(dict.fromkeys([*loads(raw), *ids]))))
+            stored = known.get(at_ms)
+            if stored is None:  # not written by this instance since the shard's state was last read
+                raw = self.due.get(at_ms)
+                stored = loads(raw) if raw is not None else []
+            merged = known[at_ms] = list(dict.fromkeys([*stored, *ids]))
+            self.due.put(at_ms, dumps(merged))
             self.timers.register(ctx, shard, at_ms)
 
     def process_element(self, items: tuple[Any, ...], ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
@@ -189,15 +198,18 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
         shard = ctx.get_current_key()
         self.timers.fired(shard, timestamp)
-        raw = self.due.get(timestamp)
-        if raw is None:
-            return
-        self.due.remove(timestamp)
         rev, cached = self._begin(shard)
+        ids = self.due_ids[shard].pop(timestamp, None)
+        if ids is None:
+            raw = self.due.get(timestamp)
+            if raw is None:
+                return
+            ids = loads(raw)
+        self.due.remove(timestamp)
         scheduled = self.scheduled[shard]
         emit: list[TraceFact | SpanTiming] = []
         kept: list[traces.TraceState] = []
-        for trace_id in loads(raw):
+        for trace_id in ids:
             if scheduled.get(trace_id) == timestamp:
                 del scheduled[trace_id]
             state = self._load(cached, trace_id)
