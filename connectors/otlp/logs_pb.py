@@ -181,7 +181,7 @@ def _decode_logs_pb(data: bytes, max_body: int, default_time: int, latest: int) 
                     truncated = False
                     if len(body) > cap_chars:
                         body, truncated = _cap(body, max_body)
-                    raws = tuple(rec.attributes)
+                    raws = tuple(rec.attributes[:])  # slice first: upb copies it in C, tuple() alone iterates slower
                     lifted = attr_memo.get(raws) if raws else _NO_ATTRS
                     if lifted is None:
                         lifted = attributes_of(raws)
