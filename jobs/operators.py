@@ -29,8 +29,8 @@ from jobs.key_groups import spread_keys
 from jobs.sinks import DeadLetterSink as DeadLetterSink  # where it was before jobs/sinks.py
 from jobs.sinks import SinkMetrics, open_writer
 from udfs import correlate, log_timings, tenant_state, window, window_state
-from udfs.anomaly import ServiceAnomaly, ServiceBatch, SpanTiming, TraceFact, TraceObservation
-from udfs.batch import summarize
+from udfs.anomaly import ServiceAnomaly, SpanTiming, TraceFact, TraceObservation
+from udfs.batch import WireBatch, from_wire, summarize, to_wire
 from udfs.engine import EngineConfig
 from udfs.signals import SignalMatcher
 
@@ -185,8 +185,8 @@ class DecodeAndSummarize(ProcessFunction):  # type: ignore[misc]
                 self.m_indexed.inc(self.writer.write_logs(records, metric_rows(summary.batches)))
                 self.writer.flush()
                 self.sink_metrics.sync()
-            for batch in summary.batches:  # keyed and timed here: see jobs.event_time
-                yield Row(f"{batch.tenant}\x1f{batch.service}", batch), batch.max_time_ms
+            for batch in summary.batches:  # keyed and timed here: see jobs.event_time; plain tuples: to_wire
+                yield Row(f"{batch.tenant}\x1f{batch.service}", to_wire(batch)), batch.max_time_ms
             for element in shard_elements(summary.traces, _obs_shard, _obs_time):
                 yield TRACE_OBSERVATIONS, element
             for element in shard_elements(log_timings.timings_of(records), _timing_shard, _timing_time):
@@ -330,7 +330,8 @@ class ServiceWindow(KeyedProcessFunction):  # type: ignore[misc]
                 (self.m_immediate if item.path == "immediate" else self.m_windowed).inc()
             yield item
 
-    def process_element(self, batch: ServiceBatch, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+    def process_element(self, wire: WireBatch, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+        batch = from_wire(wire)
         key = ctx.get_current_key()
         rev, state = self._load(key, batch.tenant, batch.service)
         assert state is not None

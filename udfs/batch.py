@@ -5,7 +5,7 @@ boundaries, because moving an element between Python and Java costs far more tha
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from udfs.anomaly import BucketAgg, Notable, ServiceBatch, TraceObservation
 from udfs.records import Level, LogRecord
@@ -84,6 +84,7 @@ def summarize(
     traces: dict[tuple[str, str, str], list[int]] = {}
     failing_traces: set[tuple[str, str]] = set()
     n = 0
+    warn = Level.WARN  # hoisted: an enum member read costs a Python-level descriptor call in 3.11 (~0.1-0.3 us)
     for rec in records:
         n += 1
         key = (rec.tenant, rec.service)
@@ -115,7 +116,7 @@ def summarize(
             if b.first_failure_ms == -1 or t < b.first_failure_ms:
                 b.first_failure_ms = t
         immediate = sig.immediate.value if sig.immediate is not None else None
-        if sig.failure or immediate is not None or rec.level == Level.WARN:
+        if sig.failure or immediate is not None or rec.level == warn:
             body_key = (rec.body[:200], immediate)
             keep = len(acc.notables) < max_notables and body_key not in acc.notable_bodies
             if immediate is not None and body_key not in acc.notable_bodies:
@@ -167,6 +168,32 @@ def summarize(
         if (tenant, trace_id) in failing_traces or (trace_sample > 0 and _sampled(trace_id, trace_sample))
     )
     return Summary(batches, obs_out, n)
+
+
+WireBatch = tuple[Any, ...]
+"""A ``ServiceBatch`` as plain nested tuples (the same fields in the same order)."""
+
+_new = tuple.__new__
+
+
+def to_wire(batch: ServiceBatch) -> WireBatch:
+    """``batch`` as plain tuples, the form that crosses from the decoder to the service window.
+
+    Pickle writes and reads plain tuples in C, but calls back into Python for every named tuple
+    (``__getnewargs__`` when writing, the class's ``__new__`` when reading) and names its class in
+    the bytes: a ServiceBatch of one bucket and one or two notables cost ~3x more to pickle as
+    named tuples, and pickling is what every element between two Python operators pays."""
+    return (batch.tenant, batch.service, batch.namespace, tuple(map(tuple, batch.buckets)),
+            tuple(map(tuple, batch.notables)), batch.max_time_ms)  # fmt: skip
+
+
+def from_wire(wire: WireBatch) -> ServiceBatch:
+    """The ``ServiceBatch`` that ``to_wire`` was given (equal field for field)."""
+    tenant, service, namespace, buckets, notables, max_time_ms = wire
+    return _new(ServiceBatch, (
+        tenant, service, namespace, tuple([_new(BucketAgg, b) for b in buckets]),
+        tuple([_new(Notable, n) for n in notables]), max_time_ms,
+    ))  # fmt: skip
 
 
 def _sampled(trace_id: str, every: int) -> bool:
