@@ -437,6 +437,7 @@ def _share(label: str) -> Callable[[dict[str, Any]], Any]:
     return lambda r: f"{100 * r['split'].get(label, 0.0):.1f}%"
 
 
+# The printed tables: rates per input, then the keyed state each input leaves (the JSON has every figure).
 INPUT = Column("input", 40, "input", left=True)
 RATE_COLUMNS = (INPUT, Column("svcs", 6, "services"), Column("records", 9, "records"),
                 Column("rec/msg", 8, "records_per_message"), Column("svc/msg", 8, "services_per_message"),
