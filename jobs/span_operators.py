@@ -41,9 +41,9 @@ from jobs.operators import (
 )
 from jobs.sinks import open_writer
 from udfs import red, traces
-from udfs.anomaly import SpanTiming, TraceFact
+from udfs.anomaly import SpanTiming, TraceFact, TraceObservation
 from udfs.engine import EngineConfig
-from udfs.records import Span
+from udfs.records import Span, SpanStatus
 
 SPAN_TIMINGS = OutputTag("span-timings", KEYED)  # Row((tenant, service, operation), tuple of SpanTiming)
 
@@ -97,41 +97,89 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
     timings with self time (side output, one element per operation); log timings passed on to RED
     as they come; each trace expires after its TTL.
 
-    One MapState entry per trace (its state) and one per timer time (the traces due then): a timer
-    of the shard steps every trace due at that time, exactly as one timer per trace would, and what
-    they release goes to RED in one element per operation. Decoded traces and the shard's lists of
-    traces due per time are cached per shard and trusted while the shard's stored revision is the one
-    this instance last wrote (as in the service
-    window): an element reads one revision, not every trace; after a restore or an expiry the
-    revision differs and the shard's traces are read back from Flink."""
+    Stored as traces, a log and timer lists (layout 2). Each trace is one MapState entry as of the
+    shard's last flush; each element since then is one log entry (its spans or observations, by
+    revision); a timer of the shard steps every trace due then, exactly as one timer per trace would,
+    and flushes: it writes the traces changed since the last flush and empties the log (so does a log
+    of ``LOG_FLUSH_AT`` elements). An element writes one log entry where it wrote every trace it
+    touched (a trace's spans come in one message per service, so every span rewrote its trace). Each
+    timer time is one MapState entry (the traces due then), written as elements schedule them. What
+    the timers release goes to RED in one element per operation.
+
+    Decoded traces and the shard's timer lists are cached per shard and trusted while the shard's
+    stored revision is the one this instance last wrote (as in the service window); otherwise (a
+    restore, an expiry, a cache bound) the shard's log is replayed onto its stored traces, its outputs
+    discarded (they left with the element that wrote the entry). Layout 1 (no log: every trace written
+    by every element) reads as a layout 2 with an empty log."""
+
+    LOG_FLUSH_AT = 64
+    """Elements a shard's log holds at most: bounds the replay after a restore (and the log's size)
+    for shards whose traces have no timer for a while (traces seen only in logs expire after minutes)."""
 
     def __init__(self, engine_cfg: EngineConfig) -> None:
         self.cfg = engine_cfg.traces
 
     def open(self, ctx: RuntimeContext) -> None:
-        self.traces = _map_state(ctx, "trace-timelines", Types.STRING())  # trace id -> TraceState
+        self.traces = _map_state(ctx, "trace-timelines", Types.STRING())  # trace id -> TraceState at the last flush
+        self.log = _map_state(ctx, "trace-log", Types.LONG())  # revision -> an element's items since then
         self.due = _map_state(ctx, "trace-timers", Types.LONG())  # event time ms -> trace ids due then
         self.revision = _value_state(ctx, "trace-shard-revision", Types.LONG())
         self.cache: dict[str, dict[str, traces.TraceState]] = {}  # shard -> trace id -> decoded state
+        self.dirty: dict[str, set[str]] = {}  # shard -> traces changed since the last flush
+        self.logged: dict[str, list[int]] = {}  # shard -> its log's keys
         self.written: dict[str, int] = {}  # shard -> the revision this instance last wrote
         self.scheduled: dict[str, dict[str, int]] = {}  # shard -> trace id -> its time in self.due, as written
         self.due_ids: dict[str, dict[int, list[str]]] = {}  # shard -> time -> trace ids, as in self.due
         self.timers = PendingTimers()
 
     def _begin(self, shard: str) -> tuple[int, dict[str, traces.TraceState]]:
-        """The shard's stored revision and its cached traces (started over unless the revision is ours)."""
+        """The shard's stored revision and its traces (read back unless the revision is ours)."""
         rev = self.revision.value() or 0
         cached = self.cache.get(shard)
-        if cached is None or self.written.get(shard) != rev or len(cached) >= MAX_CACHED:
-            if len(self.cache) >= MAX_CACHED:
-                self.cache.clear()
-                self.scheduled.clear()
-                self.due_ids.clear()
-            cached = self.cache[shard] = {}
-            self.scheduled[shard] = {}  # what this instance remembers of the shard's timers goes too
-            self.due_ids[shard] = {}
-            self.timers.forget(shard)
+        if cached is not None and self.written.get(shard) == rev and len(cached) < MAX_CACHED:
+            return rev, cached
+        if cached is not None and self.written.get(shard) == rev:
+            self._flush(shard, cached)  # the bound: write what only memory holds, then start over
+        if len(self.cache) >= MAX_CACHED:  # other shards' changes are in their logs
+            for memo in (self.cache, self.dirty, self.logged, self.scheduled, self.due_ids):
+                memo.clear()
+        cached = self.cache[shard] = {}
+        self.scheduled[shard] = {}  # what this instance remembers of the shard's timers goes too
+        self.due_ids[shard] = {}
+        self.timers.forget(shard)
+        self._replay(shard, cached)
         return rev, cached
+
+    def _replay(self, shard: str, cached: dict[str, traces.TraceState]) -> None:
+        entries = sorted((int(k), v) for k, v in self.log.items())
+        self.logged[shard] = [k for k, _ in entries]
+        dirty = self.dirty[shard] = set()
+        for _, raw in entries:
+            self._apply(cached, [_decode_item(x) for x in loads(raw)], dirty)
+
+    def _apply(self, cached: dict[str, traces.TraceState], items: Iterable[Span | TraceObservation],
+               dirty: set[str]) -> list[TraceFact | SpanTiming]:  # fmt: skip
+        emit: list[TraceFact | SpanTiming] = []
+        for item in items:
+            state = self._load(cached, item.trace_id)
+            if state is None:
+                state = cached[item.trace_id] = traces.new_state(item.tenant, item.trace_id)
+            if isinstance(item, Span):
+                step = traces.on_span(state, item, self.cfg)
+            else:
+                step = traces.on_observation(state, item, self.cfg)
+            dirty.add(item.trace_id)
+            emit.extend(step.emit)
+        return emit
+
+    def _flush(self, shard: str, cached: dict[str, traces.TraceState]) -> None:
+        """Write the traces changed since the last flush; empty the log."""
+        for trace_id in self.dirty.get(shard, ()):
+            self.traces.put(trace_id, dumps(traces.encode_state(cached[trace_id])))
+        for key in self.logged.get(shard, ()):
+            self.log.remove(key)
+        self.dirty[shard] = set()
+        self.logged[shard] = []
 
     def _commit(self, shard: str, rev: int) -> None:
         self.revision.update(rev + 1)
@@ -146,10 +194,6 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
             if raw is not None:
                 state = cached[trace_id] = traces.decode_state(loads(raw))
         return state
-
-    def _save(self, cached: dict[str, traces.TraceState], state: traces.TraceState) -> None:
-        self.traces.put(state.trace_id, dumps(traces.encode_state(state)))
-        cached[state.trace_id] = state
 
     def _schedule(self, shard: str, states: Iterable[traces.TraceState], ctx: Any) -> None:
         """Put each trace under its next timer's time (unless it is there already) and make sure the
@@ -177,22 +221,13 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
             return
         shard = ctx.get_current_key()
         rev, cached = self._begin(shard)
-        touched: dict[str, traces.TraceState] = {}
-        emit: list[TraceFact | SpanTiming] = []
-        for item in items:
-            state = touched.get(item.trace_id) or self._load(cached, item.trace_id)
-            if state is None:
-                state = traces.new_state(item.tenant, item.trace_id)
-            if isinstance(item, Span):
-                step = traces.on_span(state, item, self.cfg)
-            else:
-                step = traces.on_observation(state, item, self.cfg)
-            touched[item.trace_id] = step.state
-            emit.extend(step.emit)
-        for state in touched.values():
-            self._save(cached, state)
+        emit = self._apply(cached, items, self.dirty[shard])
+        self.log.put(rev + 1, dumps([_encode_item(x) for x in items]))
+        self.logged[shard].append(rev + 1)
         self._commit(shard, rev)
-        self._schedule(shard, touched.values(), ctx)
+        self._schedule(shard, [cached[trace_id] for trace_id in dict.fromkeys(x.trace_id for x in items)], ctx)
+        if len(self.logged[shard]) >= self.LOG_FLUSH_AT:
+            self._flush(shard, cached)
         yield from route(emit)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
@@ -219,15 +254,31 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
             if traces.expired(step.state, timestamp, self.cfg):
                 self.traces.remove(trace_id)  # eviction rule: event-time TTL after the trace was last seen
                 del cached[trace_id]
+                self.dirty[shard].discard(trace_id)
                 scheduled.pop(trace_id, None)
             else:
                 if step.emit:
-                    self._save(cached, step.state)
+                    self.dirty[shard].add(trace_id)
                 kept.append(step.state)
             emit.extend(step.emit)
+        self._flush(shard, cached)
         self._commit(shard, rev)
         self._schedule(shard, kept, ctx)
         yield from route(emit)
+
+
+def _encode_item(item: Span | TraceObservation) -> list[Any]:
+    """A span or observation in the timeline's log: what the trace step reads (not a span's status
+    message)."""
+    if isinstance(item, Span):
+        return ["s", *item[:9], int(item.status)]
+    return ["o", *item]
+
+
+def _decode_item(v: list[Any]) -> Span | TraceObservation:
+    if v[0] == "s":
+        return Span._make([*v[1:10], SpanStatus(v[10]), ""])
+    return TraceObservation(*v[1:])
 
 
 def route(items: Iterable[TraceFact | SpanTiming]) -> Iterator[Any]:

@@ -53,7 +53,7 @@ class _Map(_Value):
         self._m()[k] = v
 
     def remove(self, k: Any) -> None:
-        del self._m()[k]  # Flink's remove of a missing entry is a no-op; ours never removes one
+        self._m().pop(k, None)  # Flink's remove of a missing entry is a no-op
 
     def items(self) -> Any:
         return list(self._m().items())

@@ -37,18 +37,25 @@ spans are released by timers already in the past and counted late by RED."""
 def _check_timeline(op: _Operator) -> int:
     fn: TraceTimeline = op.fn
     shard = op.keyed.key
-    stored = op.keyed.data.get(("trace-timelines", shard), {})
     rev = op.keyed.data.get(("trace-shard-revision", shard))
     due: dict[str, set[int]] = {}
     for at_ms, raw in op.keyed.data.get(("trace-timers", shard), {}).items():
         for trace_id in loads(raw):
             due.setdefault(trace_id, set()).add(at_ms)
     cached = fn.cache.get(shard, {}) if fn.written.get(shard) == rev else {}
+    fresh = TraceTimeline(engine.EngineConfig())  # as after a restore: the stored traces and the log replayed
+    fresh.open(_Runtime(op.keyed))
+    _, back = fresh._begin(shard)
+    stored = op.keyed.data.get(("trace-timelines", shard), {})
     for trace_id, state in cached.items():
-        assert trace_id in stored, (shard, trace_id, "cached, never written")
-        assert loads(stored[trace_id]) == traces.encode_state(state), (shard, trace_id)
-    for trace_id, raw in stored.items():
-        state = cached.get(trace_id) or traces.decode_state(loads(raw))
+        if trace_id in back:  # replayed from the log
+            assert traces.encode_state(back[trace_id]) == traces.encode_state(state), (shard, trace_id)
+        else:
+            assert trace_id in stored, (shard, trace_id, "cached, never written")
+            assert loads(stored[trace_id]) == traces.encode_state(state), (shard, trace_id)
+    for trace_id in {*stored, *back}:
+        state = cached.get(trace_id) or fresh._load(back, trace_id)
+        assert state is not None
         wake = traces.next_timer(state, fn.cfg)
         assert wake in due.get(trace_id, ()), (shard, trace_id, wake, "stored trace without its next timer stored")
         assert (wake, shard) in op.registered or wake <= op.fired_up_to, (shard, trace_id, wake, "no timer")
