@@ -253,6 +253,11 @@ def jvm_thread_names() -> dict[int, str]:
 
 
 JIT_THREADS = ("C1 CompilerThre", "C2 CompilerThre")
+STAGES = (("KafkaSource", "source, decode, summarize"), ("service window", "service window"),
+          ("trace timeline", "trace timeline"), ("span RED", "span RED"), ("correlate", "correlate"),
+          ("incidents to topic", "incident sink"), ("CompilerThre", "JIT"))
+"""Thread-name parts -> pipeline stage (a TaskManager thread runs one chain of one subtask), for the
+CPU microseconds per record by stage: where the per-record cost goes."""
 """The JVM's JIT compiler threads (``comm`` is cut at 15 characters): their CPU is warm-up, not work."""
 
 
@@ -271,6 +276,11 @@ def cpu_report(before: dict[tuple[int, int], tuple[str, str, int]], after: dict[
             label = label[:90] + " ... " + label[-15:]
         threads[f"{kind}: {label}"] = threads.get(f"{kind}: {label}", 0.0) + used
     total = sum(by_kind.values())
+    stages: dict[str, float] = {}
+    for label, used in threads.items():
+        stage = next((name for part, name in STAGES if part in label), "other JVM" if label.startswith("jvm:")
+                     else label.split(":", 1)[0])
+        stages[stage] = stages.get(stage, 0.0) + used
     jit = sum(max(0, t - before.get(k, (kind, comm, 0))[2]) for k, (kind, comm, t) in after.items()
               if kind == "jvm" and comm.startswith(JIT_THREADS)) / hz
     return {
@@ -278,6 +288,7 @@ def cpu_report(before: dict[tuple[int, int], tuple[str, str, int]], after: dict[
         "jit_cpu_s": round(jit, 2), "jit_share": round(jit / total, 3) if total > 0 else 0.0,
         "by_process": {k: round(v, 2) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
         "top_threads": [[k, round(v, 2)] for k, v in sorted(threads.items(), key=lambda kv: -kv[1])[:top]],
+        "by_stage": {k: round(v, 2) for k, v in sorted(stages.items(), key=lambda kv: -kv[1])},
     }
 
 
@@ -649,6 +660,8 @@ def run_kafka(workdir: Path, info: dict[str, Any], mode: str, parallelism: int, 
             row["marks_seen_s"] = {t: round(got[t] - t_first, 3) for t in sorted(got)}  # to recompute from
             names = jvm_thread_names()
             row["cpu"] = cpu_report(snap0, snap1, t_snap1 - t_snap0, names)  # from the last start mark
+            row["cpu_us_per_record"] = {k: round(1e6 * v / info["records"], 2)
+                                        for k, v in row["cpu"]["by_stage"].items()}
             if steady:
                 row["warmup_cpu"] = cpu_report(snap0, steady["snap"], steady["t"] - t_snap0, names)
                 row["steady_cpu"] = cpu_report(steady["snap"], snap1, t_snap1 - steady["t"], names)
@@ -851,6 +864,8 @@ def print_table(results: list[dict[str, Any]]) -> None:
         if "steady_cpu" in last:
             sc = last["steady_cpu"]
             print(f"  steady window {sc['window_s']} s: {sc['cores_busy']} cores, JIT share {sc['jit_share']}")
+        if "cpu_us_per_record" in last:
+            print(f"  CPU us per record by stage (whole backlog): {last['cpu_us_per_record']}")
         for name, sec in cpu["top_threads"][:8]:
             print(f"  {sec:>7} s  {name}")
 
