@@ -37,6 +37,7 @@ def test_cpu_report_sums_thread_deltas_by_process_and_names_jvm_threads() -> Non
         "by_process": {"jvm": 5.0, "python worker": 2.0},
         "top_threads": [["jvm: Source: logs -> decode (1/2)", 3.0], ["python worker: python [python worker 20]", 2.0],
                         ["jvm: C2 CompilerThread0", 1.0], ["jvm: service window (2/2)", 1.0]],
+        "by_stage": {"source, decode, summarize": 3.0, "python worker": 2.0, "JIT": 1.0, "service window": 1.0},
     }
 
 

@@ -253,7 +253,7 @@ def jvm_thread_names() -> dict[int, str]:
 
 
 JIT_THREADS = ("C1 CompilerThre", "C2 CompilerThre")
-STAGES = (("KafkaSource", "source, decode, summarize"), ("service window", "service window"),
+STAGES = (("Source:", "source, decode, summarize"), ("service window", "service window"),
           ("trace timeline", "trace timeline"), ("span RED", "span RED"), ("correlate", "correlate"),
           ("incidents to topic", "incident sink"), ("CompilerThre", "JIT"))
 """Thread-name parts -> pipeline stage (a TaskManager thread runs one chain of one subtask), for the
