@@ -98,23 +98,26 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
     as they come; each trace expires after its TTL.
 
     Stored as traces, a log and timer lists (layout 2). Each trace is one MapState entry as of the
-    shard's last flush; each element since then is one log entry (its spans or observations, by
-    revision); a timer of the shard steps every trace due then, exactly as one timer per trace would,
-    and flushes: it writes the traces changed since the last flush and empties the log (so does a log
-    of ``LOG_FLUSH_AT`` elements). An element writes one log entry where it wrote every trace it
-    touched (a trace's spans come in one message per service, so every span rewrote its trace). Each
-    timer time is one MapState entry (the traces due then), written as elements schedule them. What
-    the timers release goes to RED in one element per operation.
+    shard's last flush; each element and each timer that changed a trace since then is one log entry
+    (the element's spans or observations; the timer's time and the traces it stepped), by revision. A
+    log of ``LOG_FLUSH_AT`` entries is flushed: the traces changed since the last flush are written
+    (or removed, when they expired) and the log emptied. So an element writes one log entry where it
+    wrote every trace it touched (a trace's spans come in one message per service: every span rewrote
+    its trace), and a trace is written about once per flush. Each timer time is one MapState entry
+    (the traces due then), written as elements schedule them; a timer of the shard steps every trace
+    due then, exactly as one timer per trace would. What the timers release goes to RED in one
+    element per operation.
 
     Decoded traces and the shard's timer lists are cached per shard and trusted while the shard's
     stored revision is the one this instance last wrote (as in the service window); otherwise (a
-    restore, an expiry, a cache bound) the shard's log is replayed onto its stored traces, its outputs
-    discarded (they left with the element that wrote the entry). Layout 1 (no log: every trace written
-    by every element) reads as a layout 2 with an empty log."""
+    restore, a cache bound) the shard's traces are read back (all of them, so a trace not cached is a
+    new one and needs no read) and its log replayed onto them, outputs discarded (they left with the
+    element or timer that wrote the entry). Layout 1 (no log: every trace written by every element)
+    reads as a layout 2 with an empty log."""
 
     LOG_FLUSH_AT = 64
-    """Elements a shard's log holds at most: bounds the replay after a restore (and the log's size)
-    for shards whose traces have no timer for a while (traces seen only in logs expire after minutes)."""
+    """Entries a shard's log holds at most: bounds the replay after a restore and the log's size (a few
+    messages' spans per entry); a trace lives a few entries, so most are written once."""
 
     def __init__(self, engine_cfg: EngineConfig) -> None:
         self.cfg = engine_cfg.traces
@@ -125,7 +128,8 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
         self.due = _map_state(ctx, "trace-timers", Types.LONG())  # event time ms -> trace ids due then
         self.revision = _value_state(ctx, "trace-shard-revision", Types.LONG())
         self.cache: dict[str, dict[str, traces.TraceState]] = {}  # shard -> trace id -> decoded state
-        self.dirty: dict[str, set[str]] = {}  # shard -> traces changed since the last flush
+        self.dirty: dict[str, set[str]] = {}  # shard -> traces changed since the last flush (expired: not cached)
+        self.complete: set[str] = set()  # shards whose every stored trace is cached
         self.logged: dict[str, list[int]] = {}  # shard -> its log's keys
         self.written: dict[str, int] = {}  # shard -> the revision this instance last wrote
         self.scheduled: dict[str, dict[str, int]] = {}  # shard -> trace id -> its time in self.due, as written
@@ -141,9 +145,15 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
         if cached is not None and self.written.get(shard) == rev:
             self._flush(shard, cached)  # the bound: write what only memory holds, then start over
         if len(self.cache) >= MAX_CACHED:  # other shards' changes are in their logs
-            for memo in (self.cache, self.dirty, self.logged, self.scheduled, self.due_ids):
+            for memo in (self.cache, self.dirty, self.logged, self.scheduled, self.due_ids, self.complete):
                 memo.clear()
         cached = self.cache[shard] = {}
+        self.complete.discard(shard)
+        stored = list(self.traces.items())
+        if len(stored) < MAX_CACHED:
+            for trace_id, raw in stored:
+                cached[trace_id] = traces.decode_state(loads(raw))
+            self.complete.add(shard)
         self.scheduled[shard] = {}  # what this instance remembers of the shard's timers goes too
         self.due_ids[shard] = {}
         self.timers.forget(shard)
@@ -151,17 +161,21 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
         return rev, cached
 
     def _replay(self, shard: str, cached: dict[str, traces.TraceState]) -> None:
-        entries = sorted((int(k), v) for k, v in self.log.items())
+        entries = sorted((int(k), loads(v)) for k, v in self.log.items())
         self.logged[shard] = [k for k, _ in entries]
-        dirty = self.dirty[shard] = set()
-        for _, raw in entries:
-            self._apply(cached, [_decode_item(x) for x in loads(raw)], dirty)
+        self.dirty[shard] = set()
+        for _, entry in entries:
+            if entry and entry[0] == "t":  # a timer: its time, the traces it stepped
+                self._step_due(shard, cached, int(entry[1]), entry[2])
+            else:
+                self._apply(shard, cached, [_decode_item(x) for x in entry])
 
-    def _apply(self, cached: dict[str, traces.TraceState], items: Iterable[Span | TraceObservation],
-               dirty: set[str]) -> list[TraceFact | SpanTiming]:  # fmt: skip
+    def _apply(self, shard: str, cached: dict[str, traces.TraceState], items: Iterable[Span | TraceObservation]
+               ) -> list[TraceFact | SpanTiming]:  # fmt: skip
         emit: list[TraceFact | SpanTiming] = []
+        dirty = self.dirty[shard]
         for item in items:
-            state = self._load(cached, item.trace_id)
+            state = self._load(shard, cached, item.trace_id)
             if state is None:
                 state = cached[item.trace_id] = traces.new_state(item.tenant, item.trace_id)
             if isinstance(item, Span):
@@ -172,10 +186,38 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
             emit.extend(step.emit)
         return emit
 
+    def _step_due(self, shard: str, cached: dict[str, traces.TraceState], timestamp: int, ids: Iterable[str]
+                  ) -> tuple[list[TraceFact | SpanTiming], list[traces.TraceState], list[str]]:  # fmt: skip
+        """Step the traces due at ``timestamp``: what they release, the ones kept, the ones stepped."""
+        emit: list[TraceFact | SpanTiming] = []
+        kept: list[traces.TraceState] = []
+        stepped: list[str] = []
+        dirty = self.dirty[shard]
+        for trace_id in ids:
+            state = self._load(shard, cached, trace_id)
+            if state is None:
+                continue
+            step = traces.on_timer(state, timestamp, self.cfg)
+            if traces.expired(step.state, timestamp, self.cfg):  # eviction rule: event-time TTL after last seen
+                del cached[trace_id]
+                dirty.add(trace_id)  # removed at the flush
+                stepped.append(trace_id)
+            else:
+                if step.emit:
+                    dirty.add(trace_id)
+                    stepped.append(trace_id)
+                kept.append(step.state)
+            emit.extend(step.emit)
+        return emit, kept, stepped
+
     def _flush(self, shard: str, cached: dict[str, traces.TraceState]) -> None:
-        """Write the traces changed since the last flush; empty the log."""
+        """Write the traces changed since the last flush (remove the expired ones); empty the log."""
         for trace_id in self.dirty.get(shard, ()):
-            self.traces.put(trace_id, dumps(traces.encode_state(cached[trace_id])))
+            state = cached.get(trace_id)
+            if state is None:
+                self.traces.remove(trace_id)
+            else:
+                self.traces.put(trace_id, dumps(traces.encode_state(state)))
         for key in self.logged.get(shard, ()):
             self.log.remove(key)
         self.dirty[shard] = set()
@@ -187,9 +229,9 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
             self.written.clear()
         self.written[shard] = rev + 1
 
-    def _load(self, cached: dict[str, traces.TraceState], trace_id: str) -> traces.TraceState | None:
+    def _load(self, shard: str, cached: dict[str, traces.TraceState], trace_id: str) -> traces.TraceState | None:
         state = cached.get(trace_id)
-        if state is None:
+        if state is None and shard not in self.complete and trace_id not in self.dirty[shard]:  # dirty: expired
             raw = self.traces.get(trace_id)
             if raw is not None:
                 state = cached[trace_id] = traces.decode_state(loads(raw))
@@ -221,14 +263,17 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
             return
         shard = ctx.get_current_key()
         rev, cached = self._begin(shard)
-        emit = self._apply(cached, items, self.dirty[shard])
-        self.log.put(rev + 1, dumps([_encode_item(x) for x in items]))
-        self.logged[shard].append(rev + 1)
+        emit = self._apply(shard, cached, items)
+        self._log(shard, cached, rev, [_encode_item(x) for x in items])
         self._commit(shard, rev)
         self._schedule(shard, [cached[trace_id] for trace_id in dict.fromkeys(x.trace_id for x in items)], ctx)
+        yield from route(emit)
+
+    def _log(self, shard: str, cached: dict[str, traces.TraceState], rev: int, entry: list[Any]) -> None:
+        self.log.put(rev + 1, dumps(entry))
+        self.logged[shard].append(rev + 1)
         if len(self.logged[shard]) >= self.LOG_FLUSH_AT:
             self._flush(shard, cached)
-        yield from route(emit)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
         shard = ctx.get_current_key()
@@ -242,26 +287,17 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
             ids = loads(raw)
         self.due.remove(timestamp)
         scheduled = self.scheduled[shard]
-        emit: list[TraceFact | SpanTiming] = []
-        kept: list[traces.TraceState] = []
         for trace_id in ids:
             if scheduled.get(trace_id) == timestamp:
                 del scheduled[trace_id]
-            state = self._load(cached, trace_id)
-            if state is None:
-                continue
-            step = traces.on_timer(state, timestamp, self.cfg)
-            if traces.expired(step.state, timestamp, self.cfg):
-                self.traces.remove(trace_id)  # eviction rule: event-time TTL after the trace was last seen
-                del cached[trace_id]
-                self.dirty[shard].discard(trace_id)
+        emit, kept, stepped = self._step_due(shard, cached, timestamp, ids)
+        for trace_id in stepped:
+            if trace_id not in cached:
                 scheduled.pop(trace_id, None)
-            else:
-                if step.emit:
-                    self.dirty[shard].add(trace_id)
-                kept.append(step.state)
-            emit.extend(step.emit)
-        self._flush(shard, cached)
+        if stepped:
+            self._log(shard, cached, rev, ["t", timestamp, stepped])
+        if not cached and self.logged[shard]:  # the shard's last trace expired: nothing left behind
+            self._flush(shard, cached)
         self._commit(shard, rev)
         self._schedule(shard, kept, ctx)
         yield from route(emit)

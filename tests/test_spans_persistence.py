@@ -46,16 +46,13 @@ def _check_timeline(op: _Operator) -> int:
     fresh = TraceTimeline(engine.EngineConfig())  # as after a restore: the stored traces and the log replayed
     fresh.open(_Runtime(op.keyed))
     _, back = fresh._begin(shard)
-    stored = op.keyed.data.get(("trace-timelines", shard), {})
+    assert shard in fresh.complete  # every trace alive after a restore is in ``back``
+    if cached and shard in fn.complete:
+        assert set(back) == set(cached), (shard, set(back) ^ set(cached))
     for trace_id, state in cached.items():
-        if trace_id in back:  # replayed from the log
-            assert traces.encode_state(back[trace_id]) == traces.encode_state(state), (shard, trace_id)
-        else:
-            assert trace_id in stored, (shard, trace_id, "cached, never written")
-            assert loads(stored[trace_id]) == traces.encode_state(state), (shard, trace_id)
-    for trace_id in {*stored, *back}:
-        state = cached.get(trace_id) or fresh._load(back, trace_id)
-        assert state is not None
+        assert trace_id in back, (shard, trace_id, "cached, never written")
+        assert traces.encode_state(back[trace_id]) == traces.encode_state(state), (shard, trace_id)
+    for trace_id, state in back.items():
         wake = traces.next_timer(state, fn.cfg)
         assert wake in due.get(trace_id, ()), (shard, trace_id, wake, "stored trace without its next timer stored")
         assert (wake, shard) in op.registered or wake <= op.fired_up_to, (shard, trace_id, wake, "no timer")
@@ -88,13 +85,19 @@ class _CheckedOperator(_Operator):
     def __init__(self, fn: Any) -> None:
         super().__init__(fn)
         self.check = _check_timeline if isinstance(fn, TraceTimeline) else _check_red
-        self.checked = 0
+        self.checked = self.calls_seen = 0
         self.fired_up_to = -(2**62)
 
     def element(self, key: str, value: Any) -> list[Any]:
         out = super().element(key, value)
-        self.checked += self.check(self)
+        self._check()
         return out
+
+    def _check(self) -> None:
+        """After every call; the timeline's after every third (reading a shard back reads all of it)."""
+        self.calls_seen += 1
+        if isinstance(self.fn, SpanRed) or self.calls_seen % 3 == 0:
+            self.checked += self.check(self)
 
     def advance(self, watermark: int) -> list[Any]:
         if watermark <= self.fired_up_to:
@@ -106,7 +109,7 @@ class _CheckedOperator(_Operator):
             self.registered.discard((at, key))
             self.keyed.key = key
             out.extend(self.fn.on_timer(at, self) or ())
-            self.checked += self.check(self)
+            self._check()
         return out
 
 
@@ -162,7 +165,7 @@ def test_what_the_span_adapters_store_reads_back_as_their_state_after_every_call
         latest = max(latest, job.logs(msg) if kind == "logs" else job.message(msg))
         job.advance(latest - ooo)
     late = sum(s.late_spans for s in (job.red.fn.cache[k][1] for k in job.red.fn.cache))
-    assert job.timeline.checked > 1_000 and job.red.checked > 200 and late > 0, (
+    assert job.timeline.checked > 300 and job.red.checked > 200 and late > 0, (
         job.timeline.checked,
         job.red.checked,
         late,
