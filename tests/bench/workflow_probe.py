@@ -68,7 +68,16 @@ Reading: an online mechanism reaches 1 of 3 at <= 1 fault-free round only with `
 uses rounds recorded after the judged one; under the honest continuous model (``earlier``) nothing
 does, and Nova_Test_27 is the first Nova round of its campaign, so no earlier history exists for it.
 Fault-free rounds miss many "always followed" templates only by timing jitter (follow: up to 240
-missing followers on a control round), which is why the follow rules cannot separate.
+missing followers on a control round), which is why the follow rules cannot separate. The one
+``trace_end``/``earlier`` score on Neutron_Test_112 (97) is a nova-compute ``prlimit`` subprocess
+request, the same end that scores 107 on Nova_Test_266's control round: chance, not the failure. What
+``presence``/``loo`` finds is the failure itself (Nova_Test_27: 70 attach/iSCSI/cinder templates;
+Neutron_Test_112: 20 metadata templates), but only at the round's end and only from later rounds.
+On the replay question: ``logclaw eval`` builds a fresh engine per round (``run_stream``), so the
+engine's history is the round's 3-12 minutes; feeding it a campaign's rounds continuously in time
+order (``earlier``) would be an honest model of a deployment; feeding it the round's own control or
+other later rounds (``loo``) would not. With ``--idle 180`` the trace_end rows are no better
+(earlier >= 97: 0/3; loo >= 85: 0/3).
 """
 
 from __future__ import annotations
