@@ -179,11 +179,10 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
             if state is None:
                 state = cached[item.trace_id] = traces.new_state(item.tenant, item.trace_id)
             if isinstance(item, Span):
-                step = traces.on_span(state, item, self.cfg)
+                emit.extend(traces.fold_span(state, item, self.cfg))
             else:
-                step = traces.on_observation(state, item, self.cfg)
+                emit.extend(traces.fold_observation(state, item, self.cfg))
             dirty.add(item.trace_id)
-            emit.extend(step.emit)
         return emit
 
     def _step_due(self, shard: str, cached: dict[str, traces.TraceState], timestamp: int, ids: Iterable[str]
@@ -393,7 +392,7 @@ class SpanRed(KeyedProcessFunction):  # type: ignore[misc]
         assert state is not None
         late = state.late_spans
         for timing in timings:
-            red.on_timing(state, timing, self.cfg)
+            red.count(state, timing, self.cfg)
         self.m_spans.inc(len(timings))
         if state.late_spans > late:
             self.m_late.inc(state.late_spans - late)

@@ -161,13 +161,22 @@ def key_of_state(s: RedState) -> tuple[str, str, str]:
 
 def on_timing(state: RedState, t: SpanTiming, cfg: RedConfig) -> Step:
     """Count one span in the bucket of its end (a span of a closed bucket is late, counted apart)."""
+    count(state, t, cfg)
+    return Step(state, (), next_timer(state, cfg))
+
+
+def count(state: RedState, t: SpanTiming, cfg: RedConfig) -> None:
+    """``on_timing`` without the next timer (an adapter that counts a batch asks for it once)."""
     start = t.end_ms - t.end_ms % cfg.bucket_ms
-    state.last_ms = max(state.last_ms, t.end_ms)
+    if t.end_ms > state.last_ms:
+        state.last_ms = t.end_ms
     if start < state.closed_until_ms:
         state.late_spans += 1
     else:
-        state.open.setdefault(start, RedBucket()).add(t)
-    return Step(state, (), next_timer(state, cfg))
+        bucket = state.open.get(start)
+        if bucket is None:
+            bucket = state.open[start] = RedBucket()
+        bucket.add(t)
 
 
 def next_timer(state: RedState, cfg: RedConfig) -> int:

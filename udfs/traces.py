@@ -83,12 +83,17 @@ def _fact(state: TraceState, kind: str, a: str, b: str, at_ms: int, out: list[Tr
 
 def on_observation(state: TraceState, obs: TraceObservation, cfg: TraceConfig) -> Step:
     """Fold one service's appearance (and first failure) in this trace into the timeline."""
+    return Step(state, fold_observation(state, obs, cfg), next_timer(state, cfg))
+
+
+def fold_observation(state: TraceState, obs: TraceObservation, cfg: TraceConfig) -> tuple[TraceFact, ...]:
+    """``on_observation`` without the next timer (an adapter asks for it once per batch): the facts."""
     out: list[TraceFact] = []
     row = next((r for r in state.services if r[0] == obs.service), None)
     if row is None:
         if len(state.services) >= cfg.max_services:
             state.last_ms = max(state.last_ms, obs.first_ms)
-            return Step(state, (), next_timer(state, cfg))
+            return ()
         row = [obs.service, obs.first_ms, obs.first_failure_ms]
         state.services.append(row)
     else:
@@ -110,7 +115,7 @@ def on_observation(state: TraceState, obs: TraceObservation, cfg: TraceConfig) -
         for later in failed[i + 1 :]:
             if earlier[2] < later[2]:
                 _fact(state, "precedes", str(earlier[0]), str(later[0]), int(later[2]), out)
-    return Step(state, tuple(out), next_timer(state, cfg))
+    return tuple(out)
 
 
 def on_span(state: TraceState, span: Span, cfg: TraceConfig) -> Step:
@@ -118,6 +123,11 @@ def on_span(state: TraceState, span: Span, cfg: TraceConfig) -> Step:
     at the first ``settle_ms`` boundary at or after the trace's latest span start: the call graph
     only needs to know an edge exists (and for its TTL, of minutes, when it was last seen), so the
     correlator takes a settle interval's edges together, at one timer, not one per millisecond."""
+    return Step(state, fold_span(state, span, cfg), next_timer(state, cfg))
+
+
+def fold_span(state: TraceState, span: Span, cfg: TraceConfig) -> tuple[TraceFact | SpanTiming, ...]:
+    """``on_span`` without the next timer (an adapter asks for it once per batch): facts, timings."""
     out: list[TraceFact] = []
     state.last_ms = max(state.last_ms, span.start_ms)
     at_ms = _settled(state.last_ms, cfg)
@@ -138,7 +148,7 @@ def on_span(state: TraceState, span: Span, cfg: TraceConfig) -> Step:
             _fact(state, "call", parent, child, at_ms, out)
     state.pending_children = still
     timings = _hold(state, span, cfg)
-    return Step(state, (*out, *timings), next_timer(state, cfg))
+    return (*out, *timings)
 
 
 def _release_ms(end_us: int, cfg: TraceConfig) -> int:
