@@ -4,6 +4,7 @@
                                     [--hours 4] [--loops 1] [--per-message 200] [--samples 40]
                                     [--cluster mini|standalone] [--taskmanagers 2 | 1,2] [--compare]
                                     [--warmup 15] [--marks 40] [--out bench-out/job_bench.json]
+                                    [--input-dir DIR] [--flink-conf KEY=VALUE ...]
 
 The sizing and side-by-side runs of ``make bench`` (~2.9 million records; the compare run with
 ``--repeat 1`` there; for a figure to quote, ``--repeat 5``):
@@ -12,6 +13,14 @@ The sizing and side-by-side runs of ``make bench`` (~2.9 million records; the co
         --hours 12 --loops 4 --event-rate 2000 --repeat 3 --out bench-out/job_bench_scaling.json
     python -m tests.bench.job_bench --compare --cluster standalone --hours 12 --loops 4 --event-rate 2000 \
         --repeat 3 --out bench-out/job_bench_compare.json
+
+A/B of two code versions or of a runtime knob: generate the input once into ``--input-dir`` and run
+each version from its own copy of the tree (the cluster ships the tree it is run from), one run each,
+alternating, e.g. the state backend (RocksDB in flink-conf/, the heap's hashmap here):
+
+    python -m tests.bench.job_bench --source kafka --mode thread --cluster standalone --taskmanagers 2 \
+        --hours 12 --loops 4 --event-rate 2000 --repeat 1 --input-dir /tmp/bench-input \
+        --flink-conf state.backend.type=hashmap
 
 Input: the ``steady`` scenario over ``--hours`` of event time (8 services, ~95 % INFO/DEBUG), ``--loops``
 times back to back (each loop its own seed, event time continuing), in messages of ``--per-message``
