@@ -13,9 +13,10 @@ from typing import Any
 from udfs.anomaly import Sample, ServiceAnomaly, ServiceRecovered, SignalInfo, TemplateInfo, TraceFact
 from udfs.scoring import Breakdown
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """2 added ``known_templates``, ``discoveries``, ``age_buckets``, ``first_seen_ms`` and ``witnesses``;
-1 is still read."""
+3 added ``young`` and ``discoverers`` (``discoveries`` then holds mature services' discoveries only; a
+layout-2 list, all discoveries, is read as mature ones); 1 and 2 are still read."""
 
 
 @dataclass
@@ -70,10 +71,15 @@ class TenantState:
     """Windowed anomalies, recoveries and trace facts waiting for the watermark, by event time ms."""
     known_templates: dict[str, int] = field(default_factory=dict)
     discoveries: list[int] = field(default_factory=list)
-    """Event times of the discoveries any service of the tenant reported (bounded)."""
+    """Event times of the discoveries the tenant's mature services reported (udfs.novelty; bounded)."""
     witnesses: dict[str, list[int]] = field(default_factory=dict)
     """service -> [onset_ms, at_ms] of its latest never-seen alarming template that was no incident
     on its own (a root-cause candidate for an incident around it)."""
+    young: list[list[Any]] = field(default_factory=list)
+    """[event time, template text, ...] of discoveries by services too young to judge them (udfs.novelty:
+    start-up learning, routine only when shared), oldest first (bounded)."""
+    discoverers: dict[str, list[Any]] = field(default_factory=dict)
+    """Discovered template text -> [the first service that discovered it, 1 when another did too]."""
     first_seen_ms: int = -1
     """Event time the first of the tenant's services was first seen (from their "hello"), or -1."""
     age_buckets: int = 0
@@ -203,12 +209,14 @@ def encode_state(state: TenantState) -> dict[str, Any]:
         "age_buckets": state.age_buckets,
         "first_seen_ms": state.first_seen_ms,
         "witnesses": state.witnesses,
+        "young": state.young,
+        "discoverers": state.discoverers,
         "pending": [encode_pending(p) for at in sorted(state.pending) for p in state.pending[at]],
     }
 
 
 def decode_state(obj: Mapping[str, Any]) -> TenantState:
-    if obj.get("schema_version") not in (1, SCHEMA_VERSION):
+    if obj.get("schema_version") not in (1, 2, SCHEMA_VERSION):
         raise ValueError(f"tenant state: unsupported schema_version {obj.get('schema_version')!r}")
     state = TenantState(
         tenant=str(obj["tenant"]),
@@ -223,6 +231,8 @@ def decode_state(obj: Mapping[str, Any]) -> TenantState:
         age_buckets=int(obj.get("age_buckets", 0)),
         first_seen_ms=int(obj.get("first_seen_ms", -1)),
         witnesses={str(k): [int(v[0]), int(v[1])] for k, v in obj.get("witnesses", {}).items()},
+        young=[[int(v[0]), *(str(t) for t in v[1:])] for v in obj.get("young", [])],
+        discoverers={str(k): [str(v[0]), int(v[1])] for k, v in obj.get("discoverers", {}).items()},
     )
     for raw in obj.get("pending", []):
         hold(state, decode_pending(raw))
