@@ -374,8 +374,6 @@ class Correlate(KeyedProcessFunction):  # type: ignore[misc]
         pending = MapStateDescriptor("tenant-pending", Types.LONG(), Types.STRING())
         pending.enable_time_to_live(STATE_TTL)
         self.pending = ctx.get_map_state(pending)  # event time ms -> JSON list of buffered items
-        self.timers = PendingTimers()
-        self.started: set[str] = set()  # tenants whose state this instance has seen stored
         group = ctx.get_metrics_group()
         self.m = {
             "opened_immediate": group.counter("incidents_opened_immediate"),
@@ -410,16 +408,11 @@ class Correlate(KeyedProcessFunction):  # type: ignore[misc]
         for at_ms, encoded in due.items():
             raw = self.pending.get(at_ms)
             self.pending.put(at_ms, dumps(_compact([*loads(raw), *encoded] if raw else encoded)))
-            self.timers.register(ctx, item.tenant, at_ms)  # the key (jobs.detect keys by x.tenant)
-        if item.tenant not in self.started:
-            if self.state.value() is None:
-                self.state.update(dumps(tenant_state.encode_state(tenant_state.new_state(item.tenant))))
-            if len(self.started) >= MAX_CACHED:
-                self.started.clear()
-            self.started.add(item.tenant)
+            ctx.timer_service().register_event_time_timer(at_ms)
+        if self.state.value() is None:
+            self.state.update(dumps(tenant_state.encode_state(tenant_state.new_state(item.tenant))))
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[str]:
-        self.timers.fired(ctx.get_current_key(), timestamp)
         if self.state.value() is None:
             return
         raw = self.pending.get(timestamp)
