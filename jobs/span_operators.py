@@ -7,9 +7,12 @@ write, a timer, an output element) costs more than the pure step it serves. So e
 batches that apply the pure steps exactly as one element at a time would: the decoders emit one
 element per (tenant, trace shard) of a message (its spans or observations in message order), the
 timeline keeps the traces of a shard under one key and one timer per time, and emits one element per
-(tenant, service, operation) of what it releases and one ``FactBatch`` per element; each keyed
-function reads and writes each state once per element, keeps the decoded state while the stored one
-is what it last wrote, and registers a timer only when it has not already registered that one.
+(tenant, service, operation) of what it releases and one ``FactBatch`` per element; the timeline
+logs an element (one write) and writes a trace about once per flush of the log, RED writes the
+buckets an element touched and its clock; each keeps the decoded state while the stored one is what
+it last wrote, takes an element's key from the element, and registers a timer only when it has not
+already registered that one. tests/test_spans_persistence.py checks that what they store reads back
+as what they hold.
 """
 
 from __future__ import annotations
