@@ -49,6 +49,20 @@ def test_a_large_tenant_that_discovered_much_at_start_up_still_finds_a_new_excep
     assert judged is not None and judged.path == "windowed"
 
 
+def test_a_large_tenant_whose_services_all_logged_one_shared_start_up_line_finds_news_an_hour_later() -> None:
+    """A shared start-up line (every service's client refused while its dependencies came up) is the
+    tenant's routine, 40 discoveries, yet an hour (360 buckets) outweighs it: p = 0.14."""
+    state = new_state("t")
+    services = [f"svc{i}" for i in range(40)]
+    for s in services:
+        judge(state, hello(s, T0))
+    for i, s in enumerate(services):
+        judge(state, novel(s, T0 + (i % 5) * MIN, 0.6, 6 * (i % 5), 0, "Connection refused: <*>:<*>", "discovery"))
+    judged = judge(state, novel("svc7", T0 + 60 * MIN, 0.02, 360, 1, "KeyError: 'currency'"))
+    assert judged is not None and judged.path == "windowed"
+    assert novelty.routine_discoveries(state, T0 + 60 * MIN) == 40  # 24 by mature services, 16 young but shared
+
+
 def _startup_then_discovery(texts: list[str]) -> ServiceAnomaly | None:
     """Five services; four discover ``texts`` in their first minute; one more a minute later; then, five
     minutes in, a service with a clean 30-bucket history discovers a template no one else logged."""
