@@ -57,7 +57,10 @@ spread (max - min) / median are reported.
 (c) immediate-path latency, same job, after (b): ``--samples`` single-OOM messages, each of a new
     tenant (so dedup cannot swallow it), one every ``--interval`` s; latency = produce call -> the
     ``opened`` event consumed from the incidents topic. A broker baseline (produce -> consume of a
-    probe topic, same client settings, before the job starts) is reported beside it.
+    probe topic, same client settings, before the job starts) is reported beside it. Then the
+    windowed path's lag (``windowed_lag_ms``, 5 samples): a new tenant's burst of ERROR lines in one
+    bucket, then one line per partition dated past that bucket's close; lag = that produce -> the
+    windowed ``opened`` event consumed (issue 16: <= 15 s after bucket close).
 (d) ``python`` (and ``--compare``): the same protobuf messages decoded and fed, in one process, to
     the pure engine (``udfs.engine``) and to the two naive baselines of ``udfs/evaluation/baselines.py``;
     records / wall-second and / CPU-second. ``--compare`` runs, from one input and interleaved, the
@@ -679,6 +682,9 @@ def run_kafka(workdir: Path, info: dict[str, Any], mode: str, parallelism: int, 
                         row["steady"]["sustained_records_per_s"] / max(row["steady_cpu"]["cores_busy"], 1e-9))
             row["latency_ms"], row["latency_missed"] = _latency(broker.bootstrap, logs_topic, consumer, last_ms,
                                                                 samples, interval_s)
+            after_ms = last_ms + 2000 + samples * 1000  # past the immediate-path samples' event times
+            row["windowed_lag_ms"], row["windowed_missed"] = _windowed_lag(broker.bootstrap, logs_topic, consumer,
+                                                                           after_ms, WINDOWED_SAMPLES)
         finally:
             with contextlib.suppress(Exception):
                 stop()
@@ -709,6 +715,69 @@ def _latency(bootstrap: str, topic: str, consumer: Any, last_ms: int, samples: i
     stats = _percentiles(lat)
     stats["samples_ms"] = [round(x, 1) for x in lat]
     return stats, missed
+
+
+WINDOWED_SAMPLES = 5
+"""Windowed-path lag samples per Kafka run: each is one bucket close (~1-2 s), after the backlog."""
+
+
+def _windowed_lag(bootstrap: str, topic: str, consumer: Any, after_ms: int, samples: int) -> tuple[dict[str, Any], int]:
+    """Windowed path: the time from the input that closes a bucket to the incident it opens.
+
+    Per sample, a new tenant's service logs a burst of ERROR lines inside one 10 s bucket (no
+    immediate-path signal, so only the bucket close can open the incident); then one INFO line per
+    partition dated past the bucket's end + allowed lateness + out-of-orderness moves the watermark
+    of every source subtask past the close. Lag = that produce -> the ``opened`` event (path
+    ``windowed``) consumed: watermark propagation, the timer, the correlator's event-time queue and
+    the sink. Target (issue 16): <= 15 s after bucket close."""
+    from confluent_kafka import Producer
+
+    from udfs.window_config import WindowConfig
+
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+    bucket, lateness = WindowConfig().bucket_ms, WindowConfig().allowed_lateness_ms
+    out_of_orderness = 5_000  # JobConfig's default, which the bench's job runs with
+    lags: list[float] = []
+    missed = 0
+    for i in range(samples):
+        tenant = f"bench-win-{i}"
+        start = after_ms + 60_000 * (i + 1)
+        start -= start % bucket
+        producer.produce(topic, _log_request(tenant, start + 1000, "ERROR", WINDOWED_BODY, 60), partition=0,
+                         timestamp=start + 1000)
+        producer.flush(10)
+        early = wait_opened(consumer, {tenant}, 1.0)  # nothing may open before the bucket closes
+        tick = start + bucket + lateness + out_of_orderness + 1000
+        t0 = time.perf_counter()
+        for p in range(PARTITIONS):
+            producer.produce(topic, _log_request(tenant, tick, "INFO", "GET /health 200", 1), partition=p,
+                             timestamp=tick)
+        producer.poll(0)
+        got = {} if early else wait_opened(consumer, {tenant}, 30)
+        if tenant in got:
+            lags.append(1000 * (got[tenant] - t0))
+        else:
+            missed += 1
+    producer.flush(10)
+    stats = _percentiles(lags)
+    stats["samples_ms"] = [round(x, 1) for x in lags]
+    return stats, missed
+
+
+WINDOWED_BODY = "database connection refused: pool exhausted"
+
+
+def _log_request(tenant: str, time_ms: int, level: str, body: str, count: int) -> bytes:
+    """One request of ``count`` records of ``tenant``'s payments service, 10 ms apart from ``time_ms``."""
+    from connectors.otlp import encode_logs_proto
+    from udfs.records import Level
+    from udfs.scenarios.traffic import Stream
+
+    stream = Stream(0)
+    svc = stream.service(tenant, "payments")
+    for k in range(count):
+        stream.log(svc, (time_ms + 10 * k) * 1_000_000, Level[level], body)
+    return encode_logs_proto(stream.records)
 
 
 # --- (d) single-process Python consumers of the same input --------------------------------------
@@ -836,6 +905,10 @@ def summarize_case(rows: list[dict[str, Any]]) -> dict[str, Any]:
         out["latency_p99_ms"] = stats("latency_ms", "p99")
         pooled = [x for r in rows for x in r["latency_ms"].get("samples_ms", [])]
         out["latency_pooled_ms"] = {k: v for k, v in _percentiles(pooled).items()}
+    if rows and "windowed_lag_ms" in rows[0]:
+        pooled = [x for r in rows for x in r["windowed_lag_ms"].get("samples_ms", [])]
+        out["windowed_lag_pooled_ms"] = _percentiles(pooled)
+        out["windowed_missed"] = sum(r.get("windowed_missed", 0) for r in rows)
     return out
 
 
@@ -998,7 +1071,9 @@ def run_case(case: list[str], res: dict[str, Any], workdir: Path, args: argparse
     sus = (row.get("steady") or {}).get("sustained_records_per_s")
     print(f"  {row.get('records_per_s', '-')} records/s over the backlog"
           + (f", sustained {sus}" if sus else "") + f" (end to end {row['end_to_end_records_per_s']})"
-          + (f"; latency p50 {lat.get('p50')} ms p99 {lat.get('p99')} ms" if lat else ""), flush=True)
+          + (f"; latency p50 {lat.get('p50')} ms p99 {lat.get('p99')} ms" if lat else "")
+          + (f"; windowed lag p50 {win.get('p50')} ms max {win.get('max')} ms (missed {row.get('windowed_missed')})"
+             if (win := row.get("windowed_lag_ms")) else ""), flush=True)
 
 
 if __name__ == "__main__":
