@@ -20,8 +20,10 @@ Principles behind the constants (not tuned to cases):
   way at 1e-2 once a departure is established: they say whether this operation is slow or failing
   itself or only waits for a callee (udfs.rootcause);
 - the baseline forgets with a 30 min half-life and learns only from buckets not judged anomalous;
-  nothing is judged before it holds ``min_baseline`` requests (an operation that answers 5 % of its
-  look-ups with 404 has no "spike" of them in its first minute).
+  span errors are not judged before it holds ``min_baseline`` requests (an operation that answers 5 % of
+  its look-ups with 404 has no "spike" of them in its first minute); latency once it holds enough for a
+  p99 to be a quantile rather than its maximum (``min_tail_baseline``: 100), the credible bound above
+  carrying the rest of a short baseline's uncertainty.
 """
 
 from __future__ import annotations
@@ -240,10 +242,18 @@ def _push(state: RedState, start: int, bucket: RedBucket, cfg: RedConfig) -> Non
     state.closed_until_ms = max(state.closed_until_ms, start + cfg.bucket_ms)
 
 
+def min_tail_baseline(cfg: RedConfig) -> float:
+    """Requests the latency test needs in its baseline: 1 / (1 - tail_q) (100 for a p99), below which
+    the baseline's p99 is only its maximum. Not ``min_baseline``: the credible bound on the share above
+    the p99 already carries a short baseline's uncertainty (from 150 requests it is ~2.8 %, not 1 %),
+    and a caller that calls a service twice a second has only ~150 requests after 5 min of traffic."""
+    return min(cfg.min_baseline, 1.0 / (1.0 - cfg.tail_q))
+
+
 def tail_test(recent: list[RedBucket], base: Mapping[int, float], which: str, cfg: RedConfig) -> Test:
     """Share of recent requests above the baseline's p99 bin vs the baseline's own share there."""
     n_base = sk.total(base)
-    if n_base < cfg.min_baseline:
+    if n_base < min_tail_baseline(cfg):
         return NO_TEST
     t = sk.quantile_bin(base, cfg.tail_q)
     per = [(sk.count_above(getattr(b, which), t), float(b.count)) for b in recent]
