@@ -4,22 +4,26 @@ service's own spans do not; the common end of the slow links is the root cause (
 
 from __future__ import annotations
 
+import random
 import statistics
 from typing import Any
 
 import pytest
 
-from udfs import engine
+from udfs import engine, red
+from udfs.anomaly import SpanTiming
 from udfs.records import Span
 from udfs.rootcause import OWN, WAITS, ServiceFacts, rank, shared_end
 from udfs.scenarios import latency
 from udfs.scenarios.library import requests_of
 from udfs.scenarios.traffic import CLIENT
 
+SCALES = (0.25, 0.5)
+"""The evaluation scale (6 min of warm-up: ~150 baseline requests of the gateway's direct calls to
+pricing at 0.5/s) and a longer one (7.5 min, ~200). The latency test judges a link from 100 baseline
+requests (udfs.red ``min_tail_baseline``); with 200 required, the evaluation scale judged only trips'
+link and named trips."""
 SCALE = 0.5
-"""Long enough a warm-up for the gateway's direct calls to pricing (0.5/s) to reach the latency
-test's 200-request baseline; at the evaluation scale (6 min) they do not, and only trips' link is
-judged (the incident then names trips: see the scenario's description)."""
 
 LINK = "self_time: POST pricing /api/quote self time p99 103 ms vs 2.39 ms baseline"
 
@@ -62,14 +66,17 @@ def test_a_callee_slow_in_its_own_spans_keeps_its_own_evidence() -> None:
     assert shared_end(facts, {"a": {"x"}, "b": {"x"}}) == facts
 
 
-def _run(seed: int) -> tuple[Any, list[dict[str, Any]]]:
-    sc = latency.network_delay_pod(scale=SCALE, seed=seed)
+def _run(seed: int, scale: float) -> tuple[Any, list[dict[str, Any]]]:
+    sc = latency.network_delay_pod(scale=scale, seed=seed)
     return sc, engine.run(requests_of(sc.records, 200), sc.spans)
 
 
+@pytest.mark.parametrize("scale", SCALES)
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_delay_on_pricings_pod_is_one_incident_rooted_at_pricing_with_both_callers_affected(seed: int) -> None:
-    sc, events = _run(seed)
+def test_delay_on_pricings_pod_is_one_incident_rooted_at_pricing_with_both_callers_affected(
+    seed: int, scale: float
+) -> None:
+    sc, events = _run(seed, scale)
     exp = sc.expectations[0]
     opened = [e for e in events if e["event"] == "opened"]
     assert len(opened) == 1, [e["title"] for e in opened]
@@ -108,3 +115,70 @@ def test_the_shared_end_keeps_its_own_earlier_onset_and_stronger_signal() -> Non
              ServiceFacts("pricing", 500, 0.9, "novel_template 0.90")]
     end = next(f for f in shared_end(facts, {"gateway": {"pricing"}, "trips": {"pricing"}}) if f.service == "pricing")
     assert (end.onset_ms, end.score, end.top_signal, end.spans) == (500, 0.9, "novel_template 0.90", OWN)
+
+
+# ---- a link judged from a short baseline (udfs.red) ----------------------------------------------
+
+
+def _link(end_ms: int, dur_ms: float, error: bool = False) -> SpanTiming:
+    us = int(dur_ms * 1_000)
+    return SpanTiming("t", "gateway", "POST pricing /api/quote", end_ms, us, us, error, error)
+
+
+def _normal_link(rng: random.Random, start_ms: int, n: int, every_ms: int = 2_000) -> list[SpanTiming]:
+    """A link called once every ``every_ms`` (0.5/s): ~2.4 ms with the lognormal jitter of a healthy
+    service (sigma 0.4, udfs.scenarios.latency)."""
+    return [_link(start_ms + i * every_ms, 2.4 * rng.lognormvariate(0, 0.4)) for i in range(n)]
+
+
+def _drive(state: red.RedState, cfg: red.RedConfig, timings: list[SpanTiming], until_ms: int) -> list[Any]:
+    for t in timings:
+        red.on_timing(state, t, cfg)
+    return list(red.on_timer(state, until_ms, cfg).emit)
+
+
+@pytest.mark.parametrize(("warm_up", "judged"), [(150, True), (60, False)])
+def test_a_slow_link_is_judged_from_a_short_baseline_once_a_p99_exists(warm_up: int, judged: bool) -> None:
+    """150 calls of a link (5 min at 0.5/s) are fewer than ``min_baseline`` (200) but enough for a p99
+    (100): every call +100 ms is a latency departure whose self time rose; from 60 calls, no test."""
+    cfg = red.RedConfig()
+    assert red.min_tail_baseline(cfg) == pytest.approx(100.0)
+    state = red.new_state("t", "gateway", "POST pricing /api/quote")
+    rng = random.Random(12)
+    end = warm_up * 2_000
+    # the warm-up, then three buckets of the recent window, all closed: the baseline holds warm_up - 15
+    assert _drive(state, cfg, _normal_link(rng, 0, warm_up), end + 2_000) == []
+    slow = [_link(end + i * 2_000, 102.4 + 2.4 * rng.lognormvariate(0, 0.4)) for i in range(30)]
+    emitted = _drive(state, cfg, slow, end + 60_000 + 2_000)
+    if not judged:
+        assert emitted == []
+        return
+    assert emitted and {a.kind for a in emitted} == {"latency"}
+    assert [s.name for s in emitted[-1].signals] == ["latency", "self_time"]
+    stats = dict(emitted[0].stats)
+    assert stats["expected_share"] > 0.02  # the credible bound of a short baseline, not 1 %
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_healthy_link_judged_from_a_short_baseline_stays_quiet(seed: int) -> None:
+    """The price of judging from 100 requests: none on an hour of a healthy link at 0.5/s with the
+    jitter of a healthy service and a few stalls (every ~7 min one call +250 ms, as span_steady)."""
+    cfg = red.RedConfig()
+    state = red.new_state("t", "gateway", "POST pricing /api/quote")
+    rng = random.Random(seed)
+    calls = _normal_link(rng, 0, 1_800)
+    calls = [c._replace(duration_us=c.duration_us + 250_000, self_us=c.self_us + 250_000) if i % 210 == 209 else c
+             for i, c in enumerate(calls)]
+    assert _drive(state, cfg, calls, 3_600_000 + 12_000) == []
+
+
+def test_span_errors_still_wait_for_min_baseline_requests() -> None:
+    """Expected errors (a 404 share) have no spike in an operation's first minutes: the error test
+    keeps ``min_baseline`` (200); only the latency test judges from 100."""
+    cfg = red.RedConfig()
+    state = red.new_state("t", "gateway", "POST pricing /api/quote")
+    rng = random.Random(5)
+    warm = [_link(i * 2_000, 2.4, error=rng.random() < 0.03) for i in range(150)]
+    assert _drive(state, cfg, warm, 302_000) == []
+    failing = [_link(300_000 + i * 2_000, 2.4, error=True) for i in range(30)]
+    assert _drive(state, cfg, failing, 362_000) == []
