@@ -63,7 +63,12 @@ def shared_end(facts: Sequence[ServiceFacts], calls: Mapping[str, set[str]]) -> 
     move, the common end explains every slow link with one cause (a network delay or a saturated
     inbound queue on its side) where blaming the callers needs one fault each: the callee becomes the
     suspect (OWN) and the callers only wait for it. Needs the call graph from spans; unchanged
-    otherwise."""
+    otherwise.
+
+    Only judged links count: a caller's link is judged once its baseline holds 100 requests
+    (udfs.red ``min_tail_baseline``, ~3.5 min at 0.5 calls/s). Before that, a delay on the callee's
+    side shows as one slow link and names that caller, as a lone slow link does (issue 12: seen
+    with a 3 min warm-up; judging from fewer requests opened false incidents on real spans)."""
     links = [f for f in facts if f.spans == OWN and f.spans_detail.startswith("self_time")]
     if len(links) < 2:
         return list(facts)
