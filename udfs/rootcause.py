@@ -67,9 +67,9 @@ def shared_end(facts: Sequence[ServiceFacts], calls: Mapping[str, set[str]]) -> 
 
     Only judged links count: a caller's link is judged once its baseline holds 100 requests
     (udfs.red ``min_tail_baseline``: at 0.5 calls/s, ~4 min after its first call, the 30 s
-    recent window included). Before that, a delay on the callee's
-    side shows as one slow link and names that caller, as a lone slow link does (issue 12: seen
-    with a 3 min warm-up; judging from fewer requests opened false incidents on real spans)."""
+    recent window included). Before that, a delay on the callee's side shows as one slow link and
+    names that caller, as a lone slow link does (issue 12: seen with a 3 min warm-up; judging from
+    fewer requests opened false incidents on real spans)."""
     links = [f for f in facts if f.spans == OWN and f.spans_detail.startswith("self_time")]
     if len(links) < 2:
         return list(facts)
