@@ -182,3 +182,34 @@ def test_span_errors_still_wait_for_min_baseline_requests() -> None:
     assert _drive(state, cfg, warm, 302_000) == []
     failing = [_link(300_000 + i * 2_000, 2.4, error=True) for i in range(30)]
     assert _drive(state, cfg, failing, 362_000) == []
+
+
+def _op(end_ms: int, self_ms: float, callee_ms: float) -> SpanTiming:
+    return SpanTiming("t", "trips", "GET /api/trips", end_ms, int((self_ms + callee_ms) * 1_000), int(self_ms * 1_000),
+                      False, False)
+
+
+@pytest.mark.parametrize(("self_x", "callee_plus_ms", "departs"), [(3.0, 0.0, True), (1.0, 20.0, False)])
+def test_own_work_x3_diluted_in_a_duration_that_mostly_waits_is_a_departure(
+    self_x: float, callee_plus_ms: float, departs: bool
+) -> None:
+    """10 ms of its own work, 80 ms waiting for a callee: its self time x3 moves its duration's p99 by
+    less than half again (the duration test alone stays below entry), yet the operation is slow
+    itself (CPU contention). The same +20 ms spent waiting for the callee is no departure of its own."""
+    cfg = red.RedConfig()
+    state = red.new_state("t", "trips", "GET /api/trips")
+    rng = random.Random(7)
+
+    def op(end_ms: int, x: float, plus: float) -> SpanTiming:
+        return _op(end_ms, 10 * x * rng.lognormvariate(0, 0.4), 80 * rng.lognormvariate(0, 0.2) + plus)
+
+    assert _drive(state, cfg, [op(i * 250, 1.0, 0.0) for i in range(1_200)], 300_000 + 2_000) == []
+    fault = [op(300_000 + i * 250, self_x, callee_plus_ms) for i in range(240)]
+    emitted = _drive(state, cfg, fault, 360_000 + 2_000)
+    assert bool(emitted) == departs
+    if departs:
+        first = emitted[0]
+        stats = dict(first.stats)
+        assert stats["p99_ms"] < cfg.min_p99_ratio * stats["baseline_p99_ms"]  # diluted in the duration
+        assert [s.name for s in first.signals] == ["latency", "self_time"]
+        assert 300_000 <= first.onset_ms < 320_000

@@ -18,7 +18,9 @@ Principles behind the constants (not tuned to cases):
   look-ups are background there, never "errors" in absolute terms);
 - self time (duration minus the children's) and own errors (no child failed) are tested the same
   way at 1e-2 once a departure is established: they say whether this operation is slow or failing
-  itself or only waits for a callee (udfs.rootcause);
+  itself or only waits for a callee (udfs.rootcause); a self time that departs by the entry rules
+  while the duration's tail is significant only at 1e-2 is a departure too (an operation that
+  mostly waits for callees dilutes its own slowdown in its duration);
 - the baseline forgets with a 30 min half-life and learns only from buckets not judged anomalous;
   span errors are not judged before it holds ``min_baseline`` requests (an operation that answers 5 % of
   its look-ups with 404 has no "spike" of them in its first minute); latency once it holds enough for a
@@ -307,11 +309,20 @@ def _judge(state: RedState, at_ms: int, cfg: RedConfig) -> list[ServiceAnomaly]:
     emit: list[ServiceAnomaly] = []
     lat = tail_test(recent, state.base_duration, "duration", cfg)
     slower = lat.base_q > 0 and lat.recent_q >= cfg.min_p99_ratio * lat.base_q
-    if (state.latency_onset_ms >= 0 and _stays(lat, cfg)) or (_enters(lat, cfg) and slower):
+    departs = _enters(lat, cfg) and slower
+    own: Test | None = None
+    if not departs and state.latency_onset_ms < 0 and _stays(lat, cfg):
+        # Its own work departed (entry significance, half as slow again) while its duration's tail
+        # moved only at the exit level: the time it waits for callees dilutes its own rise (CPU
+        # contention on a service that mostly waits). It is slow itself; the duration dates it.
+        own = tail_test(recent, state.base_self, "self_time", cfg)
+        departs = _enters(own, cfg) and own.base_q > 0 and own.recent_q >= cfg.min_p99_ratio * own.base_q
+    if (state.latency_onset_ms >= 0 and _stays(lat, cfg)) or departs:
         if state.latency_onset_ms < 0:
             state.latency_onset_ms = _latency_onset(state, lat)
         state.recent[-1][2] = True
-        own = tail_test(recent, state.base_self, "self_time", cfg)
+        if own is None:
+            own = tail_test(recent, state.base_self, "self_time", cfg)
         emit.append(_latency_anomaly(state, lat, own, at_ms, cfg))
     else:
         state.latency_onset_ms = -1
