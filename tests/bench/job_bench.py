@@ -16,11 +16,11 @@ The sizing and side-by-side runs of ``make bench`` (~2.9 million records; the co
 
 A/B of two code versions or of a runtime knob: generate the input once into ``--input-dir`` and run
 each version from its own copy of the tree (the cluster ships the tree it is run from), one run each,
-alternating, e.g. the state backend (RocksDB in flink-conf/, the heap's hashmap here):
+alternating, e.g. the state backend (the heap's hashmap in flink-conf/, RocksDB here):
 
     python -m tests.bench.job_bench --source kafka --mode thread --cluster standalone --taskmanagers 2 \
         --hours 12 --loops 4 --event-rate 2000 --repeat 1 --input-dir /tmp/bench-input \
-        --flink-conf state.backend.type=hashmap
+        --flink-conf state.backend.type=rocksdb
 
 Input: the ``steady`` scenario over ``--hours`` of event time (8 services, ~95 % INFO/DEBUG), ``--loops``
 times back to back (each loop its own seed, event time continuing), in messages of ``--per-message``
@@ -549,7 +549,7 @@ def start_minicluster(cfg: Any, mode: str) -> Any:
 def start_standalone(cfg: Any, mode: str, workdir: Path, taskmanagers: int,
                      flink_conf: dict[str, str] | None = None) -> Any:
     """The Kafka job submitted with ``flink run -py`` to a standalone cluster started from
-    flink-conf/config.yaml (RocksDB state, checkpoints every 10 s) with ``taskmanagers`` TaskManagers
+    flink-conf/config.yaml (state on the heap, checkpoints every 10 s) with ``taskmanagers`` TaskManagers
     of one slot each: one JVM, so one embedded Python, per parallel subtask."""
     from connectors.broker import free_port
     from jobs.cli.stack import job_env, prepare_cluster, submit_detect
