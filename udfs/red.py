@@ -4,7 +4,8 @@ decayed baseline (DETECTION.md "Spans").
 
 The step is pure: ``on_timing`` adds one span's timing to its open bucket; ``on_timer`` closes every
 bucket the watermark has passed (zero-filling gaps) and decides; the state expires ``ttl_ms`` of
-event time after the operation's last span (eviction rule; the adapter registers that timer).
+event time after the operation's last span (eviction rule; the adapter registers that timer). The
+anomalies it emits (what moved, in words) are built in ``udfs.red_anomaly``.
 
 Principles behind the constants (not tuned to cases):
 - latency is the operation's slow tail against its own normal: the share of the recent 30 s slower
@@ -30,27 +31,20 @@ Principles behind the constants (not tuned to cases):
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from scipy.special import bdtrc, betaincinv
 
+from udfs import red_anomaly
 from udfs import spans_sketch as sk
-from udfs.anomaly import ServiceAnomaly, SignalInfo, SpanTiming
-from udfs.scoring import Breakdown, significance_score, velocity_score
-from udfs.signals import DEFAULT_WEIGHTS, Group
+from udfs.anomaly import ServiceAnomaly, SpanTiming
 
 SCHEMA_VERSION = 1
 CREDIBILITY = 0.95
 KEEP_SLOWEST = 8
 """Slowest spans kept per bucket (their end times date a latency onset)."""
-SLOWNESS_WEIGHT = DEFAULT_WEIGHTS[Group.TIMEOUT]
-"""A request many times slower than its operation's normal is what a timeout is made of: a
-significant slow-tail departure weighs as the timeout group does."""
-ERROR_SEVERITY = 0.7
-"""A span with status ERROR is an ERROR record (udfs.signals.severity_score)."""
 
 
 @dataclass(frozen=True)
@@ -269,8 +263,13 @@ def tail_test(recent: list[RedBucket], base: Mapping[int, float], which: str, cf
     for b in recent:
         sk.merge(merged, getattr(b, which))
     return Test(
-        hits, total, p0, _tail(hits, total, p0), _tail(hits - worst[0], total - worst[1], p0),
-        sk.quantile(merged, cfg.tail_q), sk.value_of(t),
+        hits,
+        total,
+        p0,
+        _tail(hits, total, p0),
+        _tail(hits - worst[0], total - worst[1], p0),
+        sk.quantile(merged, cfg.tail_q),
+        sk.value_of(t),
     )
 
 
@@ -323,7 +322,8 @@ def _judge(state: RedState, at_ms: int, cfg: RedConfig) -> list[ServiceAnomaly]:
         state.recent[-1][2] = True
         if own is None:
             own = tail_test(recent, state.base_self, "self_time", cfg)
-        emit.append(_latency_anomaly(state, lat, own, at_ms, cfg))
+        own_rose = _stays(own, cfg) and own.base_q > 0 and own.recent_q >= cfg.min_p99_ratio * own.base_q
+        emit.append(red_anomaly.latency(state, lat, own, own_rose, at_ms))
     else:
         state.latency_onset_ms = -1
     err = rate_test(recent, state.base_errors, state.base_requests, "errors", cfg)
@@ -332,7 +332,8 @@ def _judge(state: RedState, at_ms: int, cfg: RedConfig) -> list[ServiceAnomaly]:
             state.errors_onset_ms = _errors_onset(state, err)
         state.recent[-1][3] = True
         own = rate_test(recent, state.base_own_errors, state.base_requests, "own_errors", cfg)
-        emit.append(_errors_anomaly(state, err, own, at_ms, cfg))
+        own_rose = _stays(own, cfg) and own.hits >= cfg.min_share_ratio * own.p0 * own.total
+        emit.append(red_anomaly.errors(state, err, own, own_rose, at_ms))
     else:
         state.errors_onset_ms = -1
     return emit
@@ -359,94 +360,23 @@ def _errors_onset(state: RedState, t: Test) -> int:
     return min(firsts) if firsts else int(state.recent[-1][0])
 
 
-def _anomaly_id(state: RedState, kind: str, at_ms: int) -> str:
-    """The operation's hash first, the tenant's after: the correlator orders simultaneous anomalies
-    by id, and two tenants with the same data must see them in the same order."""
-    op = hashlib.sha1(f"{state.service}\x1f{state.operation}\x1f{kind}".encode()).hexdigest()[:8]
-    raw = f"{state.tenant}\x1f{state.service}\x1f{state.operation}\x1f{kind}\x1f{at_ms}"
-    return op + hashlib.sha1(raw.encode()).hexdigest()[:8]
-
-
-def fmt_us(us: float) -> str:
-    """A duration as people read it: 850 µs, 180 ms, 2.4 s."""
-    if us < 1_000:
-        return f"{us:.0f} µs"
-    if us < 1_000_000:
-        return f"{us / 1_000:.3g} ms"
-    return f"{us / 1_000_000:.3g} s"
-
-
-def _latency_anomaly(state: RedState, t: Test, own: Test, at_ms: int, cfg: RedConfig) -> ServiceAnomaly:
-    ratio = t.recent_q / t.base_q if t.base_q else 0.0
-    own_rose = _stays(own, cfg) and own.base_q > 0 and own.recent_q >= cfg.min_p99_ratio * own.base_q
-    stat = significance_score(t.p_value)
-    signals = [
-        SignalInfo(
-            "latency", stat,
-            f"{state.operation} p99 {fmt_us(t.recent_q)} vs {fmt_us(t.base_q)} baseline "
-            f"({t.hits:.0f}/{t.total:.0f} in 30 s slower than the baseline p99, expected {t.p0:.1%})",
-        )
-    ]
-    if own_rose:
-        signals.append(
-            SignalInfo(
-                "self_time", significance_score(own.p_value),
-                f"{state.operation} self time p99 {fmt_us(own.recent_q)} vs {fmt_us(own.base_q)} baseline",
-            )
-        )
-    breakdown = Breakdown(pattern=SLOWNESS_WEIGHT, statistical=stat, context=velocity_score(ratio))
-    stats = (
-        ("recent_total", t.total), ("slow", t.hits), ("expected_share", round(t.p0, 6)), ("p_value", t.p_value),
-        ("p99_ms", round(t.recent_q / 1_000, 3)), ("baseline_p99_ms", round(t.base_q / 1_000, 3)),
-        ("self_p_value", own.p_value), ("self_rose", float(own_rose)), ("late_spans", float(state.late_spans)),
-    )
-    return _anomaly(state, "latency", at_ms, state.latency_onset_ms, breakdown, signals, stats)
-
-
-def _errors_anomaly(state: RedState, t: Test, own: Test, at_ms: int, cfg: RedConfig) -> ServiceAnomaly:
-    rate = t.hits / t.total if t.total else 0.0
-    own_rose = _stays(own, cfg) and own.hits >= cfg.min_share_ratio * own.p0 * own.total
-    stat = significance_score(t.p_value)
-    signals = [
-        SignalInfo(
-            "span_errors", stat,
-            f"{state.operation} {t.hits:.0f}/{t.total:.0f} spans failed in 30 s vs baseline {t.p0:.2%}",
-        )
-    ]
-    if own_rose:
-        signals.append(SignalInfo("own_span_errors", significance_score(own.p_value),
-                                  f"{state.operation} {own.hits:.0f} failed with no failing callee"))
-    breakdown = Breakdown(statistical=stat, context=velocity_score(rate / t.p0), severity=ERROR_SEVERITY)
-    stats = (
-        ("recent_total", t.total), ("recent_failures", t.hits), ("baseline_rate", round(t.p0, 6)),
-        ("p_value", t.p_value), ("own_failures", own.hits), ("own_p_value", own.p_value),
-        ("own_rose", float(own_rose)), ("late_spans", float(state.late_spans)),
-    )
-    return _anomaly(state, "span_errors", at_ms, state.errors_onset_ms, breakdown, signals, stats)
-
-
-def _anomaly(
-    state: RedState, kind: str, at_ms: int, onset_ms: int, breakdown: Breakdown, signals: list[SignalInfo],
-    stats: tuple[tuple[str, float], ...],
-) -> ServiceAnomaly:
-    return ServiceAnomaly(
-        anomaly_id=_anomaly_id(state, kind, at_ms), tenant=state.tenant, service=state.service, namespace="",
-        path="windowed", kind=kind, at_ms=at_ms, onset_ms=onset_ms, breakdown=breakdown, signals=tuple(signals),
-        stats=tuple((k, float(v)) for k, v in stats), samples=(), templates=(),
-    )
-
-
 # ---- codec -------------------------------------------------------------------------------------
 
 
 def encode_bucket(b: RedBucket) -> list[Any]:
-    return [b.count, b.errors, b.own_errors, b.first_error_ms, sk.encode(b.duration), sk.encode(b.self_time),
-            b.slowest]
+    return [b.count, b.errors, b.own_errors, b.first_error_ms, sk.encode(b.duration), sk.encode(b.self_time), b.slowest]
 
 
 def decode_bucket(v: list[Any]) -> RedBucket:
-    return RedBucket(int(v[0]), int(v[1]), int(v[2]), int(v[3]), sk.decode(v[4]), sk.decode(v[5]),
-                     [[int(a), int(b)] for a, b in v[6]])
+    return RedBucket(
+        int(v[0]),
+        int(v[1]),
+        int(v[2]),
+        int(v[3]),
+        sk.decode(v[4]),
+        sk.decode(v[5]),
+        [[int(a), int(b)] for a, b in v[6]],
+    )
 
 
 def encode_state(s: RedState) -> dict[str, Any]:
@@ -455,8 +385,7 @@ def encode_state(s: RedState) -> dict[str, Any]:
         "key": [s.tenant, s.service, s.operation],
         "open": [[start, encode_bucket(b)] for start, b in sorted(s.open.items())],
         "recent": [[r[0], encode_bucket(r[1]), int(r[2]), int(r[3])] for r in s.recent],
-        "base": [sk.encode(s.base_duration), sk.encode(s.base_self), s.base_requests, s.base_errors,
-                 s.base_own_errors],
+        "base": [sk.encode(s.base_duration), sk.encode(s.base_self), s.base_requests, s.base_errors, s.base_own_errors],
         "episodes": [s.latency_onset_ms, s.errors_onset_ms],
         "clock": [s.closed_until_ms, s.last_ms, s.late_spans],
     }
@@ -477,11 +406,19 @@ def decode_state(obj: Mapping[str, Any]) -> RedState:
     tenant, service, operation = (str(x) for x in obj["key"])
     base = obj["base"]
     return RedState(
-        tenant=tenant, service=service, operation=operation,
+        tenant=tenant,
+        service=service,
+        operation=operation,
         open={int(start): decode_bucket(b) for start, b in obj["open"]},
         recent=[[int(r[0]), decode_bucket(r[1]), bool(r[2]), bool(r[3])] for r in obj["recent"]],
-        base_duration=sk.decode(base[0]), base_self=sk.decode(base[1]), base_requests=float(base[2]),
-        base_errors=float(base[3]), base_own_errors=float(base[4]),
-        latency_onset_ms=int(obj["episodes"][0]), errors_onset_ms=int(obj["episodes"][1]),
-        closed_until_ms=int(obj["clock"][0]), last_ms=int(obj["clock"][1]), late_spans=int(obj["clock"][2]),
+        base_duration=sk.decode(base[0]),
+        base_self=sk.decode(base[1]),
+        base_requests=float(base[2]),
+        base_errors=float(base[3]),
+        base_own_errors=float(base[4]),
+        latency_onset_ms=int(obj["episodes"][0]),
+        errors_onset_ms=int(obj["episodes"][1]),
+        closed_until_ms=int(obj["clock"][0]),
+        last_ms=int(obj["clock"][1]),
+        late_spans=int(obj["clock"][2]),
     )
