@@ -278,6 +278,7 @@ class ServiceWindow(KeyedProcessFunction):  # type: ignore[misc]
     def open(self, ctx: RuntimeContext) -> None:
         self.core = _value_state(ctx, "service-core")
         self.templates = _value_state(ctx, "service-templates")
+        self.memory = _value_state(ctx, "service-memory")  # the template history (schema 4; inside the core before)
         self.buckets = _map_state(ctx, "service-open-buckets", Types.LONG())  # bucket start ms -> bucket
         self.revision = _value_state(ctx, "service-revision", Types.LONG())
         self.cache: dict[str, tuple[int, window_state.ServiceState]] = {}
@@ -299,8 +300,11 @@ class ServiceWindow(KeyedProcessFunction):  # type: ignore[misc]
         if core is None:  # expired by TTL apart from the revision: start over
             return rev, window_state.new_state(tenant, service) if tenant else None
         tpl = self.templates.value()
+        memory = self.memory.value()
         buckets = {str(start): loads(raw) for start, raw in self.buckets.items()}
-        return rev, window_state.decode_parts(loads(core), buckets, loads(tpl) if tpl is not None else None)
+        return rev, window_state.decode_parts(
+            loads(core), buckets, loads(tpl) if tpl is not None else None, loads(memory) if memory is not None else None
+        )
 
     def _save(self, key: str, rev: int, step: window.Step, late_before: int, touched: Iterable[int],
               closed: Iterable[int]) -> None:  # fmt: skip
@@ -309,6 +313,8 @@ class ServiceWindow(KeyedProcessFunction):  # type: ignore[misc]
             self.m_late.inc(state.late_records - late_before)
         if "core" in step.dirty or rev == 0:
             self.core.update(dumps(window_state.encode_part(state, "core")))
+        if "memory" in step.dirty or rev == 0:
+            self.memory.update(dumps(window_state.encode_part(state, "memory")))
         if "templates" in step.dirty:
             self.templates.update(dumps(window_state.encode_part(state, "templates")))
         for start in touched:

@@ -166,7 +166,8 @@ def test_state_sizes_are_the_codecs_compact_json() -> None:
                    for p in ("core",))
     assert s["service_core_bytes_max"] == sizes[-1] and core in sizes
     assert s["idle_service_bytes_mean"] == round(sum(
-        len(orjson.dumps(window_state.encode_part(x, "core"))) + 2 + len(orjson.dumps(x.templates.to_state()))
+        sum(len(orjson.dumps(window_state.encode_part(x, p))) for p in ("core", "memory"))
+        + 2 + len(orjson.dumps(x.templates.to_state()))
         for x in eng.services.values()) / 3)  # 2 = "{}", the empty open buckets
     assert s["bytes_per_template"] * s["templates"] == pytest.approx(s["template_state_bytes_per_service_mean"] * 3,
                                                                       rel=0.01)

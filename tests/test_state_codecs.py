@@ -216,10 +216,29 @@ def test_a_schema_2_service_state_with_history_rows_still_decodes() -> None:
     state = window_state.new_state("t", "s")
     state.history = [[0, 5, 1, 0], [10_000, 0, 0, 0], [20_000, 9, 4, 1]]
     stored = window_state.encode_state(state)
-    assert stored["schema_version"] == 3
+    assert stored["schema_version"] == 4
     old = {**stored, "schema_version": 2, "history": state.history}
     assert window_state.decode_state(json.loads(json.dumps(old))).history == state.history
     assert window_state.decode_state(json.loads(json.dumps(stored))).history == state.history
+
+
+def test_a_schema_3_core_with_its_template_history_inside_still_decodes_from_stored_parts() -> None:
+    """Schema 4 stores the template history ("memory") apart from the core; a job restored from a
+    schema-3 checkpoint has no memory part, and its core carries the history inside."""
+    eng = engine.Engine()
+    for m in stream([(0, 0, s, Level.ERROR, s % len(BODIES), s, -1, None) for s in range(0, 120, 3)]):
+        eng.feed(m)
+    eng.finish()
+    state = next(iter(eng.services.values()))
+    assert state.memory.seen  # it remembered alarming templates
+    core3 = {**window_state.encode_part(state, "core"), "schema_version": 3,
+             "memory": window_state.encode_part(state, "memory")}
+    tpl = window_state.encode_part(state, "templates")
+    read = window_state.decode_parts(json.loads(json.dumps(core3)), {}, tpl)
+    assert window_state.encode_part(read, "memory") == window_state.encode_part(state, "memory")
+    new = window_state.decode_parts(window_state.encode_part(state, "core"), {}, tpl,
+                                    window_state.encode_part(state, "memory"))
+    assert window_state.encode_state(new) == window_state.encode_state(state)
 
 
 def test_a_service_idle_for_an_hour_of_its_tenants_traffic_keeps_under_one_kib_of_state() -> None:
@@ -240,5 +259,5 @@ def test_a_service_idle_for_an_hour_of_its_tenants_traffic_keeps_under_one_kib_o
     eng.finish()
     state = eng.services[("default", "idle-svc")]
     assert len(state.history) >= 350  # the hour is there, as zero rows
-    parts = [window_state.encode_part(state, p) for p in ("core", "open", "templates")]
+    parts = [window_state.encode_part(state, p) for p in ("core", "memory", "open", "templates")]
     assert sum(len(json.dumps(p, separators=(",", ":"))) for p in parts) <= 1024

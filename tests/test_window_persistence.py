@@ -27,6 +27,7 @@ class StoredParts:
     def __init__(self) -> None:
         self.core: dict[tuple[str, str], Any] = {}
         self.templates: dict[tuple[str, str], Any] = {}
+        self.memory: dict[tuple[str, str], Any] = {}
         self.buckets: dict[tuple[str, str], dict[str, Any]] = {}
         self.checked = 0
 
@@ -35,6 +36,8 @@ class StoredParts:
         key = (state.tenant, state.service)
         if "core" in step.dirty or first:
             self.core[key] = window_state.encode_part(state, "core")
+        if "memory" in step.dirty or first:
+            self.memory[key] = window_state.encode_part(state, "memory")
         if "templates" in step.dirty:
             self.templates[key] = window_state.encode_part(state, "templates")
         stored = self.buckets.setdefault(key, {})
@@ -43,7 +46,7 @@ class StoredParts:
                 stored[str(start)] = window_state.encode_bucket(state.open[start])
         for start in closed:
             stored.pop(str(start), None)
-        read_back = window_state.decode_parts(self.core[key], stored, self.templates.get(key))
+        read_back = window_state.decode_parts(self.core[key], stored, self.templates.get(key), self.memory[key])
         assert window_state.encode_state(read_back) == window_state.encode_state(state), key
         self.checked += 1
 

@@ -48,7 +48,7 @@ class Step(NamedTuple):
     timer_at_ms: int | None
     """Event time of the next bucket close to register, or None."""
     dirty: frozenset[str]
-    """Which parts of the state changed: "open", "core", "templates" (lets adapters write less)."""
+    """Which parts of the state changed: "open", "core", "memory", "templates" (lets adapters write less)."""
     touched: frozenset[int] = frozenset()
     """Start of every open bucket this step changed (adapters that store buckets one by one write
     these); a bucket the step closed is no longer in ``state.open``."""
@@ -67,7 +67,9 @@ def on_batch(state: ServiceState, batch: ServiceBatch, cfg: WindowConfig, waterm
         state.first_seen_ms = min(b.start_ms for b in batch.buckets) if batch.buckets else batch.max_time_ms
         dirty.add("core")
         emit.append(hello(state))
-    state.namespace = state.namespace or batch.namespace
+    if not state.namespace and batch.namespace:
+        state.namespace = batch.namespace
+        dirty.add("core")
     for agg in batch.buckets:
         if agg.start_ms < state.closed_until_ms:
             state.late_records += agg.total
@@ -76,9 +78,14 @@ def on_batch(state: ServiceState, batch: ServiceBatch, cfg: WindowConfig, waterm
         state.open.setdefault(agg.start_ms, OpenBucket()).add(agg)
         touched.add(agg.start_ms)
     if batch.notables:
-        # Notables feed the miner ("templates") and the template history, which lives in "core".
-        dirty.update(("templates", "core"))
-        emit.extend(_look_at_notables(state, batch.notables, cfg, touched))
+        # Notables feed the miner ("templates") and the template history ("memory"); the core changes
+        # only when the immediate path remembers or suppresses one (rare), so it is not rewritten per message.
+        dirty.update(("templates", "memory"))
+        suppressed = state.suppressed_immediate
+        found = _look_at_notables(state, batch.notables, cfg, touched)  # each remembered in immediate_seen
+        if found or state.suppressed_immediate != suppressed:
+            dirty.add("core")
+        emit.extend(found)
     timer = _next_timer(state, cfg)
     return Step(state, tuple(emit), timer, frozenset(dirty), frozenset(touched))
 
@@ -191,7 +198,7 @@ def on_timer(state: ServiceState, cfg: WindowConfig, timer_ms: int) -> Step:
         emitted = _close_bucket(state, start, bucket, cfg)
         if emitted is not None:
             emit.append(emitted)
-    dirty = frozenset({"open", "core"}) if due else frozenset()
+    dirty = frozenset({"open", "core", "memory"}) if due else frozenset()
     return Step(state, tuple(emit), _next_timer(state, cfg), dirty)
 
 

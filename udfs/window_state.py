@@ -3,7 +3,7 @@
 ``OpenBucket`` accumulates a bucket the watermark has not passed; ``ServiceState`` holds the closed
 buckets (zero-filled history), the details of the recent ones, the template miner and the episode
 flags. Codecs are JSON-able dicts with ``SCHEMA_VERSION``, never pickle; the job stores the state in
-three parts ("core", "open" per bucket, "templates") so a message writes only what it touched.
+four parts ("core", "memory", "open" per bucket, "templates") so a message writes only what it touched.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ from udfs.anomaly import (
 )
 from udfs.templates import TemplateMiner
 
-SCHEMA_VERSION = 3
-"""3 stores the closed-bucket history by columns with runs of zeros collapsed; 2 added the template
-history (``memory``) and per-bucket discoveries; 1 and 2 are still read."""
-READABLE_VERSIONS = (1, 2, 3)
+SCHEMA_VERSION = 4
+"""4 stores the template history (``memory``) apart from the core (notables change it with most
+messages, the core changes at bucket close); 3 stores the closed-bucket history by columns with runs
+of zeros collapsed; 2 added the template history and per-bucket discoveries; 1-3 are still read (a
+core of 1-3 carries its template history inside)."""
+READABLE_VERSIONS = (1, 2, 3, 4)
 
 
 @dataclass
@@ -175,8 +177,13 @@ def encode_history(rows: list[list[int]]) -> Any:
     step = rows[1][0] - rows[0][0] if len(rows) > 1 else 0
     if any(r[0] != rows[0][0] + i * step or r[1] < 0 or r[2] < 0 for i, r in enumerate(rows)):
         return rows  # uneven, or a count the run form cannot hold
-    return {"start": rows[0][0], "step": step, "total": _runs([r[1] for r in rows]),
-            "failures": _runs([r[2] for r in rows]), "anomalous": [i for i, r in enumerate(rows) if r[3]]}
+    return {
+        "start": rows[0][0],
+        "step": step,
+        "total": _runs([r[1] for r in rows]),
+        "failures": _runs([r[2] for r in rows]),
+        "anomalous": [i for i, r in enumerate(rows) if r[3]],
+    }
 
 
 def decode_history(obj: Any) -> list[list[int]]:
@@ -194,12 +201,15 @@ def decode_history(obj: Any) -> list[list[int]]:
 
 def encode_part(state: ServiceState, part: str) -> Any:
     """One independently stored part of the state: "open" (the buckets the watermark has not passed;
-    changes with every message), "core" (history, episode, counters, template history; changes at bucket close) or
+    changes with every message), "core" (history, episode, counters; changes at bucket close),
+    "memory" (the template history; changes when alarming records arrive and at bucket close) or
     "templates" (the miner; changes when notable records arrive). Adapters write only dirty parts."""
     if part == "open":
         return {str(k): encode_bucket(b) for k, b in state.open.items()}
     if part == "templates":
         return state.templates.to_state() if state.templates is not None else None
+    if part == "memory":
+        return tmpl_history.encode(state.memory)
     if part != "core":
         raise ValueError(f"service window state: unknown part {part!r}")
     return {
@@ -216,20 +226,26 @@ def encode_part(state: ServiceState, part: str) -> Any:
         "first_seen_ms": state.first_seen_ms,
         "late_records": state.late_records,
         "suppressed_immediate": state.suppressed_immediate,
-        "memory": tmpl_history.encode(state.memory),
     }
 
 
 def encode_state(state: ServiceState) -> dict[str, Any]:
     return {
         **encode_part(state, "core"),
+        "memory": encode_part(state, "memory"),
         "open": encode_part(state, "open"),
         "templates": encode_part(state, "templates"),
     }
 
 
-def decode_parts(core: Mapping[str, Any], open_: Mapping[str, Any] | None, templates: Any) -> ServiceState:
-    return decode_state({**core, "open": open_ or {}, "templates": templates})
+def decode_parts(
+    core: Mapping[str, Any], open_: Mapping[str, Any] | None, templates: Any, memory: Any = None
+) -> ServiceState:
+    """The state from its stored parts; ``memory`` None: a core of schema 1-3, which carries it inside."""
+    parts = {**core, "open": open_ or {}, "templates": templates}
+    if memory is not None:
+        parts["memory"] = memory
+    return decode_state(parts)
 
 
 def decode_state(obj: Mapping[str, Any]) -> ServiceState:

@@ -322,25 +322,27 @@ def _mean(xs: Sequence[int]) -> int:
 
 def state_sizes(eng: engine.Engine) -> dict[str, Any]:
     """Bytes per keyed state after ``finish()``, from the codecs the job's state uses
-    (``window_state.encode_part``, ``history.encode`` inside "core", ``TemplateMiner.to_state``,
+    (``window_state.encode_part``: "core", "memory" = ``history.encode``, ``TemplateMiner.to_state``,
     ``traces.encode_state``, ``tenant_state.encode_state``, ``red.encode_state``), as compact JSON.
 
     After ``finish()`` every bucket is closed, so a service state is what an idle service costs:
-    "core" (closed-bucket history, recent details, episode, template history) + "templates" (its
-    miner) + "open" (empty). Values only: the job's state backend adds its key and TTL bytes."""
+    "core" (closed-bucket history, recent details, episode) + "memory" (template history) +
+    "templates" (its miner) + "open" (empty). Values only: the job's state backend adds its key and TTL bytes."""
     core, tpl, open_, history, recent, memory, n_tpl = [], [], [], [], [], [], 0
     for st in eng.services.values():
         c = window_state.encode_part(st, "core")
         core.append(_bytes(c))
         history.append(_bytes(c["history"]))
         recent.append(_bytes(c["recent"]))
-        memory.append(_bytes(c["memory"]))
+        memory.append(_bytes(window_state.encode_part(st, "memory")))
         open_.append(_bytes(window_state.encode_part(st, "open")))
         t = window_state.encode_part(st, "templates")
         if t is not None:
             tpl.append(_bytes(t))
             n_tpl += len(t["clusters"])
-    per_service = [c + o + (tpl[i] if i < len(tpl) else 0) for i, (c, o) in enumerate(zip(core, open_, strict=True))]
+    per_service = [
+        c + m + o + (tpl[i] if i < len(tpl) else 0) for i, (c, m, o) in enumerate(zip(core, memory, open_, strict=True))
+    ]
     traces_b = [_bytes(traces.encode_state(st)) for st in eng.traces.values()]
     tenants_b = [_bytes(tenant_state.encode_state(st)) for st in eng.tenants.values()]
     red_b = [_bytes(red.encode_state(st)) for st in eng.red.values()]
