@@ -78,9 +78,12 @@ def on_batch(state: ServiceState, batch: ServiceBatch, cfg: WindowConfig, waterm
         state.open.setdefault(agg.start_ms, OpenBucket()).add(agg)
         touched.add(agg.start_ms)
     if batch.notables:
-        # Notables feed the miner ("templates") and the template history ("memory"); the core changes
-        # only when the immediate path remembers or suppresses one (rare), so it is not rewritten per message.
-        dirty.update(("templates", "memory"))
+        # Notables feed the miner ("templates"), failures also the template history ("memory"); the core
+        # changes only when the immediate path remembers or suppresses one (rare), so it is not rewritten
+        # per message.
+        dirty.add("templates")
+        if any(n.failure for n in batch.notables):
+            dirty.add("memory")
         suppressed = state.suppressed_immediate
         found = _look_at_notables(state, batch.notables, cfg, touched)  # each remembered in immediate_seen
         if found or state.suppressed_immediate != suppressed:
