@@ -260,6 +260,8 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
             self.timers.register(ctx, shard, at_ms)
 
     def process_element(self, items: tuple[Any, ...], ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+        if not items:  # a decoder's tick (jobs.operators.TICK_KEY): it only moves the watermark
+            return
         if isinstance(items[0], SpanTiming):  # log timings: to RED as they come (udfs.engine does the same)
             yield from route(items)
             return

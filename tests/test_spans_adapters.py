@@ -312,3 +312,31 @@ def test_the_correlator_stores_a_settle_intervals_call_facts_compactly_and_appli
     got = tenant_state.decode_state(loads(op.keyed.data[("tenant-incidents", "t")]))
     assert got.edges and got.precedence and got.failing_traces
     assert tenant_state.encode_state(got) == tenant_state.encode_state(pure)
+
+
+def test_a_message_without_trace_observations_sends_a_tick_that_moves_the_trace_watermark() -> None:
+    """The trace-observation stream carries its own watermark (jobs.event_time). A message whose
+    records fail nothing sends no observation, so without a tick that watermark, and the correlator's
+    with it, waited for the stream's idleness (24 s lag after bucket close in job_bench). The tick is
+    timed like the message's logs; the timeline ignores it and stores nothing."""
+    from connectors.otlp.encode import encode_logs_json
+    from jobs.config import JobConfig
+    from jobs.operators import TICK_KEY, TRACE_OBSERVATIONS, DecodeAndSummarize
+    from udfs.engine import EngineConfig
+    from udfs.scenarios.library import build
+
+    records = [r for r in build("steady", scale=0.25).records if r.level < 13][:50]  # INFO/DEBUG: no failure
+    decode = DecodeAndSummarize(JobConfig(index_logs=False), EngineConfig())
+    decode.open(_Runtime(_Keyed()))
+    out = list(decode.process_element(encode_logs_json(records).decode(), None))
+    ticks = [v for v in out if isinstance(v, tuple) and v[0] is TRACE_OBSERVATIONS]
+    assert [(row[0], row[1]) for _, (row, _) in ticks] == [(TICK_KEY, ())]
+    assert ticks[0][1][1] == max(r.time_unix_nano for r in records) // 1_000_000  # the logs' latest event time
+
+    failing = [r for r in build("cascade", scale=0.25).records if r.level >= 17 and r.trace_id][:5]
+    out = list(decode.process_element(encode_logs_json(failing).decode(), None))
+    keys = [v[1][0][0] for v in out if isinstance(v, tuple) and v[0] is TRACE_OBSERVATIONS]
+    assert keys and TICK_KEY not in keys  # real observations move the watermark themselves
+
+    timeline = _Operator(TraceTimeline(engine.EngineConfig()))
+    assert timeline.element(TICK_KEY, ()) == [] and timeline.keyed.data == {} and timeline.timers == []
