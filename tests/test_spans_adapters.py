@@ -102,7 +102,9 @@ class _Operator:
 
     def element(self, key: str, value: Any) -> list[Any]:
         self.keyed.key = key
-        return list(self.fn.process_element(value, self) or ())
+        out = list(self.fn.process_element(value, self) or ())
+        self.after_call()
+        return out
 
     def advance(self, watermark: int) -> list[Any]:
         out: list[Any] = []
@@ -111,7 +113,11 @@ class _Operator:
             self.registered.discard((at, key))
             self.keyed.key = key
             out.extend(self.fn.on_timer(at, self) or ())
+            self.after_call()
         return out
+
+    def after_call(self) -> None:
+        """Called after every element and every timer (a hook for checking subclasses)."""
 
 
 class _Job:

@@ -15,7 +15,6 @@ back by a minute (beyond it: late at the timeline and late spans at RED).
 
 from __future__ import annotations
 
-import heapq
 from typing import Any
 
 import pytest
@@ -88,12 +87,7 @@ class _CheckedOperator(_Operator):
         self.checked = self.calls_seen = 0
         self.fired_up_to = -(2**62)
 
-    def element(self, key: str, value: Any) -> list[Any]:
-        out = super().element(key, value)
-        self._check()
-        return out
-
-    def _check(self) -> None:
+    def after_call(self) -> None:
         """After every call; the timeline's after every third (reading a shard back reads all of it)."""
         self.calls_seen += 1
         if isinstance(self.fn, SpanRed) or self.calls_seen % 3 == 0:
@@ -103,14 +97,7 @@ class _CheckedOperator(_Operator):
         if watermark <= self.fired_up_to:
             return []
         self.fired_up_to = watermark
-        out: list[Any] = []
-        while self.timers and self.timers[0][0] <= watermark:
-            at, key = heapq.heappop(self.timers)
-            self.registered.discard((at, key))
-            self.keyed.key = key
-            out.extend(self.fn.on_timer(at, self) or ())
-            self._check()
-        return out
+        return super().advance(watermark)
 
 
 class _CheckedJob(_Job):
