@@ -216,7 +216,7 @@ def test_each_tenants_trace_shards_spread_evenly_over_any_parallelism_dividing_t
     for tenant in ("default", "acme", "ténant-7", "bench-start-p0"):
         groups = [key_group(shard_key(tenant, f"{i:032x}")) for i in range(4096)]
         assert len(set(groups)) == TRACE_SHARDS
-        for parallelism in (1, 2, 4, 8, 16):
+        for parallelism in (p for p in (1, 2, 4, 8, 16) if p <= TRACE_SHARDS):
             per_instance = collections.Counter(g * parallelism // MAX_PARALLELISM for g in set(groups))
             assert sorted(per_instance.values()) == [TRACE_SHARDS // parallelism] * parallelism, (tenant, parallelism)
 

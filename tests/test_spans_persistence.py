@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from jobs.operators import _obs_shard, _obs_time, _timing_shard, _timing_time, dumps, loads, shard_elements
-from jobs.span_operators import SpanRed, TraceTimeline
+from jobs.span_operators import SpanRed, TraceTimeline, route
 from tests.test_spans_adapters import _Job, _Operator, _Runtime
 from udfs import engine, log_timings, red, traces
 from udfs.batch import summarize
@@ -178,7 +178,8 @@ def test_red_state_stored_in_layout_1_is_read_back_and_moves_to_layout_2() -> No
         ("red-open-buckets", key): {20_000: dumps(red.encode_bucket(state.open[20_000]))},
         ("red-revision", key): 7,
     })  # fmt: skip
-    op.element(key, (timing._replace(end_ms=26_000),))
+    ((_, row),) = list(route([timing._replace(end_ms=26_000)], engine.EngineConfig().red))  # as the timeline sends it
+    op.element(row[0], row[1])
     red.on_timing(state, timing._replace(end_ms=26_000), engine.EngineConfig().red)
     assert ("red-revision", key) not in op.keyed.data
     assert loads(op.keyed.data[("red-clock", key)]) == [8, 26_000, 3]

@@ -268,3 +268,36 @@ def test_engine_snapshot_mid_run_with_spans_gives_the_same_events() -> None:
         again.feed(m)
     again.finish()
     assert again.events == whole
+
+
+def test_partial_buckets_end_as_one_span_at_a_time_whatever_the_grouping() -> None:
+    """The job's RED state is fed partial buckets (``red.partials``, one per operation and bucket of
+    what a timeline timer releases); the engine counts span by span. Both must end equal, also when a
+    bucket's durations span more than MAX_BINS sketch bins (the collapse is order-free) and when some
+    spans are late."""
+
+
+    cfg = red.RedConfig()
+    rnd = random.Random(7)
+    ops = [("t", "pricing", "POST /quote"), ("t", "pricing", "GET /"), ("t", "cart", "GET /cart")]
+    timings = [
+        SpanTiming(*rnd.choice(ops), end_ms=rnd.randrange(0, 60_000), duration_us=int(1.07 ** rnd.randrange(0, 400)),
+                   self_us=rnd.randrange(0, 5_000), error=(e := rnd.random() < 0.2), own_error=e and rnd.random() < 0.5)
+        for _ in range(9_000)
+    ]  # fmt: skip
+    one = {k: red.new_state(*k) for k in ops}
+    grouped = {k: red.new_state(*k) for k in ops}
+    for state in [*one.values(), *grouped.values()]:
+        state.closed_until_ms = 10_000  # spans ending before 10 s are late
+    for t in timings:
+        red.count(one[red.key_of(t)], t, cfg)
+    i = 0
+    while i < len(timings):
+        n = rnd.randrange(1, 200)
+        for key, parts in red.partials(timings[i : i + n], cfg).items():
+            for part in rnd.sample(parts, len(parts)):
+                red.add_partial(grouped[key], part)
+        i += n
+    assert max(len(b.duration) for s in one.values() for b in s.open.values()) == sk.MAX_BINS  # collapse happened
+    for key in ops:
+        assert red.encode_state(grouped[key]) == red.encode_state(one[key])

@@ -31,7 +31,7 @@ Principles behind the constants (not tuned to cases):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -98,6 +98,66 @@ class RedBucket:
             self.slowest.append([t.duration_us, t.end_ms])
             self.slowest.sort(key=lambda r: (-r[0], r[1]))
             del self.slowest[KEEP_SLOWEST:]
+
+
+    def merge(self, other: RedBucket) -> None:
+        """Add ``other``'s spans: the bucket ends as if they had been added one by one, in any order
+        (counts add, the sketches merge order-free, the slowest are the top of both)."""
+        self.count += other.count
+        self.errors += other.errors
+        self.own_errors += other.own_errors
+        if other.first_error_ms >= 0 and (self.first_error_ms < 0 or other.first_error_ms < self.first_error_ms):
+            self.first_error_ms = other.first_error_ms
+        sk.merge(self.duration, other.duration)
+        sk.merge(self.self_time, other.self_time)
+        if other.slowest:
+            self.slowest = sorted([*self.slowest, *other.slowest], key=lambda r: (-r[0], r[1]))[:KEEP_SLOWEST]
+
+
+WireBucket = tuple[int, int, int, int, int, int, dict[int, float], dict[int, float], list[list[int]]]
+"""A partial bucket as it crosses between operators: (start_ms, last_ms, count, errors, own_errors,
+first_error_ms, duration sketch, self-time sketch, slowest): plain tuples, lists and dicts pickle in C."""
+
+
+def partials(timings: Iterable[SpanTiming], cfg: RedConfig) -> dict[tuple[str, str, str], list[WireBucket]]:
+    """Timings of many operations -> per (tenant, service, operation), one partial bucket per bucket
+    start (with the latest span end it saw). ``add_partial`` of each equals ``count`` of each timing:
+    an adapter sends an operation a few partial buckets instead of every span."""
+    parts: dict[tuple[str, str, str], dict[int, list[Any]]] = {}
+    bucket_ms = cfg.bucket_ms
+    for t in timings:
+        start = t.end_ms - t.end_ms % bucket_ms
+        per_key = parts.get((t.tenant, t.service, t.operation))
+        if per_key is None:
+            per_key = parts[(t.tenant, t.service, t.operation)] = {}
+        row = per_key.get(start)
+        if row is None:
+            row = per_key[start] = [RedBucket(), t.end_ms]
+        elif t.end_ms > row[1]:
+            row[1] = t.end_ms
+        row[0].add(t)
+    return {key: [_wire(start, last, b) for start, (b, last) in per_key.items()] for key, per_key in parts.items()}
+
+
+def _wire(start: int, last_ms: int, b: RedBucket) -> WireBucket:
+    return (start, last_ms, b.count, b.errors, b.own_errors, b.first_error_ms, b.duration, b.self_time, b.slowest)
+
+
+def add_partial(state: RedState, part: WireBucket) -> int:
+    """Count a partial bucket (``partials``) as ``count`` counts its spans; returns its span count."""
+    start, last_ms, n = part[0], part[1], part[2]
+    if last_ms > state.last_ms:
+        state.last_ms = last_ms
+    if start < state.closed_until_ms:
+        state.late_spans += n
+        return n
+    bucket = RedBucket(n, part[3], part[4], part[5], dict(part[6]), dict(part[7]), [list(r) for r in part[8]])
+    mine = state.open.get(start)
+    if mine is None:
+        state.open[start] = bucket
+    else:
+        mine.merge(bucket)
+    return n
 
 
 @dataclass

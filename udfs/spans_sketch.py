@@ -12,7 +12,10 @@ private fields); and it allocates dense bin arrays per sketch, where a 10 s buck
 distinct bins. The mapping is the same one, so the accuracy statement carries over.
 
 Bounded: at most ``MAX_BINS`` bins; past that the lowest bins collapse into the lowest kept one (the
-slow tail, which detection reads, stays exact to 2 %). Values at or below 1 µs share bin ``MIN_BIN``.
+slow tail, which detection reads, stays exact to 2 %). The sketch then holds the ``MAX_BINS`` highest
+bins ever given, the lowest of them carrying everything below: the same whatever order values come
+in and however they were grouped into sketches before a merge (a job that adds partial sketches ends
+where an engine adding one value at a time does). Values at or below 1 µs share bin ``MIN_BIN``.
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ def merge(into: Sketch, other: Mapping[int, float], factor: float = 1.0) -> None
 
 def _collapse(sketch: Sketch) -> None:
     bins = sorted(sketch)
-    extra = bins[: len(bins) - MAX_BINS + 1]
+    extra = bins[: len(bins) - MAX_BINS]
     keep = bins[len(extra)]
     sketch[keep] += sum(sketch.pop(b) for b in extra)
 
