@@ -16,6 +16,16 @@ from connectors.jars import jar_urls, provision_jars
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Whichever test starts the JVM first, its embedded Python (thread mode) must be this
+    virtualenv's: run as ``.venv/bin/python -m pytest`` without ``make``'s PATH, a test that
+    started the JVM before any test called jobs.runtime.local_env left later MiniCluster jobs
+    failing with "No module named 'pemja'"."""
+    from jobs.runtime import use_this_python
+
+    use_this_python()
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
     """One in-memory tansu broker on a free loopback port for the whole session.
