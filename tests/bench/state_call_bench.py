@@ -47,21 +47,22 @@ def _function() -> Any:
         def process_element(self, value: Any, ctx: Any) -> Iterator[str]:
             small, big = "x" * 20, "y" * 10_000
             for i in range(20):
-                self._time("long value update", lambda: self.long.update(i))
+                self._time("long value update", lambda i=i: self.long.update(i))
                 self._time("long value read", lambda: self.long.value())
                 self._time("20-char value update", lambda: self.text.update(small))
                 self._time("10k-char value update", lambda: self.text.update(big))
                 self._time("10k-char value read", lambda: self.text.value())
-                self._time("map put, 20 chars", lambda: self.map.put(i, small))
-                self._time("map put, 10k chars", lambda: self.map.put(i + 100, big))
-                self._time("map get, 20 chars", lambda: self.map.get(i))
-                self._time("map remove", lambda: self.map.remove(i))
-                self._time("event-time timer", lambda: ctx.timer_service().register_event_time_timer(1_000 + i))
+                self._time("map put, 20 chars", lambda i=i: self.map.put(i, small))
+                self._time("map put, 10k chars", lambda i=i: self.map.put(i + 100, big))
+                self._time("map get, 20 chars", lambda i=i: self.map.get(i))
+                self._time("map remove", lambda i=i: self.map.remove(i))
+                self._time("event-time timer", lambda i=i: ctx.timer_service().register_event_time_timer(1_000 + i))
                 self._time("get_current_key", lambda: ctx.get_current_key())
                 self._time("no-op (measuring)", lambda: None)
             self.calls += 20
             if value[1] >= self.total - 50:  # the last elements: report
-                yield json.dumps({k: [self.wall[k] / self.calls * 1e6, self.cpu[k] / self.calls * 1e6] for k in self.wall})
+                per_call = {k: [self.wall[k] / self.calls * 1e6, self.cpu[k] / self.calls * 1e6] for k in self.wall}
+                yield json.dumps(per_call)
 
     return Calls
 
@@ -82,7 +83,8 @@ def run(parallelism: int, elements: int) -> dict[str, list[float]]:
     env.set_parallelism(parallelism)
     fn = _function()()
     fn.total = elements
-    data = env.from_collection([(i % 50, i) for i in range(elements)], type_info=Types.TUPLE([Types.INT(), Types.INT()]))
+    pairs = Types.TUPLE([Types.INT(), Types.INT()])
+    data = env.from_collection([(i % 50, i) for i in range(elements)], type_info=pairs)
     out = data.key_by(lambda x: x[0], key_type=Types.INT()).process(fn, Types.STRING())
     reports: list[dict[str, list[float]]] = []
     with out.execute_and_collect() as results:
