@@ -53,7 +53,8 @@ def load_banner(benches: dict[str, dict[str, Any]], nproc: int) -> list[str]:
     span = f"{min(allv):g}-{max(allv):g}"
     if loaded:
         return [f"**The benchmark figures below were measured on a loaded machine**: the 1-minute load average "
-                f"was {span} on {nproc} cores while they ran (other engineers' test suites shared the CPU). "
+                f"was {span} on {nproc} cores while they ran (the benchmarks' own processes count in it: a job on two "
+                f"TaskManagers with its broker keeps both cores busy; anything else running adds to it). "
                 "Wall-clock rates are therefore lower and more spread than on an idle machine, and a figure "
                 "here is not a promise for one; per-CPU-second rates suffer less. Each table states the "
                 "load its figures ran under.", ""]  # fmt: skip

@@ -74,10 +74,14 @@ def messages(records: int, per_message: int) -> list[tuple[list[Any], list[Any]]
 def write_once(msgs: list[tuple[list[Any], list[Any]]], path: Path, retention: Any = None) -> dict[str, Any]:
     """One writer run into a fresh file at ``path``, with ``retention`` (None: the job's defaults,
     ``RetentionSettings()``); figures of that run."""
+    import inspect
+
     from connectors.store import EmbeddedStore
     from connectors.store_retention import RetentionSettings
 
     kwargs = {"retention": RetentionSettings() if retention is None else retention}
+    if "retention" not in inspect.signature(EmbeddedStore).parameters:  # a --baseline ref from before the
+        kwargs = {}  # caller passed retention: that store read the same defaults from LOGCLAW_STORE_* itself
     n = sum(len(m[0]) for m in msgs)
     t0, c0 = time.perf_counter(), time.process_time()
     store = EmbeddedStore(path, **kwargs)
