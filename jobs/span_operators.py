@@ -103,13 +103,13 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
     Stored as traces, a log and timer lists (layout 2). Each trace is one MapState entry as of the
     shard's last flush; each element and each timer that changed a trace since then is one log entry
     (the element's spans or observations; the timer's time and the traces it stepped), by revision. A
-    log of ``LOG_FLUSH_AT`` entries is flushed: the traces changed since the last flush are written
-    (or removed, when they expired) and the log emptied. So an element writes one log entry where it
-    wrote every trace it touched (a trace's spans come in one message per service: every span rewrote
-    its trace), and a trace is written about once per flush. Each timer time is one MapState entry
-    (the traces due then), written as elements schedule them; a timer of the shard steps every trace
-    due then, exactly as one timer per trace would. What the timers release goes to RED in one
-    element per operation.
+    log of ``LOG_FLUSH_AT`` entries (or ``LOG_FLUSH_BYTES``) is flushed: the traces changed since the
+    last flush are written (or removed, when they expired) and the log emptied. So an element writes
+    one log entry where it wrote every trace it touched (a trace's spans come in one message per
+    service: every span rewrote its trace), and a trace is written at most once per flush. Each timer
+    time is one MapState entry (the traces due then), written as elements schedule them; a timer of
+    the shard steps every trace due then, exactly as one timer per trace would. What the timers
+    release goes to RED as partial buckets, one element per operation.
 
     Decoded traces and the shard's timer lists are cached per shard and trusted while the shard's
     stored revision is the one this instance last wrote (as in the service window); otherwise (a
@@ -354,12 +354,12 @@ def route(items: Iterable[TraceFact | SpanTiming], cfg: red.RedConfig) -> Iterat
         yield FactBatch(facts[0].tenant, tuple(facts))
     if timings:
         for key, parts in red.partials(timings, cfg).items():
-            yield SPAN_TIMINGS, Row("\x1f".join(key), (key, tuple(parts)))
+            yield SPAN_TIMINGS, Row(red_key(key), (key, tuple(parts)))
 
 
-def red_key(t: SpanTiming) -> str:
+def red_key(names: tuple[str, str, str]) -> str:
     """The job's key of a (tenant, service, operation)."""
-    return f"{t.tenant}\x1f{t.service}\x1f{t.operation}"
+    return "\x1f".join(names)
 
 
 class SpanRed(KeyedProcessFunction):  # type: ignore[misc]
@@ -424,7 +424,7 @@ class SpanRed(KeyedProcessFunction):  # type: ignore[misc]
     def process_element(self, value: tuple[tuple[str, str, str], tuple[red.WireBucket, ...]],
                         ctx: KeyedProcessFunction.Context) -> Iterator[Any]:  # fmt: skip
         names, parts = value
-        key = "\x1f".join(names)  # the element's key (route), without asking Flink for it
+        key = red_key(names)  # the element's key (route), without asking Flink for it
         rev, state = self._load(key, names)
         assert state is not None
         late = state.late_spans
