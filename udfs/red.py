@@ -99,7 +99,6 @@ class RedBucket:
             self.slowest.sort(key=lambda r: (-r[0], r[1]))
             del self.slowest[KEEP_SLOWEST:]
 
-
     def merge(self, other: RedBucket) -> None:
         """Add ``other``'s spans: the bucket ends as if they had been added one by one, in any order
         (counts add, the sketches merge order-free, the slowest are the top of both)."""
