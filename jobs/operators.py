@@ -216,11 +216,11 @@ TRACE_SHARDS = 4
 released spans reach a few keys in bulk, not one key per trace. Each key costs an element per
 message, a timer per settle interval and a RED element per operation at each timer, and every one of
 those crosses between Python and Java, which is dear when several Python operators share a
-TaskManager's interpreter (a state call: ~1.5 µs of CPU alone, 3.5-7.5 µs beside one other busy
-Python thread). So as few keys as still spread one tenant evenly (jobs.key_groups) over the parallel
-instances the job runs with: 4 covers parallelism 1, 2 (deploy/) and 4; more instances than that
-serve more tenants, not more of one tenant's traces. 16 -> 4 halved the RED stage's CPU in the span
-bench (2 TaskManagers)."""
+TaskManager's interpreter (a state call: ~1.2-2.2 µs of CPU alone, 3.8-8.3 µs beside one other busy
+Python thread: tests.bench.state_call_bench). So as few keys as still spread one tenant evenly
+(jobs.key_groups) over the parallel instances the job runs with: 4 covers parallelism 1, 2
+(deploy/) and 4; more instances than that serve more tenants, not more of one tenant's traces.
+16 -> 4 halved the RED stage's CPU in the span bench (2 TaskManagers)."""
 
 _T = TypeVar("_T")
 

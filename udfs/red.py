@@ -143,14 +143,12 @@ def _wire(start: int, last_ms: int, b: RedBucket) -> WireBucket:
 
 
 def add_partial(state: RedState, part: WireBucket) -> int:
-    """Count a partial bucket (``partials``) as ``count`` counts its spans; returns its span count."""
+    """Count a partial bucket (``partials``) as ``count`` counts its spans; returns its span count. The
+    state keeps the part's sketches and lists (``partials`` builds fresh ones for each call)."""
     start, last_ms, n = part[0], part[1], part[2]
-    if last_ms > state.last_ms:
-        state.last_ms = last_ms
-    if start < state.closed_until_ms:
-        state.late_spans += n
+    if _late(state, start, last_ms, n):
         return n
-    bucket = RedBucket(n, part[3], part[4], part[5], dict(part[6]), dict(part[7]), [list(r) for r in part[8]])
+    bucket = RedBucket(n, part[3], part[4], part[5], part[6], part[7], part[8])  # the state takes the parts over
     mine = state.open.get(start)
     if mine is None:
         state.open[start] = bucket
@@ -225,15 +223,22 @@ def on_timing(state: RedState, t: SpanTiming, cfg: RedConfig) -> Step:
 def count(state: RedState, t: SpanTiming, cfg: RedConfig) -> None:
     """``on_timing`` without the next timer (an adapter that counts a batch asks for it once)."""
     start = t.end_ms - t.end_ms % cfg.bucket_ms
-    if t.end_ms > state.last_ms:
-        state.last_ms = t.end_ms
-    if start < state.closed_until_ms:
-        state.late_spans += 1
-    else:
+    if not _late(state, start, t.end_ms, 1):
         bucket = state.open.get(start)
         if bucket is None:
             bucket = state.open[start] = RedBucket()
         bucket.add(t)
+
+
+def _late(state: RedState, start: int, end_ms: int, n: int) -> bool:
+    """Move the operation's last span time to ``end_ms``; ``n`` spans of a bucket starting at ``start``
+    are late (counted apart) when that bucket is already closed."""
+    if end_ms > state.last_ms:
+        state.last_ms = end_ms
+    if start < state.closed_until_ms:
+        state.late_spans += n
+        return True
+    return False
 
 
 def next_timer(state: RedState, cfg: RedConfig) -> int:
