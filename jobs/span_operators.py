@@ -126,6 +126,12 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
     folds into entries already written, so a short-lived trace may never be written on its own.
     Measured (span bench, 2 TaskManagers): 64 -> 256 entries, with the log emptied in one call, cut
     the timeline's CPU per span by about a quarter."""
+    MAX_TRACES = 50_000
+    """Decoded traces cached per shard: a bound on memory (a trace is ~1 KiB decoded once its spans
+    are released, ~2.7 KiB while they are held: tracemalloc over the span bench's chain). A shard's
+    live set is its requests of the last settle and straggler intervals (``udfs.traces.expired``),
+    ~20-30 s of them: this holds ~2,000 requests/s per shard (8,000 per tenant) before traces are
+    read back one by one as they come."""
     LOG_FLUSH_BYTES = 4 * 1024 * 1024
     """...or this many bytes of entries, whichever comes first: large messages must not grow a log
     without bound (the heap backend copies it into every checkpoint until it is flushed)."""
@@ -153,9 +159,10 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
         """The shard's stored revision and its traces (read back unless the revision is ours)."""
         rev = self.revision.value() or 0
         cached = self.cache.get(shard)
-        if cached is not None and self.written.get(shard) == rev and len(cached) < MAX_CACHED:
+        if cached is not None and self.written.get(shard) == rev and len(cached) < self.MAX_TRACES:
             return rev, cached
-        if cached is not None and self.written.get(shard) == rev:
+        overflow = cached is not None and self.written.get(shard) == rev
+        if overflow:
             self._flush(shard, cached)  # the bound: write what only memory holds, then start over
         if len(self.cache) >= MAX_CACHED:  # other shards' changes are in their logs
             memos = (self.cache, self.dirty, self.logged, self.log_bytes, self.scheduled, self.due_ids, self.complete)
@@ -163,11 +170,12 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
                 memo.clear()
         cached = self.cache[shard] = {}
         self.complete.discard(shard)
-        stored = list(self.traces.items())
-        if len(stored) < MAX_CACHED:
-            for trace_id, raw in stored:
-                cached[trace_id] = traces.decode_state(loads(raw))
-            self.complete.add(shard)
+        if not overflow:  # (past the bound the shard holds too many to read back: one by one as they come)
+            stored = list(self.traces.items())
+            if len(stored) < self.MAX_TRACES:
+                for trace_id, raw in stored:
+                    cached[trace_id] = traces.decode_state(loads(raw))
+                self.complete.add(shard)
         self.scheduled[shard] = {}  # what this instance remembers of the shard's timers goes too
         self.due_ids[shard] = {}
         self.timers.forget(shard)
@@ -226,13 +234,17 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
         return emit, kept, stepped
 
     def _flush(self, shard: str, cached: dict[str, traces.TraceState]) -> None:
-        """Write the traces changed since the last flush (remove the expired ones); empty the log."""
+        """Write the traces changed since the last flush in one call (remove the expired ones, a call
+        each: Flink has no bulk remove); empty the log."""
+        changed: dict[str, str] = {}
         for trace_id in self.dirty.get(shard, ()):
             state = cached.get(trace_id)
             if state is None:
                 self.traces.remove(trace_id)
             else:
-                self.traces.put(trace_id, dumps(traces.encode_state(state)))
+                changed[trace_id] = dumps(traces.encode_state(state))
+        if changed:
+            self.traces.put_all(changed)
         if self.logged.get(shard):
             self.log.clear()  # the current key is the shard: one call, not one per entry
         self.dirty[shard] = set()

@@ -52,6 +52,9 @@ class _Map(_Value):
     def put(self, k: Any, v: Any) -> None:
         self._m()[k] = v
 
+    def put_all(self, d: dict[Any, Any]) -> None:
+        self._m().update(d)
+
     def remove(self, k: Any) -> None:
         self._m().pop(k, None)  # Flink's remove of a missing entry is a no-op
 
@@ -177,6 +180,36 @@ def test_sharded_timeline_and_batched_red_keep_the_engines_red_state() -> None:
     left = [v for (name, _), v in job.timeline.keyed.data.items() if v and name != "trace-shard-revision"]
     assert left == [] and job.red_states() == {}  # (a revision number per shard stays: 16 per tenant)
     assert job.timeline.calls < len(sc.spans) / 4  # timers are per shard and time, not per span
+
+
+def test_a_shard_past_its_cache_bound_reads_traces_back_one_by_one_and_keeps_the_engines_red_state(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past ``MAX_TRACES`` a shard's cache starts over without reading the whole shard back (too many
+    to hold): each trace is read as it comes. Slower, and still the engine's RED state."""
+    monkeypatch.setattr(TraceTimeline, "MAX_TRACES", 25)
+    sc = latency.SPAN_SCENARIOS["cpu_contention"](scale=0.25)
+    eng, job = engine.Engine(), _Job()
+    latest = -(2**62)
+    reads: list[int] = []
+    original = _Map.items
+
+    def counted(self: _Map) -> Any:
+        if self.name == "trace-timelines":
+            reads.append(len(self._m()))
+        return original(self)
+
+    monkeypatch.setattr(_Map, "items", counted)
+    for msg in span_requests_of(sc.spans, 200):
+        eng.feed_spans(msg)
+        latest = max(latest, job.message(msg))
+        eng.advance(latest - eng.cfg.out_of_orderness_ms)
+        job.advance(latest - eng.cfg.out_of_orderness_ms)
+    assert job.red_states() == {k: red.encode_state(s) for k, s in eng.red.items()}
+    fn = job.timeline.fn
+    assert max(len(c) for c in fn.cache.values()) <= 25
+    assert any(shard not in fn.complete for shard in fn.cache)  # some shard went past the bound
+    assert reads and set(reads) == {0}  # a shard read whole only when first seen, never once overgrown
 
 
 def test_a_message_reaches_the_timeline_as_one_element_per_shard_in_order() -> None:

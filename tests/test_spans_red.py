@@ -11,7 +11,7 @@ import pytest
 
 from udfs import engine, red, traces
 from udfs import spans_sketch as sk
-from udfs.anomaly import SpanTiming
+from udfs.anomaly import SpanTiming, TraceFact, TraceObservation
 from udfs.records import Span, SpanStatus
 from udfs.scenarios import latency
 from udfs.scenarios.library import requests_of
@@ -105,9 +105,48 @@ def test_held_spans_wait_for_the_watermark_past_their_end_then_the_trace_expires
     assert step.emit == () and step.timer_at_ms == 10_000  # the end, rounded up to the RED bucket's end
     assert traces.on_timer(state, 9_999, cfg).emit == ()
     released = traces.on_timer(state, 10_000, cfg)
-    # expiry 60 s after the trace was last seen (its start, 1 s), rounded up to the next 10 s
-    assert [t.service for t in released.emit] == ["gateway"] and released.timer_at_ms == 70_000
-    assert not traces.expired(state, 60_999, cfg) and traces.expired(state, 61_000, cfg)
+    # a trace whose every span found its parent waits for nothing: it stays straggler_ms past its
+    # last release (10 s), for a straggler, then goes
+    assert [t.service for t in released.emit] == ["gateway"] and released.timer_at_ms == 20_000
+    assert not traces.expired(state, 19_999, cfg) and traces.expired(state, 20_000, cfg)
+
+
+def test_a_parent_within_the_straggler_interval_finds_its_children_and_logs_keep_the_ttl() -> None:
+    """A child that came before its parent (an orphan interval) waits for it ``straggler_ms`` past
+    its own release; a trace with a service known from its logs keeps ``ttl_ms``."""
+    cfg = traces.TraceConfig(ttl_ms=60_000)
+    state = traces.new_state("t", "a" * 32)
+    traces.on_span(state, _span("c", "p", "pricing", 1_000, 1_200), cfg)
+    released = traces.on_timer(state, 10_000, cfg)
+    assert [t.service for t in released.emit] == ["pricing"] and released.timer_at_ms == 20_000
+    traces.on_span(state, _span("p", "", "gateway", 900, 12_000), cfg)  # the parent, before 20 s
+    (parent,) = traces.on_timer(state, 20_000, cfg).emit
+    assert parent.self_us == (12_000 - 900 - 200) * 1_000  # the orphan's interval was kept for it
+    assert traces.next_timer(state, cfg) == 30_000 and traces.expired(state, 30_000, cfg)
+
+    logged = traces.new_state("t", "b" * 32)
+    traces.on_observation(logged, TraceObservation("t", "b" * 32, "gateway", 1_000, -1), cfg)
+    traces.on_span(logged, _span("p", "", "gateway", 1_000, 1_500), cfg)
+    assert traces.on_timer(logged, 10_000, cfg).timer_at_ms == 70_000 and not traces.expired(logged, 60_000, cfg)
+
+    logged = traces.new_state("t", "b" * 32)
+    traces.on_observation(logged, TraceObservation("t", "b" * 32, "gateway", 1_000, -1), cfg)
+    traces.on_span(logged, _span("p", "", "gateway", 1_000, 1_500), cfg)
+    assert traces.on_timer(logged, 10_000, cfg).timer_at_ms == 70_000 and not traces.expired(logged, 60_000, cfg)
+
+
+def test_a_straggler_within_the_out_of_orderness_still_finds_its_trace() -> None:
+    """The engine raises ``straggler_ms`` to the bounded out-of-orderness: a child that started before
+    its parent ended and arrives that late still finds the trace (its call edge, not a new trace)."""
+    ecfg = engine.EngineConfig(out_of_orderness_ms=30_000)
+    assert ecfg.traces.straggler_ms == 30_000 and engine.EngineConfig().traces.straggler_ms == 10_000
+    cfg = ecfg.traces
+    state = traces.new_state("t", "a" * 32)
+    traces.on_span(state, _span("p", "", "gateway", 1_000, 1_500), cfg)
+    traces.on_timer(state, 10_000, cfg)
+    assert not traces.expired(state, 30_000, cfg) and traces.next_timer(state, cfg) == 40_000
+    facts = traces.fold_span(state, _span("c", "p", "pricing", 1_100, 1_400), cfg)
+    assert [(f.kind, f.a, f.b) for f in facts if isinstance(f, TraceFact)] == [("call", "gateway", "pricing")]
 
 
 def test_held_spans_are_released_before_the_red_bucket_of_their_end_closes() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import heapq
 import json
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from udfs import correlate, log_timings, red, tenant_state, traces, window, window_state
@@ -31,6 +31,10 @@ class EngineConfig:
     out_of_orderness_ms: int = 5_000
     max_notables: int = 64
     trace_sample: int = 16
+
+    def __post_init__(self) -> None:
+        if self.traces.straggler_ms < self.out_of_orderness_ms:  # see udfs.traces.expired
+            object.__setattr__(self, "traces", replace(self.traces, straggler_ms=self.out_of_orderness_ms))
 
 
 @dataclass

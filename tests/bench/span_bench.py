@@ -1,13 +1,16 @@
 """Benchmark (not a test): spans/s beside records/s through the detection job with an otlp_spans input.
 
     python -m tests.bench.span_bench [--cluster mini|standalone] [--mode thread|process] [--hours 2]
-                                     [--spans-per-record 4] [--per-message 200] [--repeat 1]
+                                     [--spans-per-record 4 | --spans-per-s N] [--per-message 200] [--repeat 1]
                                      [--out bench-out/span_bench.json]
 
 Input: job_bench's steady logs (``--hours`` of event time, ~16 records/s, ``--per-message`` records per
 message) and, over the same event time, the routed span chain of ``udfs.scenarios.latency`` (healthy, with
 jitter, stalls and expected 404s; CLIENT and SERVER spans, ~5 spans per request) at ``--spans-per-record``
-spans per log record, in full messages of ``--per-message`` spans of one service (``span_requests_of``). Both as
+spans per log record (~63 spans per second of event time: four hours of a small system replayed in a
+minute, a backfill's shape, where every RED bucket, timer and trace expiry serves few spans), or at
+``--spans-per-s`` spans per second of event time (a live system's density: with ``--hours 0.0167``, a
+minute of 25,000 spans/s), in full messages of ``--per-message`` spans of one service (``span_requests_of``). Both as
 OTLP protobuf pre-produced round-robin to their own 2-partition topics on the local tansu broker, the logs
 framed by start and end markers as in job_bench (b). The Kafka job (``jobs.detect`` graph with
 ``spans_topic`` set) runs on the MiniCluster or on a standalone cluster (``--cluster``, as job_bench).
@@ -47,7 +50,8 @@ SPANS_PER_REQUEST = 5.1
 """Of the routed chain (35 % of requests 7 spans, 35 % 5, 30 % 3)."""
 
 
-def generate_spans(workdir: Path, info: dict[str, Any], spans_per_record: float, per_message: int) -> dict[str, Any]:
+def generate_spans(workdir: Path, info: dict[str, Any], spans_per_record: float, per_message: int,
+                   spans_per_s: float | None = None) -> dict[str, Any]:
     """The routed chain over the logs' event time, ``spans.protobin`` (length-prefixed protobuf)."""
     from connectors.otlp import encode_spans_proto
     from udfs.scenarios import latency
@@ -57,8 +61,8 @@ def generate_spans(workdir: Path, info: dict[str, Any], spans_per_record: float,
     rate = info["records"] / max(1.0, (info["last_ms"] - info["first_ms"]) / 1000)
     stream = Stream(0)
     start, end = info["first_ms"] * 1_000_000, info["last_ms"] * 1_000_000
-    latency.chain(stream, "default", start, end, stalls=True, routes=True,
-                  per_s=spans_per_record * rate / SPANS_PER_REQUEST)
+    density = spans_per_s if spans_per_s is not None else spans_per_record * rate
+    latency.chain(stream, "default", start, end, stalls=True, routes=True, per_s=density / SPANS_PER_REQUEST)
     spans = sorted(stream.spans, key=lambda s: s.start_unix_nano)
     msgs = span_requests_of(spans, per_message, max_span_ms=2**40)  # full messages, as job_bench's logs
     with (workdir / "spans.protobin").open("wb") as fh:
@@ -66,6 +70,7 @@ def generate_spans(workdir: Path, info: dict[str, Any], spans_per_record: float,
             body = encode_spans_proto(m)
             fh.write(struct.pack(">QI", m[0].start_unix_nano // 1_000_000, len(body)) + body)
     return {"spans": len(spans), "span_messages": len(msgs), "spans_per_record": round(len(spans) / info["records"], 2),
+            "spans_per_s_of_event_time": round(len(spans) / max(1.0, (info["last_ms"] - info["first_ms"]) / 1000)),
             "spans_proto_bytes": (workdir / "spans.protobin").stat().st_size}
 
 
@@ -81,7 +86,12 @@ def _produce(producer: Any, topic: str, messages: Iterator[tuple[int, bytes]]) -
     counts: dict[int, int] = {}
     for i, (ts, body) in enumerate(messages):
         p = i % jb.PARTITIONS
-        producer.produce(topic, body, partition=p, timestamp=ts)
+        while True:
+            try:
+                producer.produce(topic, body, partition=p, timestamp=ts)
+                break
+            except BufferError:  # the client's queue is full: wait for the broker to take some
+                producer.poll(0.5)
         producer.poll(0)
         counts[p] = counts.get(p, 0) + 1
     return counts
@@ -189,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--parallelism", type=int, default=2)
     parser.add_argument("--hours", type=float, default=2.0, help="event time of the input (default 2 h)")
     parser.add_argument("--spans-per-record", type=float, default=4.0, help="spans per log record (default 4)")
+    parser.add_argument("--spans-per-s", type=float, default=None,
+                        help="spans per second of event time instead (a live system's density)")
     parser.add_argument("--per-message", type=int, default=200, help="records or spans per message (default 200)")
     parser.add_argument("--checkpoint-ms", type=int, default=2_000, help="checkpoint interval (default 2000)")
     parser.add_argument("--repeat", type=int, default=1)
@@ -207,11 +219,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="span-bench-") as tmp:
         workdir = Path(tmp)
         info = jb.generate(workdir, args.hours, args.per_message, files=1)
-        info |= generate_spans(workdir, info, args.spans_per_record, args.per_message)
+        info |= generate_spans(workdir, info, args.spans_per_record, args.per_message, args.spans_per_s)
         (workdir / "input.json").write_text(json.dumps(info), encoding="utf-8")
         meta["input"] = {k: v for k, v in info.items() if k != "files"}
         print(f"input: {info['records']} records in {info['messages']} messages, {info['spans']} spans in "
-              f"{info['span_messages']} messages ({info['spans_per_record']} per record)", flush=True)
+              f"{info['span_messages']} messages ({info['spans_per_record']} per record, "
+              f"{info['spans_per_s_of_event_time']} per second of event time)", flush=True)
         for rep in range(args.repeat):
             out_json = workdir / f"row-{uuid.uuid4().hex[:8]}.json"
             cmd = [sys.executable, "-m", "tests.bench.span_bench", *argv, "--workdir", str(workdir),

@@ -1,9 +1,10 @@
 """Benchmark (not a test): what the spans path asks of Flink per span, without a JVM.
 
-    python -m tests.bench.span_calls [--hours 0.25] [--out bench-out/span_calls.json]
+    python -m tests.bench.span_calls [--hours 0.25] [--spans-per-s 63] [--out bench-out/span_calls.json]
 
-span_bench's input (the routed chain at span_bench's rate, 200-span messages of one service, in start
-order) through the spans path's own adapters (jobs/span_operators.py: the sharded trace timeline and
+span_bench's input (the routed chain at span_bench's rate, 63 spans per second of event time, or
+``--spans-per-s``: a live system's density, where a bucket and a timer serve thousands of spans;
+200-span messages of one service, in start order) through the spans path's own adapters (jobs/span_operators.py: the sharded trace timeline and
 RED) over counting stand-ins of Flink's keyed state and timers, the watermark moved after each message
 (bounded out-of-orderness), then to the end of time. It counts per span what costs a call from Python
 into Flink in thread mode (elements in, state reads and writes, timer registrations, timer firings) and
@@ -99,6 +100,10 @@ class _State:
         self._count("writes")
         self._map()[k] = v
 
+    def put_all(self, d: dict[Any, Any]) -> None:
+        self._count("writes")
+        self._map().update(d)
+
     def remove(self, k: Any) -> None:
         self._count("writes")
         self._map().pop(k, None)
@@ -130,7 +135,7 @@ class _Operator:
         return out
 
 
-def measure(hours: float) -> dict[str, Any]:
+def measure(hours: float, spans_per_s: float = 4 * RECORDS_PER_HOUR / 3600) -> dict[str, Any]:
     from jobs.operators import shard_elements
     from jobs.span_operators import SPAN_TIMINGS, SpanRed, TraceTimeline, _span_shard, _span_start_ms
     from udfs import engine
@@ -141,7 +146,7 @@ def measure(hours: float) -> dict[str, Any]:
     stream = Stream(0)
     start = 1_700_000_000_000 * 1_000_000
     latency.chain(stream, "default", start, start + int(hours * 3600e9), stalls=True, routes=True,
-                  per_s=4 * RECORDS_PER_HOUR / 3600 / SPANS_PER_REQUEST)
+                  per_s=spans_per_s / SPANS_PER_REQUEST)
     spans = sorted(stream.spans, key=lambda s: s.start_unix_nano)
     messages = span_requests_of(spans, 200, max_span_ms=2**40)
     calls: collections.Counter[str] = collections.Counter()
@@ -167,7 +172,7 @@ def measure(hours: float) -> dict[str, Any]:
     cpu_s = time.process_time() - t0
     n = len(spans)
     per_span = {k: round(v / n, 3) for k, v in sorted(calls.items())}
-    return {"spans": n, "messages": len(messages), "python_cpu_us_per_span": round(cpu_s / n * 1e6, 1),
+    return {"spans": n, "messages": len(messages), "spans_per_s_of_event_time": round(spans_per_s), "python_cpu_us_per_span": round(cpu_s / n * 1e6, 1),
             "calls_per_span": per_span, "flink_calls_per_span": round(sum(calls.values()) / n, 3)}
 
 
@@ -175,9 +180,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.span_calls", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hours", type=float, default=0.25, help="event time of the input (default 0.25 h)")
+    parser.add_argument("--spans-per-s", type=float, default=4 * RECORDS_PER_HOUR / 3600,
+                        help="density: spans per second of event time (default span_bench's, 63)")
     parser.add_argument("--out", type=Path, default=Path("bench-out/span_calls.json"))
     args = parser.parse_args(argv)
-    row = measure(args.hours)
+    row = measure(args.hours, args.spans_per_s)
     print(f"{row['spans']} spans in {row['messages']} messages: {row['flink_calls_per_span']} calls into Flink "
           f"per span, {row['python_cpu_us_per_span']} µs of Python CPU per span (adapters and pure steps)")
     for name, value in row["calls_per_span"].items():
