@@ -98,7 +98,7 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
     """Keyed by (tenant, trace shard): the request timeline of each trace in the shard -> trace facts
     (one ``FactBatch`` per element); spans held until the watermark passes their end -> span
     timings with self time (side output, one element per operation); log timings passed on to RED
-    as they come; each trace expires after its TTL.
+    as they come; each trace expires (``udfs.traces.expired``).
 
     Stored as traces, a log and timer lists (layout 2). Each trace is one MapState entry as of the
     shard's last flush; each element and each timer that changed a trace since then is one log entry
@@ -106,17 +106,20 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
     log of ``LOG_FLUSH_AT`` entries (or ``LOG_FLUSH_BYTES``) is flushed: the traces changed since the
     last flush are written (or removed, when they expired) and the log emptied. So an element writes
     one log entry where it wrote every trace it touched (a trace's spans come in one message per
-    service: every span rewrote its trace), and a trace is written at most once per flush. Each timer
-    time is one MapState entry (the traces due then), written as elements schedule them; a timer of
-    the shard steps every trace due then, exactly as one timer per trace would. What the timers
-    release goes to RED as partial buckets, one element per operation.
+    service: every span rewrote its trace), and a trace is written at most once per flush (all of
+    them in one call). The traces due at a timer's time are MapState entries too, one chunk per
+    element that scheduled traces then (``_chunk_key``: appended, never rewritten, which at a live
+    system's density rewrote a list of tens of thousands of ids per element); a timer of the shard
+    steps every trace due then, exactly as one timer per trace would, and removes its chunks. What
+    the timers release goes to RED as partial buckets, one element per operation.
 
     Decoded traces and the shard's timer lists are cached per shard and trusted while the shard's
     stored revision is the one this instance last wrote (as in the service window); otherwise (a
     restore, a cache bound) the shard's traces are read back (all of them, so a trace not cached is a
     new one and needs no read) and its log replayed onto them, outputs discarded (they left with the
     element or timer that wrote the entry). Layout 1 (no log: every trace written by every element)
-    reads as a layout 2 with an empty log."""
+    reads as a layout 2 with an empty log; layout 2's timer lists (one entry per time, rewritten by
+    every element) are still read when their timer fires."""
 
     LOG_FLUSH_AT = 256
     """Entries a shard's log holds at most: bounds the replay after a restore. Every call from Python
@@ -143,7 +146,8 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
     def open(self, ctx: RuntimeContext) -> None:
         self.traces = _map_state(ctx, "trace-timelines", Types.STRING())  # trace id -> TraceState at the last flush
         self.log = _map_state(ctx, "trace-log", Types.LONG())  # revision -> an element's items since then
-        self.due = _map_state(ctx, "trace-timers", Types.LONG())  # event time ms -> trace ids due then
+        self.due = _map_state(ctx, "trace-timer-chunks", Types.LONG())  # _chunk_key(time, n) -> trace ids due then
+        self.due_v2 = _map_state(ctx, "trace-timers", Types.LONG())  # layout 2: event time ms -> trace ids
         self.revision = _value_state(ctx, "trace-shard-revision", Types.LONG())
         self.cache: dict[str, dict[str, traces.TraceState]] = {}  # shard -> trace id -> decoded state
         self.dirty: dict[str, set[str]] = {}  # shard -> traces changed since the last flush (expired: not cached)
@@ -153,6 +157,7 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
         self.written: dict[str, int] = {}  # shard -> the revision this instance last wrote
         self.scheduled: dict[str, dict[str, int]] = {}  # shard -> trace id -> its time in self.due, as written
         self.due_ids: dict[str, dict[int, list[str]]] = {}  # shard -> time -> trace ids, as in self.due
+        self.due_chunks: dict[str, dict[int, int]] = {}  # shard -> time -> its chunks in self.due
         self.timers = PendingTimers()
 
     def _begin(self, shard: str) -> tuple[int, dict[str, traces.TraceState]]:
@@ -165,7 +170,8 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
         if overflow:
             self._flush(shard, cached)  # the bound: write what only memory holds, then start over
         if len(self.cache) >= MAX_CACHED:  # other shards' changes are in their logs
-            memos = (self.cache, self.dirty, self.logged, self.log_bytes, self.scheduled, self.due_ids, self.complete)
+            memos = (self.cache, self.dirty, self.logged, self.log_bytes, self.scheduled, self.due_ids,
+                     self.due_chunks, self.complete)
             for memo in memos:
                 memo.clear()
         cached = self.cache[shard] = {}
@@ -178,6 +184,7 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
                 self.complete.add(shard)
         self.scheduled[shard] = {}  # what this instance remembers of the shard's timers goes too
         self.due_ids[shard] = {}
+        self.due_chunks[shard] = {}
         self.timers.forget(shard)
         self._replay(shard, cached)
         return rev, cached
@@ -221,7 +228,7 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
             if state is None:
                 continue
             step = traces.on_timer(state, timestamp, self.cfg)
-            if traces.expired(step.state, timestamp, self.cfg):  # eviction rule: event-time TTL after last seen
+            if traces.expired(step.state, timestamp, self.cfg):  # eviction rule (udfs.traces.expired)
                 del cached[trace_id]
                 dirty.add(trace_id)  # removed at the flush
                 stepped.append(trace_id)
@@ -276,14 +283,24 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
                 due.setdefault(at_ms, []).append(state.trace_id)
                 scheduled[state.trace_id] = at_ms
         known = self.due_ids.setdefault(shard, {})
+        chunks = self.due_chunks.setdefault(shard, {})
         for at_ms, ids in due.items():
-            stored = known.get(at_ms)
-            if stored is None:  # not written by this instance since the shard's state was last read
-                raw = self.due.get(at_ms)
-                stored = loads(raw) if raw is not None else []
-            merged = known[at_ms] = list(dict.fromkeys([*stored, *ids]))
-            self.due.put(at_ms, dumps(merged))
+            if at_ms not in known:  # not written by this instance since the shard's state was last read
+                known[at_ms] = self._read_due(shard, at_ms)
+            known[at_ms].extend(ids)
+            self.due.put(_chunk_key(at_ms, chunks[at_ms]), dumps(ids))
+            chunks[at_ms] += 1
             self.timers.register(ctx, shard, at_ms)
+
+    def _read_due(self, shard: str, at_ms: int) -> list[str]:
+        """The trace ids stored under ``at_ms`` (its chunks, read until the first missing one)."""
+        ids: list[str] = []
+        n = 0
+        while (raw := self.due.get(_chunk_key(at_ms, n))) is not None:
+            ids.extend(loads(raw))
+            n += 1
+        self.due_chunks.setdefault(shard, {})[at_ms] = n
+        return ids
 
     def process_element(self, items: tuple[Any, ...], ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
         if not items:  # a decoder's tick (jobs.operators.TICK_KEY): it only moves the watermark
@@ -313,11 +330,16 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
         rev, cached = self._begin(shard)
         ids = self.due_ids[shard].pop(timestamp, None)
         if ids is None:
-            raw = self.due.get(timestamp)
-            if raw is None:
-                return
-            ids = loads(raw)
-        self.due.remove(timestamp)
+            ids = self._read_due(shard, timestamp)
+        for n in range(self.due_chunks[shard].pop(timestamp, 0)):
+            self.due.remove(_chunk_key(timestamp, n))
+        legacy = self.due_v2.get(timestamp)
+        if legacy is not None:
+            ids = [*ids, *loads(legacy)]
+            self.due_v2.remove(timestamp)
+        if not ids:
+            return
+        ids = list(dict.fromkeys(ids))
         scheduled = self.scheduled[shard]
         for trace_id in ids:
             if scheduled.get(trace_id) == timestamp:
@@ -333,6 +355,17 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
         self._commit(shard, rev)
         self._schedule(shard, kept, ctx)
         yield from route(emit, self.red_cfg)
+
+
+CHUNKS_PER_TIME = 1 << 20
+"""Chunk numbers per timer time in ``_chunk_key``: a shard would need a million elements scheduling
+traces at one time (100,000 a second with 10 s settle intervals) to run out; event times stay below
+2**43 ms (the year 2248) for the key to fit a LONG, far past what the decoders accept."""
+
+
+def _chunk_key(at_ms: int, n: int) -> int:
+    """The timeline's MapState key of the ``n``-th chunk of trace ids due at ``at_ms``."""
+    return at_ms * CHUNKS_PER_TIME + n
 
 
 def _encode_item(item: Span | TraceObservation) -> list[Any]:

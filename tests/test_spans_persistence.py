@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from jobs.operators import _obs_shard, _obs_time, _timing_shard, _timing_time, dumps, loads, shard_elements
-from jobs.span_operators import SpanRed, TraceTimeline, route
+from jobs.span_operators import CHUNKS_PER_TIME, SpanRed, TraceTimeline, route
 from tests.test_spans_adapters import _Job, _Operator, _Runtime
 from udfs import engine, log_timings, red, traces
 from udfs.batch import summarize
@@ -38,9 +38,9 @@ def _check_timeline(op: _Operator) -> int:
     shard = op.keyed.key
     rev = op.keyed.data.get(("trace-shard-revision", shard))
     due: dict[str, set[int]] = {}
-    for at_ms, raw in op.keyed.data.get(("trace-timers", shard), {}).items():
+    for key, raw in op.keyed.data.get(("trace-timer-chunks", shard), {}).items():
         for trace_id in loads(raw):
-            due.setdefault(trace_id, set()).add(at_ms)
+            due.setdefault(trace_id, set()).add(key // CHUNKS_PER_TIME)
     cached = fn.cache.get(shard, {}) if fn.written.get(shard) == rev else {}
     fresh = TraceTimeline(engine.EngineConfig())  # as after a restore: the stored traces and the log replayed
     fresh.open(_Runtime(op.keyed))
@@ -192,3 +192,40 @@ def _red_loaded(op: _Operator, key: str) -> red.RedState:
     _, state = fresh._load(key, None)
     assert state is not None
     return state
+
+
+def test_timeline_timer_lists_stored_in_layout_2_are_still_read_when_their_timer_fires() -> None:
+    """Layout 2 kept a timer's trace ids as one entry per time (rewritten by every element), and a
+    version-2 trace state (no release time): a savepoint of the previous job. Its timer still
+    releases the trace's held span to RED and removes the old entry."""
+    import heapq
+
+    from jobs.operators import shard_key
+    from jobs.span_operators import SPAN_TIMINGS
+    from udfs.records import SpanStatus
+
+    cfg = engine.EngineConfig()
+    trace_id = "ab" * 16
+    shard = shard_key("t", trace_id)
+    span = Span("t", "svc", trace_id, "s1", "", "GET /", 2, 1_000 * 1_000_000, 1_500 * 1_000_000, SpanStatus.UNSET, "")
+    state = traces.new_state("t", trace_id)
+    at_ms = traces.on_span(state, span, cfg.traces).timer_at_ms
+    stored = traces.encode_state(state)
+    del stored["released_ms"]
+    stored["schema_version"] = 2
+    op = _Operator(TraceTimeline(cfg))
+    op.keyed.data.update({
+        ("trace-timelines", shard): {trace_id: dumps(stored)},
+        ("trace-timers", shard): {at_ms: dumps([trace_id])},
+        ("trace-shard-revision", shard): 5,
+    })  # fmt: skip
+    heapq.heappush(op.timers, (at_ms, shard))
+    op.registered.add((at_ms, shard))
+    out = op.advance(at_ms)
+    sent = [row for tag, row in (x for x in out if isinstance(x, tuple) and x and x[0] is SPAN_TIMINGS)]
+    assert [row[1][0] for row in sent] == [("t", "svc", "GET /")]
+    assert not op.keyed.data[("trace-timers", shard)]
+    fresh = TraceTimeline(cfg)  # and what it stored reads back: the trace, released, due at its expiry
+    fresh.open(_Runtime(op.keyed))
+    _, back = fresh._begin(shard)
+    assert back[trace_id].held == {} and back[trace_id].released_ms == at_ms

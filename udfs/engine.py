@@ -150,7 +150,7 @@ class Engine:
                 return []
             tstep = traces.on_timer(tstate, at, self.cfg.traces)
             if traces.expired(tstate, at, self.cfg.traces):
-                del self.traces[(key[0], key[1])]  # eviction rule: event-time TTL
+                del self.traces[(key[0], key[1])]  # eviction rule (traces.expired)
             else:
                 self._register(tstep.timer_at_ms, "trace", key)
             return self._timings(tstep.emit)

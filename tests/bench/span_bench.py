@@ -1,7 +1,8 @@
 """Benchmark (not a test): spans/s beside records/s through the detection job with an otlp_spans input.
 
     python -m tests.bench.span_bench [--cluster mini|standalone] [--mode thread|process] [--hours 2]
-                                     [--spans-per-record 4 | --spans-per-s N] [--per-message 200] [--repeat 1]
+                                     [--spans-per-record 4 | --spans-per-s N --span-seconds S]
+                                     [--per-message 200] [--repeat 1]
                                      [--out bench-out/span_bench.json]
 
 Input: job_bench's steady logs (``--hours`` of event time, ~16 records/s, ``--per-message`` records per
@@ -9,8 +10,9 @@ message) and, over the same event time, the routed span chain of ``udfs.scenario
 jitter, stalls and expected 404s; CLIENT and SERVER spans, ~5 spans per request) at ``--spans-per-record``
 spans per log record (~63 spans per second of event time: four hours of a small system replayed in a
 minute, a backfill's shape, where every RED bucket, timer and trace expiry serves few spans), or at
-``--spans-per-s`` spans per second of event time (a live system's density: with ``--hours 0.0167``, a
-minute of 25,000 spans/s), in full messages of ``--per-message`` spans of one service (``span_requests_of``). Both as
+``--spans-per-s`` spans per second of event time over the first ``--span-seconds`` of it (a live
+system's density: ``--spans-per-s 25000 --span-seconds 60``, a minute of 25,000 spans/s beside the
+logs' shortest input, ten minutes of ~16 records/s), in full messages of ``--per-message`` spans of one service (``span_requests_of``). Both as
 OTLP protobuf pre-produced round-robin to their own 2-partition topics on the local tansu broker, the logs
 framed by start and end markers as in job_bench (b). The Kafka job (``jobs.detect`` graph with
 ``spans_topic`` set) runs on the MiniCluster or on a standalone cluster (``--cluster``, as job_bench).
@@ -51,7 +53,7 @@ SPANS_PER_REQUEST = 5.1
 
 
 def generate_spans(workdir: Path, info: dict[str, Any], spans_per_record: float, per_message: int,
-                   spans_per_s: float | None = None) -> dict[str, Any]:
+                   spans_per_s: float | None = None, span_seconds: float | None = None) -> dict[str, Any]:
     """The routed chain over the logs' event time, ``spans.protobin`` (length-prefixed protobuf)."""
     from connectors.otlp import encode_spans_proto
     from udfs.scenarios import latency
@@ -61,6 +63,8 @@ def generate_spans(workdir: Path, info: dict[str, Any], spans_per_record: float,
     rate = info["records"] / max(1.0, (info["last_ms"] - info["first_ms"]) / 1000)
     stream = Stream(0)
     start, end = info["first_ms"] * 1_000_000, info["last_ms"] * 1_000_000
+    if span_seconds is not None:
+        end = min(end, start + int(span_seconds * 1e9))
     density = spans_per_s if spans_per_s is not None else spans_per_record * rate
     latency.chain(stream, "default", start, end, stalls=True, routes=True, per_s=density / SPANS_PER_REQUEST)
     spans = sorted(stream.spans, key=lambda s: s.start_unix_nano)
@@ -70,7 +74,7 @@ def generate_spans(workdir: Path, info: dict[str, Any], spans_per_record: float,
             body = encode_spans_proto(m)
             fh.write(struct.pack(">QI", m[0].start_unix_nano // 1_000_000, len(body)) + body)
     return {"spans": len(spans), "span_messages": len(msgs), "spans_per_record": round(len(spans) / info["records"], 2),
-            "spans_per_s_of_event_time": round(len(spans) / max(1.0, (info["last_ms"] - info["first_ms"]) / 1000)),
+            "spans_per_s_of_event_time": round(len(spans) / max(1.0, (end - start) / 1e9)),
             "spans_proto_bytes": (workdir / "spans.protobin").stat().st_size}
 
 
@@ -201,6 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--spans-per-record", type=float, default=4.0, help="spans per log record (default 4)")
     parser.add_argument("--spans-per-s", type=float, default=None,
                         help="spans per second of event time instead (a live system's density)")
+    parser.add_argument("--span-seconds", type=float, default=None,
+                        help="spans over this many seconds of event time only (default: all of the logs')")
     parser.add_argument("--per-message", type=int, default=200, help="records or spans per message (default 200)")
     parser.add_argument("--checkpoint-ms", type=int, default=2_000, help="checkpoint interval (default 2000)")
     parser.add_argument("--repeat", type=int, default=1)
@@ -219,7 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="span-bench-") as tmp:
         workdir = Path(tmp)
         info = jb.generate(workdir, args.hours, args.per_message, files=1)
-        info |= generate_spans(workdir, info, args.spans_per_record, args.per_message, args.spans_per_s)
+        info |= generate_spans(workdir, info, args.spans_per_record, args.per_message, args.spans_per_s,
+                               args.span_seconds)
         (workdir / "input.json").write_text(json.dumps(info), encoding="utf-8")
         meta["input"] = {k: v for k, v in info.items() if k != "files"}
         print(f"input: {info['records']} records in {info['messages']} messages, {info['spans']} spans in "
