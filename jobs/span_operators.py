@@ -17,6 +17,7 @@ as what they hold.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -49,6 +50,21 @@ from udfs.engine import EngineConfig
 from udfs.records import Span, SpanStatus
 
 SPAN_TIMINGS = OutputTag("span-timings", KEYED)  # Row(red key, ((tenant, service, operation), red.WireBucket tuple))
+
+COLLECT_EVERY = 50_000
+"""Container allocations (net) between the interpreter's young-generation collections (Python's
+default: 700). The timeline keeps a live system's last ~20 s of traces decoded, tens of thousands
+of long-lived objects per shard, and every collection that reaches the older generations walks
+them all, while the steps allocate a few containers per span. A TaskManager's Python operators
+share one interpreter, so this is set for all of them once the span path runs. Measured (span
+bench at 25,000 spans/s of event time, 2 TaskManagers): the timeline's CPU 87 -> 68 s, 16.2k ->
+18.5k spans/s; garbage it leaves uncollected in between is a few MB at most."""
+
+
+def collect_less_often() -> None:
+    gen0, gen1, gen2 = gc.get_threshold()
+    if gen0 < COLLECT_EVERY:
+        gc.set_threshold(COLLECT_EVERY, gen1, gen2)
 
 def _span_shard(span: Span) -> str:
     return shard_key(span.tenant, span.trace_id)
@@ -144,6 +160,7 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
         self.red_cfg = engine_cfg.red
 
     def open(self, ctx: RuntimeContext) -> None:
+        collect_less_often()
         self.traces = _map_state(ctx, "trace-timelines", Types.STRING())  # trace id -> TraceState at the last flush
         self.log = _map_state(ctx, "trace-log", Types.LONG())  # revision -> an element's items since then
         self.due = _map_state(ctx, "trace-timer-chunks", Types.LONG())  # _chunk_key(time, n) -> trace ids due then

@@ -379,3 +379,20 @@ def test_a_message_without_trace_observations_sends_a_tick_that_moves_the_trace_
 
     timeline = _Operator(TraceTimeline(engine.EngineConfig()))
     assert timeline.element(TICK_KEY, ()) == [] and timeline.keyed.data == {} and timeline.timers == []
+
+
+def test_the_span_path_makes_the_interpreter_collect_less_often_and_never_more() -> None:
+    import gc
+
+    from jobs.span_operators import COLLECT_EVERY, collect_less_often
+
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        _Operator(TraceTimeline(engine.EngineConfig()))
+        assert gc.get_threshold() == (COLLECT_EVERY, 10, 10)
+        gc.set_threshold(COLLECT_EVERY * 2, 10, 10)  # set higher by someone else: left alone
+        collect_less_often()
+        assert gc.get_threshold()[0] == COLLECT_EVERY * 2
+    finally:
+        gc.set_threshold(*before)
