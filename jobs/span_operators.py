@@ -183,8 +183,9 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
         cached = self.cache.get(shard)
         if cached is not None and self.written.get(shard) == rev and len(cached) < self.MAX_TRACES:
             return rev, cached
-        overflow = cached is not None and self.written.get(shard) == rev
-        if overflow:
+        overflow = False
+        if cached is not None and self.written.get(shard) == rev:
+            overflow = True
             self._flush(shard, cached)  # the bound: write what only memory holds, then start over
         if len(self.cache) >= MAX_CACHED:  # other shards' changes are in their logs
             memos = (self.cache, self.dirty, self.logged, self.log_bytes, self.scheduled, self.due_ids,

@@ -5,17 +5,17 @@
                                      [--per-message 200] [--repeat 1]
                                      [--out bench-out/span_bench.json]
 
-Input: job_bench's steady logs (``--hours`` of event time, ~16 records/s, ``--per-message`` records per
-message) and, over the same event time, the routed span chain of ``udfs.scenarios.latency`` (healthy, with
-jitter, stalls and expected 404s; CLIENT and SERVER spans, ~5 spans per request) at ``--spans-per-record``
-spans per log record (~63 spans per second of event time: four hours of a small system replayed in a
-minute, a backfill's shape, where every RED bucket, timer and trace expiry serves few spans), or at
-``--spans-per-s`` spans per second of event time over the first ``--span-seconds`` of it (a live
-system's density: ``--spans-per-s 25000 --span-seconds 60``, a minute of 25,000 spans/s beside the
-logs' shortest input, ten minutes of ~16 records/s), in full messages of ``--per-message`` spans of one service (``span_requests_of``). Both as
-OTLP protobuf pre-produced round-robin to their own 2-partition topics on the local tansu broker, the logs
-framed by start and end markers as in job_bench (b). The Kafka job (``jobs.detect`` graph with
-``spans_topic`` set) runs on the MiniCluster or on a standalone cluster (``--cluster``, as job_bench).
+Input: job_bench's steady logs (``--hours`` of event time, ~16 records/s, ``--per-message`` records per message)
+and, over the same event time, the routed span chain of ``udfs.scenarios.latency`` (healthy, with jitter, stalls
+and expected 404s; CLIENT and SERVER spans, ~5 spans per request) at ``--spans-per-record`` spans per log record
+(~63 spans per second of event time: four hours of a small system replayed in a minute, a backfill's shape,
+where every RED bucket, timer and trace expiry serves few spans), or at ``--spans-per-s`` spans per second of
+event time over the first ``--span-seconds`` of it (a live system's density: ``--spans-per-s 25000
+--span-seconds 60``, a minute of 25,000 spans/s beside the logs' shortest input, ten minutes of ~16 records/s),
+in full messages of ``--per-message`` spans of one service (``span_requests_of``). Both as OTLP protobuf
+pre-produced round-robin to their own 2-partition topics on the local tansu broker, the logs framed by start and
+end markers as in job_bench (b). The Kafka job (``jobs.detect`` graph with ``spans_topic`` set) runs on the
+MiniCluster or on a standalone cluster (``--cluster``, as job_bench).
 
 Rates: records/s = records / (last logs end marker - first start marker), as in job_bench; spans/s = spans /
 (the moment the job's committed offsets of the spans topic reach its end - first start marker). The Kafka

@@ -3,12 +3,12 @@
     python -m tests.bench.span_calls [--hours 0.25] [--spans-per-s 63] [--out bench-out/span_calls.json]
 
 span_bench's input (the routed chain at span_bench's rate, 63 spans per second of event time, or
-``--spans-per-s``: a live system's density, where a bucket and a timer serve thousands of spans;
-200-span messages of one service, in start order) through the spans path's own adapters (jobs/span_operators.py: the sharded trace timeline and
-RED) over counting stand-ins of Flink's keyed state and timers, the watermark moved after each message
-(bounded out-of-orderness), then to the end of time. It counts per span what costs a call from Python
-into Flink in thread mode (elements in, state reads and writes, timer registrations, timer firings) and
-the Python CPU of the adapters and pure steps (process_time: it does not depend on the machine's load,
+``--spans-per-s``: a live system's density, where a bucket and a timer serve thousands of spans; 200-span
+messages of one service, in start order) through the spans path's own adapters (jobs/span_operators.py: the
+sharded trace timeline and RED) over counting stand-ins of Flink's keyed state and timers, the watermark moved
+after each message (bounded out-of-orderness), then to the end of time. It counts per span what costs a call
+from Python into Flink in thread mode (elements in, state reads and writes, timer registrations, timer firings)
+and the Python CPU of the adapters and pure steps (process_time: it does not depend on the machine's load,
 unlike span_bench's rates). Elements to the correlator are counted; its own work is not.
 """
 
@@ -172,8 +172,9 @@ def measure(hours: float, spans_per_s: float = 4 * RECORDS_PER_HOUR / 3600) -> d
     cpu_s = time.process_time() - t0
     n = len(spans)
     per_span = {k: round(v / n, 3) for k, v in sorted(calls.items())}
-    return {"spans": n, "messages": len(messages), "spans_per_s_of_event_time": round(spans_per_s), "python_cpu_us_per_span": round(cpu_s / n * 1e6, 1),
-            "calls_per_span": per_span, "flink_calls_per_span": round(sum(calls.values()) / n, 3)}
+    return {"spans": n, "messages": len(messages), "spans_per_s_of_event_time": round(spans_per_s),
+            "python_cpu_us_per_span": round(cpu_s / n * 1e6, 1), "calls_per_span": per_span,
+            "flink_calls_per_span": round(sum(calls.values()) / n, 3)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
