@@ -64,9 +64,11 @@ uncollected in between is a few MB at most."""
 
 
 def collect_less_often() -> None:
+    """Raise the interpreter's young-generation threshold to ``COLLECT_EVERY`` (never lower it)."""
     gen0, gen1, gen2 = gc.get_threshold()
     if gen0 < COLLECT_EVERY:
         gc.set_threshold(COLLECT_EVERY, gen1, gen2)
+
 
 def _span_shard(span: Span) -> str:
     return shard_key(span.tenant, span.trace_id)
@@ -118,7 +120,7 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
     timings with self time (side output, one element per operation); log timings passed on to RED
     as they come; each trace expires (``udfs.traces.expired``).
 
-    Stored as traces, a log and timer lists (layout 2). Each trace is one MapState entry as of the
+    Stored as traces, a log and chunks of timer lists (layout 3). Each trace is one MapState entry as of the
     shard's last flush; each element and each timer that changed a trace since then is one log entry
     (the element's spans or observations; the timer's time and the traces it stepped), by revision. A
     log of ``LOG_FLUSH_AT`` entries (or ``LOG_FLUSH_BYTES``) is flushed: the traces changed since the
@@ -136,7 +138,7 @@ class TraceTimeline(KeyedProcessFunction):  # type: ignore[misc]
     restore, a cache bound) the shard's traces are read back (all of them, so a trace not cached is a
     new one and needs no read) and its log replayed onto them, outputs discarded (they left with the
     element or timer that wrote the entry). Layout 1 (no log: every trace written by every element)
-    reads as a layout 2 with an empty log; layout 2's timer lists (one entry per time, rewritten by
+    reads with an empty log; the timer lists of layouts 1 and 2 (one entry per time, rewritten by
     every element) are still read when their timer fires."""
 
     LOG_FLUSH_AT = 256
