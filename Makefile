@@ -60,6 +60,7 @@ bench: setup
 	-$(BIN)/python -m tests.bench.job_bench --repeat 1 --hours 2 --samples 20 --out bench-out/job_bench.json
 	-$(BIN)/python -m tests.bench.job_bench --source kafka --mode thread --cluster standalone --taskmanagers 1,2 --hours 12 --loops 8 --event-rate 2000 --repeat 3 --samples 10 --out bench-out/job_bench_scaling.json
 	-$(BIN)/python -m tests.bench.span_bench --cluster standalone --hours 4 --repeat 2 --out bench-out/span_bench.json
+	-$(BIN)/python -m tests.bench.span_bench --cluster standalone --hours 0.0167 --spans-per-s 25000 --span-seconds 60 --repeat 2 --out bench-out/span_bench_live.json
 	-$(BIN)/python -m tests.bench.job_bench --compare --cluster standalone --hours 12 --loops 8 --event-rate 2000 --repeat 1 --samples 10 --out bench-out/job_bench_compare.json
 	-{ [ -d .cache/drain3/drain3 ] || $(BIN)/python -m pip install -q --no-deps --target .cache/drain3 -c constraints.txt drain3 cachetools==4.2.1; }; $(BIN)/python -m tests.bench.template_bench --out bench-out/template_bench.json
 	-$(BIN)/python -m tests.bench.store_bench --runs 3 --baseline 98f9422 --opensearch --out bench-out/store_bench.json
